@@ -1,0 +1,196 @@
+/**
+ * @file spbe.h
+ * @brief libspbe - the client library of spbe-bus, for integrators writing adapters.
+ *
+ * A client is one session of one member with one broker: CurveZMQ with the member's
+ * key, then a HELLO. Publishing signs each message with the member's Ed25519 key and
+ * returns the broker's signed receipt, either synchronously (spbe_publish) or
+ * pipelined (spbe_publish_async, receipts through the receipt handler). Subscribing
+ * delivers the sender's exact signed bytes through the delivery handler.
+ *
+ * Threads: a client belongs to one thread at a time. Handlers run inside
+ * spbe_dispatch() or a synchronous call, on the caller's thread.
+ *
+ * Errors: every fallible call returns a code of enum spbe_error (spbe/errors.h) and
+ * leaves a readable detail in spbe_last_error().
+ */
+#ifndef SPBE_H
+#define SPBE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spbe/errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SPBE_ID_BYTES 16
+#define SPBE_KEY_BYTES 32
+#define SPBE_HASH_BYTES 32
+
+typedef struct spbe_client spbe_client;
+
+/** Connection options; zero-initialise and set what you need. */
+typedef struct spbe_options {
+    /** Broker endpoint. NULL: $SPBE_BROKER, else the identity file's "broker",
+     *  else tcp://127.0.0.1:7400. */
+    const char *endpoint;
+    /** The broker's Ed25519 public key in hex. NULL: $SPBE_BROKER_KEY, else the identity
+     *  file's "broker_key". Required one way or another: it authenticates the broker. */
+    const char *broker_key_hex;
+    /** Time limit for connecting and for each synchronous call; 0: 5000 ms. */
+    int timeout_ms;
+    /** Free text sent in HELLO (e.g. "bkn-adapter/1.2"). */
+    const char *client_name;
+} spbe_options;
+
+/** What one publish carries besides its topic and payload. All optional. */
+typedef struct spbe_message_options {
+    const uint8_t *id;             /**< 16 bytes; NULL: random */
+    const char *schema;            /**< protobuf type name of the payload */
+    const uint8_t *correlation_id; /**< with correlation_len */
+    size_t correlation_len;
+    const char *reply_to;
+} spbe_message_options;
+
+/** The broker's answer to one publish, verified against the broker's key. */
+typedef struct spbe_receipt {
+    int code;                             /**< SPBE_OK, SPBE_DUPLICATE or an error */
+    uint64_t token;                       /**< the token of spbe_publish_async */
+    char topic[256];
+    uint64_t sequence;                    /**< for SPBE_DUPLICATE the original's */
+    int64_t accepted_ns;
+    uint8_t message_id[SPBE_ID_BYTES];
+    uint8_t message_hash[SPBE_HASH_BYTES]; /**< SHA-256 of the signed bytes */
+    int signed_by_broker;                 /**< 1 if the receipt's signature verified */
+    char error[256];                      /**< reason when code != SPBE_OK */
+} spbe_receipt;
+
+/** One delivered message. Pointers are valid only during the handler call. */
+typedef struct spbe_delivery {
+    uint64_t subscription_id;
+    const char *topic;
+    uint64_t sequence;
+    int64_t accepted_ns;       /**< the broker's acceptance time */
+    const char *sender;
+    const uint8_t *id;         /**< 16 bytes */
+    int64_t created_ns;        /**< the sender's clock */
+    const char *schema;
+    const uint8_t *correlation_id;
+    size_t correlation_len;
+    const char *reply_to;
+    const uint8_t *payload;
+    size_t payload_len;
+    const uint8_t *raw;        /**< the sender's exact SignedMessage bytes */
+    size_t raw_len;
+} spbe_delivery;
+
+typedef void (*spbe_receipt_fn)(const spbe_receipt *receipt, void *arg);
+typedef void (*spbe_delivery_fn)(const spbe_delivery *delivery, void *arg);
+
+typedef enum spbe_start {
+    SPBE_START_NEW = 0,      /**< messages accepted from now on */
+    SPBE_START_FIRST = 1,    /**< from the first stored message of each matching topic */
+    SPBE_START_SEQUENCE = 2, /**< from a sequence on each matching topic */
+} spbe_start;
+
+/**
+ * Connects with the identity file at identity_path (NULL: $SPBE_KEY).
+ * On SPBE_OK *out is a client to spbe_close(). Errors: SPBE_NOT_FOUND / SPBE_BAD_REQUEST
+ * (identity file), SPBE_UNKNOWN_SENDER (the broker refused the key), SPBE_REVOKED,
+ * SPBE_UNAVAILABLE (no broker answered in time, or a wrong broker key).
+ * On error *out is still set when it can carry the detail (read spbe_last_error, then
+ * spbe_close), or NULL.
+ */
+int spbe_connect(const char *identity_path, const spbe_options *options, spbe_client **out);
+
+/** Says goodbye, closes; NULL-safe; nulls *client. Unacknowledged async publishes are abandoned. */
+void spbe_close(spbe_client **client);
+
+/** Readable detail of the last error (never NULL). Valid until the next call. */
+const char *spbe_last_error(const spbe_client *client);
+
+/** The member this client speaks for. */
+const char *spbe_member(const spbe_client *client);
+
+/** The broker's receipt-signing public key (32 bytes), as learnt in the handshake. */
+const uint8_t *spbe_broker_key(const spbe_client *client);
+
+void spbe_set_receipt_handler(spbe_client *client, spbe_receipt_fn fn, void *arg);
+void spbe_set_delivery_handler(spbe_client *client, spbe_delivery_fn fn, void *arg);
+
+/**
+ * Signs and publishes one message and waits for its receipt. Returns the receipt's
+ * code (or SPBE_TIMEOUT / SPBE_UNAVAILABLE); *receipt (may be NULL) gets the receipt.
+ */
+int spbe_publish(spbe_client *client, const char *topic, const void *payload, size_t len,
+                 const spbe_message_options *options, spbe_receipt *receipt);
+
+/**
+ * Signs and sends one message without waiting. The receipt comes later through the
+ * receipt handler during spbe_dispatch() / spbe_flush(), carrying *token.
+ * SPBE_OK when sent.
+ */
+int spbe_publish_async(spbe_client *client, const char *topic, const void *payload, size_t len,
+                       const spbe_message_options *options, uint64_t *token);
+
+/**
+ * Builds and signs a message without sending it: *out (malloc'ed, caller frees) is the
+ * SignedMessage to pass to spbe_publish_signed(), e.g. to sign ahead of a timed run.
+ */
+int spbe_sign(spbe_client *client, const char *topic, const void *payload, size_t len,
+              const spbe_message_options *options, uint8_t **out, size_t *out_len);
+
+/** Sends already signed bytes (as spbe_publish_async). The bytes are copied. */
+int spbe_publish_signed(spbe_client *client, const uint8_t *signed_message, size_t len,
+                        uint64_t *token);
+
+/** Number of async publishes whose receipts have not arrived. */
+size_t spbe_in_flight(const spbe_client *client);
+
+/** Dispatches until no publish is in flight or timeout_ms passes (SPBE_TIMEOUT). */
+int spbe_flush(spbe_client *client, int timeout_ms);
+
+/**
+ * Subscribes to a pattern. Deliveries come through the delivery handler. *id (may be
+ * NULL) gets the subscription id. Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN.
+ */
+int spbe_subscribe(spbe_client *client, const char *pattern, spbe_start start,
+                   uint64_t start_sequence, uint64_t *id);
+int spbe_unsubscribe(spbe_client *client, uint64_t id);
+
+/**
+ * Waits up to timeout_ms (0: only what is ready, -1: forever) for events and runs
+ * their handlers; keeps the session alive with heartbeats. *events (may be NULL)
+ * gets the number handled. SPBE_OK, or the session's end: SPBE_REVOKED,
+ * SPBE_UNAVAILABLE (broker gone or shutting down).
+ */
+int spbe_dispatch(spbe_client *client, int timeout_ms, int *events);
+
+/**
+ * Verifies a delivery's signature end to end against the sender's registered key
+ * (fetched from the broker once per sender). SPBE_OK, SPBE_BAD_SIGNATURE,
+ * SPBE_UNKNOWN_SENDER.
+ */
+int spbe_verify(spbe_client *client, const spbe_delivery *delivery);
+
+/**
+ * Low-level call for tools: sends an encoded spbe.v1.Command (its request_id is set
+ * by the library) with an optional body frame, and waits for the matching
+ * spbe.v1.Reply. *reply (malloc'ed, caller frees) gets the encoded reply; *body
+ * (caller frees, may be NULL) its body frame if any. Returns SPBE_OK when a reply
+ * arrived (its own code is inside), or SPBE_TIMEOUT / SPBE_UNAVAILABLE / SPBE_BAD_REQUEST.
+ */
+int spbe_call(spbe_client *client, const uint8_t *command, size_t command_len,
+              const uint8_t *body, size_t body_len, uint8_t **reply, size_t *reply_len,
+              uint8_t **reply_body, size_t *reply_body_len);
+
+/** The library's version string. */
+const char *spbe_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,859 @@
+/* client.c - libspbe: sessions, publishing, subscriptions, dispatch. */
+#include "spbe/spbe.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "identity.h"
+#include "wire.h"
+
+#define DEFAULT_ENDPOINT "tcp://127.0.0.1:7400"
+#define DEFAULT_TIMEOUT_MS 5000
+
+/* A frame pair received while a synchronous call waited for its own reply. */
+typedef struct queued {
+    Spbe__V1__BrokerFrame *frame;
+    uint8_t *body;
+    size_t body_len;
+    struct queued *next;
+} queued;
+
+typedef struct sender_key {
+    char name[WIRE_MEMBER_MAX_BYTES + 1];
+    uint8_t key[WIRE_KEY_BYTES];
+    int revoked;
+    struct sender_key *next;
+} sender_key;
+
+struct spbe_client {
+    void *ctx, *socket;
+    identity id;
+    char endpoint[256];
+    uint8_t broker_key[WIRE_KEY_BYTES];
+    int timeout_ms;
+    int heartbeat_ms;
+    uint64_t next_request;
+    uint64_t in_flight;
+    int64_t last_sent_ms, last_received_ms;
+    int closed_code; /* non-zero once the broker said goodbye */
+    queued *head, *tail;
+    sender_key *senders;
+    spbe_receipt_fn on_receipt;
+    void *receipt_arg;
+    spbe_delivery_fn on_delivery;
+    void *delivery_arg;
+    char error[512];
+};
+
+const char *
+spbe_version(void)
+{
+    return "0.1.0";
+}
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+fail(spbe_client *c, int code, const char *fmt, ...)
+{
+    if (c) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->error, sizeof c->error, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+const char *
+spbe_last_error(const spbe_client *c)
+{
+    return c && c->error[0] ? c->error : "no error";
+}
+
+const char *
+spbe_member(const spbe_client *c)
+{
+    return c->id.member;
+}
+
+const uint8_t *
+spbe_broker_key(const spbe_client *c)
+{
+    return c->broker_key;
+}
+
+void
+spbe_set_receipt_handler(spbe_client *c, spbe_receipt_fn fn, void *arg)
+{
+    c->on_receipt = fn;
+    c->receipt_arg = arg;
+}
+
+void
+spbe_set_delivery_handler(spbe_client *c, spbe_delivery_fn fn, void *arg)
+{
+    c->on_delivery = fn;
+    c->delivery_arg = arg;
+}
+
+size_t
+spbe_in_flight(const spbe_client *c)
+{
+    return (size_t)c->in_flight;
+}
+
+/* ------------------------------------------------------------ frames */
+
+static int
+send_command(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body_len)
+{
+    uint8_t stack[512];
+    size_t len = spbe__v1__command__get_packed_size(cmd);
+    uint8_t *buf = len <= sizeof stack ? stack : malloc(len);
+    if (!buf)
+        return fail(c, SPBE_INTERNAL, "out of memory");
+    spbe__v1__command__pack(cmd, buf);
+    int rc = zmq_send(c->socket, buf, len, body ? ZMQ_SNDMORE : 0);
+    if (rc >= 0 && body)
+        rc = zmq_send(c->socket, body, body_len, 0);
+    if (buf != stack)
+        free(buf);
+    if (rc < 0)
+        return fail(c, SPBE_UNAVAILABLE, "cannot send: %s", zmq_strerror(errno));
+    c->last_sent_ms = now_ms();
+    return SPBE_OK;
+}
+
+/* Waits up to timeout_ms for one broker message; SPBE_OK with *frame, SPBE_TIMEOUT, or
+ * SPBE_UNAVAILABLE when the broker has been silent for three heartbeats. */
+static int
+receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uint8_t **body,
+              size_t *body_len)
+{
+    *frame = NULL;
+    *body = NULL;
+    *body_len = 0;
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+    for (;;) {
+        int64_t now = now_ms();
+        if (c->heartbeat_ms > 0) {
+            if (now - c->last_sent_ms >= c->heartbeat_ms) {
+                Spbe__V1__Ping ping = SPBE__V1__PING__INIT;
+                Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+                cmd.request_id = 0; /* replies to request 0 are heartbeats */
+                cmd.body_case = SPBE__V1__COMMAND__BODY_PING;
+                cmd.ping = &ping;
+                send_command(c, &cmd, NULL, 0);
+            }
+            if (now - c->last_received_ms > 3LL * c->heartbeat_ms + 1000)
+                return fail(c, SPBE_UNAVAILABLE, "broker silent for %d ms", 3 * c->heartbeat_ms);
+        }
+        int64_t wait = deadline - now;
+        if (wait < 0)
+            return SPBE_TIMEOUT;
+        if (c->heartbeat_ms > 0 && wait > c->heartbeat_ms / 2)
+            wait = c->heartbeat_ms / 2;
+        zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&item, 1, (long)wait);
+        if (n < 0 && errno != EINTR)
+            return fail(c, SPBE_UNAVAILABLE, "poll: %s", zmq_strerror(errno));
+        if (n <= 0)
+            continue;
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, c->socket, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            continue;
+        }
+        c->last_received_ms = now_ms();
+        Spbe__V1__BrokerFrame *f =
+            spbe__v1__broker_frame__unpack(NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
+        int more = zmq_msg_more(&msg);
+        zmq_msg_close(&msg);
+        while (more) {
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, c->socket, 0) < 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            more = zmq_msg_more(&msg);
+            if (!*body && zmq_msg_size(&msg) > 0) {
+                *body = malloc(zmq_msg_size(&msg));
+                if (*body) {
+                    memcpy(*body, zmq_msg_data(&msg), zmq_msg_size(&msg));
+                    *body_len = zmq_msg_size(&msg);
+                }
+            }
+            zmq_msg_close(&msg);
+        }
+        if (!f) {
+            free(*body);
+            *body = NULL;
+            continue; /* not a frame of ours: ignore */
+        }
+        *frame = f;
+        return SPBE_OK;
+    }
+}
+
+static void
+enqueue(spbe_client *c, Spbe__V1__BrokerFrame *f, uint8_t *body, size_t body_len)
+{
+    queued *q = malloc(sizeof *q);
+    if (!q) {
+        spbe__v1__broker_frame__free_unpacked(f, NULL);
+        free(body);
+        return;
+    }
+    q->frame = f;
+    q->body = body;
+    q->body_len = body_len;
+    q->next = NULL;
+    if (c->tail)
+        c->tail->next = q;
+    else
+        c->head = q;
+    c->tail = q;
+}
+
+/* Sends cmd and waits for the reply with its request id, queueing other frames. */
+static int
+request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body_len,
+        Spbe__V1__Reply **reply, uint8_t **reply_body, size_t *reply_body_len,
+        Spbe__V1__BrokerFrame **owner)
+{
+    *owner = NULL;
+    if (c->closed_code)
+        return fail(c, c->closed_code, "session closed by the broker");
+    cmd->request_id = ++c->next_request;
+    int rc = send_command(c, cmd, body, body_len);
+    if (rc != SPBE_OK)
+        return rc;
+    int64_t deadline = now_ms() + c->timeout_ms;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left < 0)
+            return fail(c, SPBE_TIMEOUT, "no reply from the broker within %d ms", c->timeout_ms);
+        Spbe__V1__BrokerFrame *f;
+        uint8_t *b;
+        size_t blen;
+        rc = receive_frame(c, (int)left, &f, &b, &blen);
+        if (rc == SPBE_TIMEOUT)
+            continue;
+        if (rc != SPBE_OK)
+            return rc;
+        if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
+            f->reply->request_id == cmd->request_id) {
+            *owner = f;
+            *reply = f->reply;
+            if (reply_body) {
+                *reply_body = b;
+                *reply_body_len = blen;
+            } else {
+                free(b);
+            }
+            return SPBE_OK;
+        }
+        if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT && f->event->goodbye &&
+            f->event->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
+            c->closed_code = f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
+            fail(c, c->closed_code, "broker closed the session: %s", f->event->goodbye->reason);
+            spbe__v1__broker_frame__free_unpacked(f, NULL);
+            free(b);
+            return c->closed_code;
+        }
+        enqueue(c, f, b, blen);
+    }
+}
+
+/* ------------------------------------------------------------ connect */
+
+static int
+wait_handshake(spbe_client *c, void *monitor)
+{
+    int64_t deadline = now_ms() + c->timeout_ms;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return fail(c, SPBE_UNAVAILABLE,
+                        "no handshake with %s within %d ms (broker not running, or wrong broker key)",
+                        c->endpoint, c->timeout_ms);
+        zmq_pollitem_t item = {monitor, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, (long)left) <= 0)
+            continue;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, monitor, 0) < 0) {
+            zmq_msg_close(&m);
+            continue;
+        }
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&m) >= 6) {
+            memcpy(&event, zmq_msg_data(&m), 2);
+            memcpy(&value, (uint8_t *)zmq_msg_data(&m) + 2, 4);
+        }
+        int more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        while (more) { /* the address frame */
+            zmq_msg_init(&m);
+            zmq_msg_recv(&m, monitor, 0);
+            more = zmq_msg_more(&m);
+            zmq_msg_close(&m);
+        }
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            return SPBE_OK;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            return fail(c, SPBE_UNKNOWN_SENDER,
+                        "the broker refused the key of %s (not a registered member)", c->id.member);
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            return fail(c, SPBE_UNAVAILABLE, "handshake with %s failed (wrong broker key?)",
+                        c->endpoint);
+    }
+}
+
+static int
+resolve(spbe_client *c, const char *identity_path, const spbe_options *o)
+{
+    char err[512];
+    if (!identity_path || !*identity_path)
+        identity_path = getenv("SPBE_KEY");
+    if (!identity_path || !*identity_path)
+        return fail(c, SPBE_BAD_REQUEST, "no identity: give a key file or set SPBE_KEY");
+    int rc = identity_load(identity_path, &c->id, err, sizeof err);
+    if (rc != SPBE_OK)
+        return fail(c, rc, "%s", err);
+    if (!c->id.has_secret)
+        return fail(c, SPBE_BAD_REQUEST, "%s holds no secret key", identity_path);
+
+    const char *ep = o->endpoint;
+    if (!ep || !*ep)
+        ep = getenv("SPBE_BROKER");
+    if (!ep || !*ep)
+        ep = c->id.broker[0] ? c->id.broker : DEFAULT_ENDPOINT;
+    snprintf(c->endpoint, sizeof c->endpoint, "%s", ep);
+
+    const char *bk = o->broker_key_hex;
+    if (!bk || !*bk)
+        bk = getenv("SPBE_BROKER_KEY");
+    if (bk && *bk) {
+        if (wire_hex_decode(bk, c->broker_key, WIRE_KEY_BYTES) != SPBE_OK)
+            return fail(c, SPBE_BAD_REQUEST, "broker key must be 64 hex digits");
+    } else if (c->id.has_broker_key) {
+        memcpy(c->broker_key, c->id.broker_key, WIRE_KEY_BYTES);
+    } else {
+        return fail(c, SPBE_BAD_REQUEST,
+                    "no broker key: set SPBE_BROKER_KEY, --broker-key, or broker_key in %s",
+                    identity_path);
+    }
+    return SPBE_OK;
+}
+
+int
+spbe_connect(const char *identity_path, const spbe_options *options, spbe_client **out)
+{
+    static const spbe_options defaults = {0};
+    const spbe_options *o = options ? options : &defaults;
+    *out = NULL;
+    if (wire_init() != SPBE_OK)
+        return SPBE_INTERNAL;
+    spbe_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return SPBE_INTERNAL;
+    *out = c;
+    c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    int rc = resolve(c, identity_path, o);
+    if (rc != SPBE_OK)
+        return rc;
+
+    uint8_t server[32], pub[32], sec[32];
+    if (wire_curve_public(c->broker_key, server) || wire_curve_public(c->id.public_key, pub) ||
+        wire_curve_secret(c->id.secret_key, sec))
+        return fail(c, SPBE_BAD_REQUEST, "keys cannot be converted for CurveZMQ");
+    c->ctx = zmq_ctx_new();
+    c->socket = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
+    int linger = 200, hwm = 100000;
+    if (!c->socket || zmq_setsockopt(c->socket, ZMQ_CURVE_SERVERKEY, server, 32) ||
+        zmq_setsockopt(c->socket, ZMQ_CURVE_PUBLICKEY, pub, 32) ||
+        zmq_setsockopt(c->socket, ZMQ_CURVE_SECRETKEY, sec, 32) ||
+        zmq_setsockopt(c->socket, ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_setsockopt(c->socket, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(c->socket, ZMQ_RCVHWM, &hwm, sizeof hwm)) {
+        memset(sec, 0, sizeof sec);
+        return fail(c, SPBE_INTERNAL, "cannot create socket: %s", zmq_strerror(errno));
+    }
+    memset(sec, 0, sizeof sec);
+    char monitor_ep[64];
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://spbe-monitor-%p", (void *)c);
+    zmq_socket_monitor(c->socket, monitor_ep,
+                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
+    void *monitor = zmq_socket(c->ctx, ZMQ_PAIR);
+    zmq_connect(monitor, monitor_ep);
+    if (zmq_connect(c->socket, c->endpoint) != 0) {
+        zmq_close(monitor);
+        return fail(c, SPBE_BAD_REQUEST, "cannot connect to %s: %s", c->endpoint,
+                    zmq_strerror(errno));
+    }
+    rc = wait_handshake(c, monitor);
+    zmq_socket_monitor(c->socket, NULL, 0);
+    zmq_close(monitor);
+    if (rc != SPBE_OK)
+        return rc;
+
+    Spbe__V1__Hello hello = SPBE__V1__HELLO__INIT;
+    hello.protocol_version = WIRE_PROTOCOL_VERSION;
+    hello.member = c->id.member;
+    hello.client = (char *)(o->client_name ? o->client_name : "libspbe/0.1.0");
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_HELLO;
+    cmd.hello = &hello;
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    c->last_received_ms = now_ms();
+    rc = request(c, &cmd, NULL, 0, &reply, NULL, NULL, &owner);
+    if (rc != SPBE_OK)
+        return rc;
+    rc = (int)reply->code;
+    if (rc != SPBE_OK) {
+        fail(c, rc, "broker refused the session: %s", reply->error);
+    } else if (reply->body_case != SPBE__V1__REPLY__BODY_WELCOME ||
+               reply->welcome->broker_key.len != WIRE_KEY_BYTES ||
+               memcmp(reply->welcome->broker_key.data, c->broker_key, WIRE_KEY_BYTES) != 0) {
+        rc = fail(c, SPBE_BAD_REQUEST, "broker's welcome does not carry the expected key");
+    } else {
+        c->heartbeat_ms = (int)reply->welcome->heartbeat_ms;
+    }
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    if (rc == SPBE_OK)
+        c->error[0] = '\0';
+    return rc;
+}
+
+void
+spbe_close(spbe_client **cp)
+{
+    if (!cp || !*cp)
+        return;
+    spbe_client *c = *cp;
+    if (c->socket && c->heartbeat_ms > 0 && !c->closed_code) {
+        Spbe__V1__Bye bye = SPBE__V1__BYE__INIT;
+        Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+        cmd.body_case = SPBE__V1__COMMAND__BODY_BYE;
+        cmd.bye = &bye;
+        cmd.request_id = ++c->next_request;
+        send_command(c, &cmd, NULL, 0);
+    }
+    while (c->head) {
+        queued *q = c->head;
+        c->head = q->next;
+        spbe__v1__broker_frame__free_unpacked(q->frame, NULL);
+        free(q->body);
+        free(q);
+    }
+    while (c->senders) {
+        sender_key *s = c->senders;
+        c->senders = s->next;
+        free(s);
+    }
+    if (c->socket)
+        zmq_close(c->socket);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
+    memset(&c->id, 0, sizeof c->id);
+    free(c);
+    *cp = NULL;
+}
+
+/* ------------------------------------------------------------ publishing */
+
+int
+spbe_sign(spbe_client *c, const char *topic, const void *payload, size_t len,
+          const spbe_message_options *o, uint8_t **out, size_t *out_len)
+{
+    static const spbe_message_options none = {0};
+    if (!o)
+        o = &none;
+    if (!topic || !wire_topic_valid(topic))
+        return fail(c, SPBE_INVALID_TOPIC, "invalid topic '%s'", topic ? topic : "");
+    uint8_t id[WIRE_ID_BYTES];
+    if (o->id)
+        memcpy(id, o->id, sizeof id);
+    else
+        wire_random_id(id);
+    Spbe__V1__Message m = SPBE__V1__MESSAGE__INIT;
+    m.id.data = id;
+    m.id.len = sizeof id;
+    m.topic = (char *)topic;
+    m.sender = c->id.member;
+    m.created_ns = wire_now_ns();
+    m.schema = (char *)(o->schema ? o->schema : "");
+    m.correlation_id.data = (uint8_t *)o->correlation_id;
+    m.correlation_id.len = o->correlation_id ? o->correlation_len : 0;
+    m.reply_to = (char *)(o->reply_to ? o->reply_to : "");
+    m.payload.data = (uint8_t *)payload;
+    m.payload.len = payload ? len : 0;
+    int rc = wire_message_sign(&m, c->id.secret_key, out, out_len);
+    return rc == SPBE_OK ? rc : fail(c, rc, "cannot sign");
+}
+
+int
+spbe_publish_signed(spbe_client *c, const uint8_t *signed_message, size_t len, uint64_t *token)
+{
+    if (c->closed_code)
+        return fail(c, c->closed_code, "session closed by the broker");
+    Spbe__V1__Publish pub = SPBE__V1__PUBLISH__INIT;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH;
+    cmd.publish = &pub;
+    cmd.request_id = ++c->next_request;
+    int rc = send_command(c, &cmd, signed_message, len);
+    if (rc != SPBE_OK)
+        return rc;
+    c->in_flight++;
+    if (token)
+        *token = cmd.request_id;
+    return SPBE_OK;
+}
+
+int
+spbe_publish_async(spbe_client *c, const char *topic, const void *payload, size_t len,
+                   const spbe_message_options *o, uint64_t *token)
+{
+    uint8_t *buf;
+    size_t n;
+    int rc = spbe_sign(c, topic, payload, len, o, &buf, &n);
+    if (rc != SPBE_OK)
+        return rc;
+    rc = spbe_publish_signed(c, buf, n, token);
+    free(buf);
+    return rc;
+}
+
+/* Turns a publish reply into a receipt, verifying the broker's signature. */
+static void
+receipt_from_reply(spbe_client *c, const Spbe__V1__Reply *reply, spbe_receipt *r)
+{
+    memset(r, 0, sizeof *r);
+    r->token = reply->request_id;
+    r->code = (int)reply->code;
+    snprintf(r->error, sizeof r->error, "%s", reply->error ? reply->error : "");
+    if (reply->body_case != SPBE__V1__REPLY__BODY_RECEIPT)
+        return;
+    Spbe__V1__Receipt *rc;
+    if (wire_receipt_verify(reply->receipt, c->broker_key, &rc) != SPBE_OK) {
+        r->code = SPBE_BAD_SIGNATURE;
+        snprintf(r->error, sizeof r->error, "receipt not signed by the broker's key");
+        return;
+    }
+    r->signed_by_broker = 1;
+    r->code = (int)rc->code;
+    snprintf(r->topic, sizeof r->topic, "%s", rc->topic);
+    r->sequence = rc->sequence;
+    r->accepted_ns = rc->accepted_ns;
+    if (rc->message_id.len == SPBE_ID_BYTES)
+        memcpy(r->message_id, rc->message_id.data, SPBE_ID_BYTES);
+    if (rc->message_hash.len == SPBE_HASH_BYTES)
+        memcpy(r->message_hash, rc->message_hash.data, SPBE_HASH_BYTES);
+    spbe__v1__receipt__free_unpacked(rc, NULL);
+}
+
+int
+spbe_publish(spbe_client *c, const char *topic, const void *payload, size_t len,
+             const spbe_message_options *o, spbe_receipt *receipt)
+{
+    uint8_t *buf;
+    size_t n;
+    spbe_receipt local;
+    if (!receipt)
+        receipt = &local;
+    memset(receipt, 0, sizeof *receipt);
+    int rc = spbe_sign(c, topic, payload, len, o, &buf, &n);
+    if (rc != SPBE_OK)
+        return rc;
+    Spbe__V1__Publish pub = SPBE__V1__PUBLISH__INIT;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH;
+    cmd.publish = &pub;
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    rc = request(c, &cmd, buf, n, &reply, NULL, NULL, &owner);
+    free(buf);
+    if (rc != SPBE_OK) {
+        receipt->code = rc;
+        snprintf(receipt->error, sizeof receipt->error, "%.255s", c->error);
+        return rc;
+    }
+    receipt_from_reply(c, reply, receipt);
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    if (receipt->code != SPBE_OK)
+        fail(c, receipt->code, "%s", receipt->error);
+    return receipt->code;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+/* Runs the handler of one frame; returns 1 if it was an event for the user. */
+static int
+handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size_t body_len)
+{
+    if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY) {
+        Spbe__V1__Reply *reply = f->reply;
+        if (reply->request_id == 0)
+            return 0; /* heartbeat */
+        if (reply->body_case == SPBE__V1__REPLY__BODY_RECEIPT ||
+            ((int)reply->code != SPBE_OK && c->in_flight > 0)) {
+            if (c->in_flight > 0)
+                c->in_flight--;
+            spbe_receipt r;
+            receipt_from_reply(c, reply, &r);
+            if (c->on_receipt)
+                c->on_receipt(&r, c->receipt_arg);
+            return 1;
+        }
+        return 0; /* a late reply to a call that timed out */
+    }
+    if (f->body_case != SPBE__V1__BROKER_FRAME__BODY_EVENT)
+        return 0;
+    Spbe__V1__Event *ev = f->event;
+    if (ev->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
+        c->closed_code = ev->goodbye->code ? (int)ev->goodbye->code : SPBE_UNAVAILABLE;
+        fail(c, c->closed_code, "broker closed the session: %s", ev->goodbye->reason);
+        return 0;
+    }
+    if (ev->body_case != SPBE__V1__EVENT__BODY_DELIVERY || !body)
+        return 0;
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *m;
+    if (wire_envelope_decode(body, body_len, &sm, &m, NULL) != SPBE_OK) {
+        wire_envelope_free(&sm, &m);
+        return 0;
+    }
+    spbe_delivery d = {
+        .subscription_id = ev->delivery->subscription_id,
+        .topic = ev->delivery->topic,
+        .sequence = ev->delivery->sequence,
+        .accepted_ns = ev->delivery->accepted_ns,
+        .sender = m->sender,
+        .id = m->id.data,
+        .created_ns = m->created_ns,
+        .schema = m->schema,
+        .correlation_id = m->correlation_id.data,
+        .correlation_len = m->correlation_id.len,
+        .reply_to = m->reply_to,
+        .payload = m->payload.data,
+        .payload_len = m->payload.len,
+        .raw = body,
+        .raw_len = body_len,
+    };
+    if (c->on_delivery)
+        c->on_delivery(&d, c->delivery_arg);
+    wire_envelope_free(&sm, &m);
+    return 1;
+}
+
+int
+spbe_dispatch(spbe_client *c, int timeout_ms, int *events)
+{
+    int handled = 0;
+    if (events)
+        *events = 0;
+    while (c->head) {
+        queued *q = c->head;
+        c->head = q->next;
+        if (!c->head)
+            c->tail = NULL;
+        handled += handle_frame(c, q->frame, q->body, q->body_len);
+        spbe__v1__broker_frame__free_unpacked(q->frame, NULL);
+        free(q->body);
+        free(q);
+    }
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+    while (!c->closed_code) {
+        int64_t left = deadline - now_ms();
+        if (left < 0 || (handled > 0 && left > 0 && timeout_ms != 0))
+            left = 0; /* after the first events, take only what is ready */
+        Spbe__V1__BrokerFrame *f;
+        uint8_t *b;
+        size_t blen;
+        int rc = receive_frame(c, (int)(left > INT32_MAX ? INT32_MAX : left), &f, &b, &blen);
+        if (rc == SPBE_TIMEOUT)
+            break;
+        if (rc != SPBE_OK) {
+            if (events)
+                *events = handled;
+            return rc;
+        }
+        handled += handle_frame(c, f, b, blen);
+        spbe__v1__broker_frame__free_unpacked(f, NULL);
+        free(b);
+        if (c->head) /* a handler made a call that queued frames */
+            return spbe_dispatch(c, 0, events) == SPBE_OK && events ? (*events += handled, SPBE_OK)
+                                                                   : SPBE_OK;
+    }
+    if (events)
+        *events = handled;
+    return c->closed_code ? c->closed_code : SPBE_OK;
+}
+
+int
+spbe_flush(spbe_client *c, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    while (c->in_flight > 0) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return fail(c, SPBE_TIMEOUT, "%llu receipts outstanding", (unsigned long long)c->in_flight);
+        int rc = spbe_dispatch(c, (int)left, NULL);
+        if (rc != SPBE_OK)
+            return rc;
+    }
+    return SPBE_OK;
+}
+
+/* ------------------------------------------------------------ subscriptions */
+
+static int
+simple_call(spbe_client *c, Spbe__V1__Command *cmd, Spbe__V1__Reply **reply,
+            Spbe__V1__BrokerFrame **owner)
+{
+    int rc = request(c, cmd, NULL, 0, reply, NULL, NULL, owner);
+    if (rc != SPBE_OK)
+        return rc;
+    rc = (int)(*reply)->code;
+    if (rc != SPBE_OK) {
+        fail(c, rc, "%s", (*reply)->error);
+        spbe__v1__broker_frame__free_unpacked(*owner, NULL);
+        *owner = NULL;
+    }
+    return rc;
+}
+
+int
+spbe_subscribe(spbe_client *c, const char *pattern, spbe_start start, uint64_t start_sequence,
+               uint64_t *id)
+{
+    Spbe__V1__Subscribe sub = SPBE__V1__SUBSCRIBE__INIT;
+    sub.pattern = (char *)pattern;
+    sub.start = (Spbe__V1__StartPosition)start;
+    sub.start_sequence = start_sequence;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_SUBSCRIBE;
+    cmd.subscribe = &sub;
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, &cmd, &reply, &owner);
+    if (rc != SPBE_OK)
+        return rc;
+    if (id)
+        *id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED ? reply->subscribed->subscription_id : 0;
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    return SPBE_OK;
+}
+
+int
+spbe_unsubscribe(spbe_client *c, uint64_t id)
+{
+    Spbe__V1__Unsubscribe u = SPBE__V1__UNSUBSCRIBE__INIT;
+    u.subscription_id = id;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_UNSUBSCRIBE;
+    cmd.unsubscribe = &u;
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, &cmd, &reply, &owner);
+    if (rc == SPBE_OK)
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    return rc;
+}
+
+int
+spbe_verify(spbe_client *c, const spbe_delivery *d)
+{
+    sender_key *k = c->senders;
+    while (k && strcmp(k->name, d->sender) != 0)
+        k = k->next;
+    if (!k) {
+        Spbe__V1__MemberGet get = SPBE__V1__MEMBER_GET__INIT;
+        get.name = (char *)d->sender;
+        Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+        cmd.body_case = SPBE__V1__COMMAND__BODY_MEMBER_GET;
+        cmd.member_get = &get;
+        Spbe__V1__Reply *reply;
+        Spbe__V1__BrokerFrame *owner;
+        int rc = simple_call(c, &cmd, &reply, &owner);
+        if (rc == SPBE_NOT_FOUND)
+            return fail(c, SPBE_UNKNOWN_SENDER, "sender %s is not registered", d->sender);
+        if (rc != SPBE_OK)
+            return rc;
+        if (reply->body_case != SPBE__V1__REPLY__BODY_MEMBER ||
+            reply->member->member->public_key.len != WIRE_KEY_BYTES) {
+            spbe__v1__broker_frame__free_unpacked(owner, NULL);
+            return fail(c, SPBE_BAD_REQUEST, "broker sent no key for %s", d->sender);
+        }
+        k = calloc(1, sizeof *k);
+        if (!k) {
+            spbe__v1__broker_frame__free_unpacked(owner, NULL);
+            return fail(c, SPBE_INTERNAL, "out of memory");
+        }
+        snprintf(k->name, sizeof k->name, "%s", d->sender);
+        memcpy(k->key, reply->member->member->public_key.data, WIRE_KEY_BYTES);
+        k->next = c->senders;
+        c->senders = k;
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    }
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *m;
+    int rc = wire_envelope_decode(d->raw, d->raw_len, &sm, &m, NULL);
+    if (rc == SPBE_OK)
+        rc = strcmp(m->sender, k->name) == 0 ? wire_envelope_verify(sm, k->key) : SPBE_BAD_SIGNATURE;
+    wire_envelope_free(&sm, &m);
+    return rc == SPBE_OK ? rc : fail(c, rc, "signature of %s does not verify", d->sender);
+}
+
+int
+spbe_call(spbe_client *c, const uint8_t *command, size_t command_len, const uint8_t *body,
+          size_t body_len, uint8_t **reply_out, size_t *reply_len, uint8_t **reply_body,
+          size_t *reply_body_len)
+{
+    *reply_out = NULL;
+    *reply_len = 0;
+    Spbe__V1__Command *cmd = spbe__v1__command__unpack(NULL, command_len, command);
+    if (!cmd)
+        return fail(c, SPBE_BAD_REQUEST, "not an encoded Command");
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    uint8_t *b = NULL;
+    size_t blen = 0;
+    int rc = request(c, cmd, body, body_len, &reply, &b, &blen, &owner);
+    spbe__v1__command__free_unpacked(cmd, NULL);
+    if (rc != SPBE_OK)
+        return rc;
+    size_t n = spbe__v1__reply__get_packed_size(reply);
+    *reply_out = malloc(n ? n : 1);
+    if (*reply_out) {
+        spbe__v1__reply__pack(reply, *reply_out);
+        *reply_len = n;
+    }
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    if (reply_body) {
+        *reply_body = b;
+        *reply_body_len = blen;
+    } else {
+        free(b);
+    }
+    return *reply_out ? SPBE_OK : fail(c, SPBE_INTERNAL, "out of memory");
+}

@@ -1,0 +1,1206 @@
+/*
+ * broker.c - the broker's I/O thread: ZAP authentication, sessions, the command
+ * handlers, group commit of publishes and fan-out.
+ *
+ * One loop owns the ROUTER socket, the ZAP socket, the registry and the router.
+ * Publishes that arrive together are checked, verified and appended in one LMDB
+ * transaction with one durable commit; receipts go out only after that commit
+ * returns, so a positive receipt always means the message is on disk.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "identity.h"
+#include "log.h"
+#include "registry.h"
+#include "router.h"
+#include "spbe/errors.h"
+#include "store.h"
+#include "wire.h"
+
+#define DRAIN_MAX 1024          /* messages read per loop turn (one commit group at most) */
+#define PUMP_BUDGET 2048        /* catch-up deliveries per loop turn */
+#define ROUTING_MAX 256
+#define DEDUP_EXPIRE_EVERY_MS 10000
+
+typedef struct session {
+    uint8_t routing[ROUTING_MAX];
+    size_t routing_len;
+    char member[WIRE_MEMBER_MAX_BYTES + 1];
+    int revoked;
+    int64_t last_seen_ms;
+    int64_t opened_ns;
+} session;
+
+typedef struct pending_publish {
+    uint8_t routing[ROUTING_MAX];
+    size_t routing_len;
+    uint64_t request_id;
+    zmq_msg_t body;
+    Spbe__V1__SignedMessage *signed_message;
+    Spbe__V1__Message *message;
+    uint8_t hash[WIRE_HASH_BYTES];
+} pending_publish;
+
+struct broker {
+    broker_config config;
+    store *store;
+    registry *registry;
+    router *router;
+    identity key; /* the broker's own */
+    void *ctx, *socket, *zap;
+    session **sessions;
+    size_t n_sessions, cap_sessions;
+    pending_publish *batch;
+    store_append_item *items;
+    size_t n_batch;
+    int64_t next_dedup_expire_ms;
+    uint64_t accepted, rejected, duplicates, commits;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static session *
+session_find(broker *b, const uint8_t *routing, size_t len)
+{
+    for (size_t i = 0; i < b->n_sessions; i++)
+        if (b->sessions[i]->routing_len == len && memcmp(b->sessions[i]->routing, routing, len) == 0)
+            return b->sessions[i];
+    return NULL;
+}
+
+static void
+session_close(broker *b, session *s)
+{
+    router_drop_owner(b->router, s);
+    for (size_t i = 0; i < b->n_sessions; i++)
+        if (b->sessions[i] == s) {
+            b->sessions[i] = b->sessions[--b->n_sessions];
+            break;
+        }
+    free(s);
+}
+
+/* Sends [routing][frame][body?] without blocking. Returns 0, EAGAIN or another errno. */
+static int
+send_frame(broker *b, const uint8_t *routing, size_t routing_len, const Spbe__V1__BrokerFrame *f,
+           const uint8_t *body, size_t body_len)
+{
+    uint8_t stack[1024];
+    size_t len = spbe__v1__broker_frame__get_packed_size(f);
+    uint8_t *buf = len <= sizeof stack ? stack : malloc(len);
+    if (!buf)
+        return ENOMEM;
+    spbe__v1__broker_frame__pack(f, buf);
+    int rc = 0;
+    if (zmq_send(b->socket, routing, routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        rc = errno;
+    else if (zmq_send(b->socket, buf, len, (body ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+        rc = errno;
+    else if (body && zmq_send(b->socket, body, body_len, ZMQ_DONTWAIT) < 0)
+        rc = errno;
+    if (buf != stack)
+        free(buf);
+    return rc;
+}
+
+static void
+send_reply(broker *b, const uint8_t *routing, size_t routing_len, Spbe__V1__Reply *reply,
+           const uint8_t *body, size_t body_len)
+{
+    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
+    f.body_case = SPBE__V1__BROKER_FRAME__BODY_REPLY;
+    f.reply = reply;
+    int rc = send_frame(b, routing, routing_len, &f, body, body_len);
+    if (rc)
+        log_event(LOG_WARN, "reply_dropped", "request=%llu reason=\"%s\"",
+                  (unsigned long long)reply->request_id, zmq_strerror(rc));
+}
+
+static void
+send_error(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id, int code,
+           const char *reason)
+{
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.code = (Spbe__V1__ErrorCode)code;
+    reply.error = (char *)(reason ? reason : spbe_strerror(code));
+    send_reply(b, routing, routing_len, &reply, NULL, 0);
+}
+
+static void
+send_goodbye(broker *b, session *s, int code, const char *reason)
+{
+    Spbe__V1__Goodbye bye = SPBE__V1__GOODBYE__INIT;
+    bye.code = (Spbe__V1__ErrorCode)code;
+    bye.reason = (char *)reason;
+    Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
+    ev.body_case = SPBE__V1__EVENT__BODY_GOODBYE;
+    ev.goodbye = &bye;
+    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
+    f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
+    f.event = &ev;
+    send_frame(b, s->routing, s->routing_len, &f, NULL, 0);
+}
+
+/* The router's way out: one Delivery event plus the sender's bytes. */
+static int
+send_delivery(void *ctx, void *owner, uint64_t subscription_id, const char *topic,
+              uint64_t sequence, int64_t accepted_ns, const uint8_t *data, size_t len)
+{
+    broker *b = ctx;
+    session *s = owner;
+    Spbe__V1__Delivery d = SPBE__V1__DELIVERY__INIT;
+    d.subscription_id = subscription_id;
+    d.topic = (char *)topic;
+    d.sequence = sequence;
+    d.accepted_ns = accepted_ns;
+    Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
+    ev.body_case = SPBE__V1__EVENT__BODY_DELIVERY;
+    ev.delivery = &d;
+    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
+    f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
+    f.event = &ev;
+    int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
+    if (rc == EHOSTUNREACH) {
+        log_event(LOG_INFO, "session_gone", "member=%s", s->member);
+        return rc; /* the router drops the subscription; the idle timer the session */
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ first start */
+
+static int
+join_path(char *out, size_t n, const char *dir, const char *file)
+{
+    return snprintf(out, n, "%s/%s", dir, file) >= (int)n ? -1 : 0;
+}
+
+static int
+broker_keys(broker *b, char *err, size_t err_len)
+{
+    char path[1200];
+    join_path(path, sizeof path, b->config.data_dir, "broker.key");
+    int rc = identity_load(path, &b->key, err, err_len);
+    if (rc == SPBE_OK)
+        return 0;
+    if (rc != SPBE_NOT_FOUND)
+        return -1;
+
+    /* first start: the broker's key pair and an admin identity */
+    identity_generate("spbe/broker", &b->key);
+    if (identity_save(&b->key, path, 0, err, err_len) != SPBE_OK)
+        return -1;
+    join_path(path, sizeof path, b->config.data_dir, "broker.pub");
+    identity_save_public(&b->key, path, 1, err, err_len);
+
+    identity admin;
+    identity_generate("spbe/admin", &admin);
+    snprintf(admin.broker, sizeof admin.broker, "%s", b->config.endpoint);
+    char *wild = strstr(admin.broker, "://*:");
+    if (!wild)
+        wild = strstr(admin.broker, "://0.0.0.0:");
+    if (wild) {
+        const char *port = strrchr(b->config.endpoint, ':');
+        snprintf(wild, sizeof admin.broker - (size_t)(wild - admin.broker), "://127.0.0.1%s", port);
+    }
+    memcpy(admin.broker_key, b->key.public_key, WIRE_KEY_BYTES);
+    admin.has_broker_key = 1;
+
+    Spbe__V1__MemberRights rights = SPBE__V1__MEMBER_RIGHTS__INIT;
+    char *roles[] = {"admin", "ops"};
+    rights.roles = roles;
+    rights.n_roles = 2;
+    Spbe__V1__Member m = SPBE__V1__MEMBER__INIT;
+    m.name = admin.member;
+    m.public_key.data = admin.public_key;
+    m.public_key.len = WIRE_KEY_BYTES;
+    m.rights = &rights;
+    m.created_ns = wire_now_ns();
+    if (store_member_put(b->store, &m) != SPBE_OK) {
+        snprintf(err, err_len, "cannot register the admin member");
+        return -1;
+    }
+    join_path(path, sizeof path, b->config.data_dir, "admin.key");
+    if (identity_save(&admin, path, 1, err, err_len) != SPBE_OK)
+        return -1;
+    log_event(LOG_INFO, "first_start", "admin_identity=%s broker_key=%s/broker.pub", path,
+              b->config.data_dir);
+    return 0;
+}
+
+/* ------------------------------------------------------------ setup */
+
+int
+broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
+{
+    *out = NULL;
+    if (wire_init() != SPBE_OK) {
+        snprintf(err, err_len, "libsodium failed to initialise");
+        return -1;
+    }
+    broker *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    b->config = *config;
+    b->batch = calloc(DRAIN_MAX, sizeof *b->batch);
+    b->items = calloc(DRAIN_MAX, sizeof *b->items);
+    store_options so = {.max_map_bytes = config->max_store_bytes};
+    if (!b->batch || !b->items ||
+        store_open(config->data_dir, &so, &b->store, err, err_len) != SPBE_OK)
+        goto fail;
+    if (broker_keys(b, err, err_len) != 0)
+        goto fail;
+    if (registry_load(b->store, &b->registry) != SPBE_OK) {
+        snprintf(err, err_len, "cannot load the member registry");
+        goto fail;
+    }
+    b->router = router_new(b->store, send_delivery, b);
+    b->ctx = zmq_ctx_new();
+    if (!b->router || !b->ctx)
+        goto fail_msg;
+
+    /* ZAP first: the ROUTER's handshakes ask it */
+    b->zap = zmq_socket(b->ctx, ZMQ_REP);
+    if (!b->zap || zmq_bind(b->zap, "inproc://zeromq.zap.01") != 0)
+        goto fail_msg;
+
+    uint8_t curve_secret[32];
+    wire_curve_secret(b->key.secret_key, curve_secret);
+    int one = 1, zero = 0, hwm = 20000;
+    int maxmsg = (int)(config->max_message_bytes * 2 + (1 << 20));
+    b->socket = zmq_socket(b->ctx, ZMQ_ROUTER);
+    if (!b->socket || zmq_setsockopt(b->socket, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+        zmq_setsockopt(b->socket, ZMQ_CURVE_SECRETKEY, curve_secret, 32) ||
+        zmq_setsockopt(b->socket, ZMQ_ZAP_DOMAIN, "spbe", 4) ||
+        zmq_setsockopt(b->socket, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
+        zmq_setsockopt(b->socket, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(b->socket, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(b->socket, ZMQ_LINGER, &zero, sizeof zero))
+        goto fail_msg;
+    int64_t maxmsg64 = maxmsg;
+    zmq_setsockopt(b->socket, ZMQ_MAXMSGSIZE, &maxmsg64, sizeof maxmsg64);
+    memset(curve_secret, 0, sizeof curve_secret);
+    if (zmq_bind(b->socket, config->endpoint) != 0) {
+        snprintf(err, err_len, "cannot bind %s: %s", config->endpoint, zmq_strerror(errno));
+        goto fail;
+    }
+    char pk[2 * WIRE_KEY_BYTES + 1];
+    wire_hex_encode(b->key.public_key, WIRE_KEY_BYTES, pk);
+    log_event(LOG_INFO, "started", "endpoint=%s data=%s broker_key=%s version=%s pid=%ld",
+              config->endpoint, config->data_dir, pk, SPBE_VERSION, (long)getpid());
+    *out = b;
+    return 0;
+fail_msg:
+    snprintf(err, err_len, "cannot set up sockets: %s", zmq_strerror(errno));
+fail:
+    broker_destroy(&b);
+    return -1;
+}
+
+void
+broker_destroy(broker **bp)
+{
+    if (!bp || !*bp)
+        return;
+    broker *b = *bp;
+    while (b->n_sessions)
+        session_close(b, b->sessions[0]);
+    free(b->sessions);
+    router_destroy(&b->router);
+    if (b->socket)
+        zmq_close(b->socket);
+    if (b->zap)
+        zmq_close(b->zap);
+    if (b->ctx)
+        zmq_ctx_term(b->ctx);
+    registry_destroy(&b->registry);
+    store_close(&b->store);
+    free(b->batch);
+    free(b->items);
+    memset(&b->key, 0, sizeof b->key);
+    free(b);
+    *bp = NULL;
+}
+
+/* ------------------------------------------------------------ ZAP */
+
+/* Admits registered keys (revoked ones too: HELLO then answers REVOKED, which tells
+ * the client why, where a refused handshake would only say "no"). */
+static void
+zap_handle(broker *b)
+{
+    zmq_msg_t frames[8];
+    int n = 0, more = 1;
+    while (more && n < 8) {
+        zmq_msg_init(&frames[n]);
+        if (zmq_msg_recv(&frames[n], b->zap, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&frames[n]);
+            return;
+        }
+        more = zmq_msg_more(&frames[n]);
+        n++;
+    }
+    const char *status = "400", *text = "unknown key", *user = "";
+    char address[64] = "";
+    if (n >= 7 && zmq_msg_size(&frames[5]) == 5 && memcmp(zmq_msg_data(&frames[5]), "CURVE", 5) == 0 &&
+        zmq_msg_size(&frames[6]) == 32) {
+        const Spbe__V1__Member *m = registry_find_by_curve_key(b->registry, zmq_msg_data(&frames[6]));
+        if (m) {
+            status = "200";
+            text = "OK";
+            user = m->name;
+        }
+    }
+    if (n >= 4) {
+        size_t len = zmq_msg_size(&frames[3]) < sizeof address - 1 ? zmq_msg_size(&frames[3]) : sizeof address - 1;
+        memcpy(address, zmq_msg_data(&frames[3]), len);
+        address[len] = '\0';
+    }
+    if (status[0] != '2')
+        log_event(LOG_WARN, "handshake_refused", "address=%s code=UNKNOWN_SENDER reason=\"%s\"",
+                  address, text);
+    const char *version = "1.0";
+    zmq_send(b->zap, version, 3, ZMQ_SNDMORE);
+    zmq_send(b->zap, n >= 2 ? zmq_msg_data(&frames[1]) : "", n >= 2 ? zmq_msg_size(&frames[1]) : 0,
+             ZMQ_SNDMORE);
+    zmq_send(b->zap, status, 3, ZMQ_SNDMORE);
+    zmq_send(b->zap, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(b->zap, user, strlen(user), ZMQ_SNDMORE);
+    zmq_send(b->zap, "", 0, 0);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&frames[i]);
+}
+
+/* ------------------------------------------------------------ publish */
+
+static void
+send_receipt(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id, int code,
+             const char *reason, const Spbe__V1__Message *m, const uint8_t *hash,
+             const char *topic, uint64_t sequence, int64_t accepted_ns)
+{
+    Spbe__V1__Receipt r = SPBE__V1__RECEIPT__INIT;
+    r.code = (Spbe__V1__ErrorCode)code;
+    r.topic = (char *)(topic ? topic : m && m->topic ? m->topic : "");
+    r.sequence = sequence;
+    r.accepted_ns = accepted_ns;
+    if (hash) {
+        r.message_hash.data = (uint8_t *)hash;
+        r.message_hash.len = WIRE_HASH_BYTES;
+    }
+    if (m) {
+        r.message_id = m->id;
+        r.sender = m->sender;
+    }
+    r.broker = b->config.name;
+    r.issued_ns = wire_now_ns();
+    Spbe__V1__SignedReceipt sr;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.code = (Spbe__V1__ErrorCode)code;
+    reply.error = (char *)(code == SPBE_OK ? "" : reason ? reason : spbe_strerror(code));
+    if (wire_receipt_sign(&r, b->key.secret_key, &sr) == SPBE_OK) {
+        reply.body_case = SPBE__V1__REPLY__BODY_RECEIPT;
+        reply.receipt = &sr;
+    }
+    send_reply(b, routing, routing_len, &reply, NULL, 0);
+    if (reply.receipt)
+        free(sr.receipt.data);
+}
+
+static void
+reject_publish(broker *b, session *s, uint64_t request_id, int code, const char *reason,
+               const Spbe__V1__Message *m, const uint8_t *hash)
+{
+    b->rejected++;
+    log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s reason=\"%s\"", s->member,
+              m && m->topic ? m->topic : "-", spbe_error_name(code), reason);
+    send_receipt(b, s->routing, s->routing_len, request_id, code, reason, m, hash, NULL, 0, 0);
+}
+
+/* Checks a publish in the order cheapest first; a valid one joins the commit group
+ * (taking the body frame). */
+static void
+handle_publish(broker *b, session *s, uint64_t request_id, zmq_msg_t *body)
+{
+    if (!body) {
+        reject_publish(b, s, request_id, SPBE_BAD_REQUEST, "publish needs a body frame", NULL, NULL);
+        return;
+    }
+    size_t len = zmq_msg_size(body);
+    const uint8_t *data = zmq_msg_data(body);
+    uint8_t hash[WIRE_HASH_BYTES];
+    wire_hash(data, len, hash);
+    if (len > b->config.max_message_bytes) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "message of %zu bytes exceeds the limit of %llu", len,
+                 (unsigned long long)b->config.max_message_bytes);
+        reject_publish(b, s, request_id, SPBE_TOO_LARGE, reason, NULL, hash);
+        return;
+    }
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *m;
+    const char *reason = NULL;
+    int code = wire_envelope_decode(data, len, &sm, &m, &reason);
+    if (code == SPBE_OK && sm->batch) {
+        code = SPBE_BAD_REQUEST;
+        reason = "batch signatures are not supported by this broker";
+    }
+    const Spbe__V1__Member *sender = NULL;
+    if (code == SPBE_OK) {
+        sender = registry_find_member(b->registry, m->sender);
+        if (!sender) {
+            code = SPBE_UNKNOWN_SENDER;
+            reason = "sender is not a registered member";
+        } else if (sender->revoked) {
+            code = SPBE_REVOKED;
+            reason = "sender has been revoked";
+        } else if (strcmp(m->sender, s->member) != 0) {
+            code = SPBE_FORBIDDEN;
+            reason = "sender differs from the session's member";
+        } else if (!registry_may_publish(sender, m->topic)) {
+            code = SPBE_FORBIDDEN;
+            reason = "no right to publish to this topic";
+        } else if (wire_envelope_verify(sm, sender->public_key.data) != SPBE_OK) {
+            code = SPBE_BAD_SIGNATURE;
+            reason = "signature does not verify with the sender's key";
+        }
+    }
+    if (code != SPBE_OK) {
+        reject_publish(b, s, request_id, code, reason, m, hash);
+        wire_envelope_free(&sm, &m);
+        return;
+    }
+    pending_publish *p = &b->batch[b->n_batch++];
+    memcpy(p->routing, s->routing, s->routing_len);
+    p->routing_len = s->routing_len;
+    p->request_id = request_id;
+    zmq_msg_init(&p->body);
+    zmq_msg_move(&p->body, body);
+    p->signed_message = sm;
+    p->message = m;
+    memcpy(p->hash, hash, sizeof hash);
+}
+
+/* One durable commit for the group, then receipts, then fan-out. */
+static void
+commit_batch(broker *b)
+{
+    if (b->n_batch == 0)
+        return;
+    for (size_t i = 0; i < b->n_batch; i++) {
+        pending_publish *p = &b->batch[i];
+        store_append_item *it = &b->items[i];
+        memset(it, 0, sizeof *it);
+        it->topic = p->message->topic;
+        it->sender = p->message->sender;
+        it->id = p->message->id.data;
+        it->data = zmq_msg_data(&p->body);
+        it->len = zmq_msg_size(&p->body);
+    }
+    int rc = store_append(b->store, b->items, b->n_batch, b->config.dedup_window_ns);
+    b->commits++;
+    if (rc != SPBE_OK)
+        log_event(LOG_ERROR, "commit_failed", "messages=%zu code=%s", b->n_batch,
+                  spbe_error_name(rc));
+    for (size_t i = 0; i < b->n_batch; i++) {
+        pending_publish *p = &b->batch[i];
+        store_append_item *it = &b->items[i];
+        const char *topic = p->message->topic;
+        store_topic_info original;
+        if (it->code == SPBE_DUPLICATE) {
+            b->duplicates++;
+            store_reader *rd;
+            if (store_reader_begin(b->store, &rd) == SPBE_OK) {
+                if (store_topic_get_by_id(rd, it->topic_id, &original) == SPBE_OK)
+                    topic = original.name;
+                store_reader_end(&rd);
+            }
+        } else if (it->code == SPBE_OK) {
+            b->accepted++;
+        } else {
+            b->rejected++;
+        }
+        send_receipt(b, p->routing, p->routing_len, p->request_id, it->code,
+                     it->code == SPBE_DUPLICATE ? "message id already accepted from this sender"
+                                                : NULL,
+                     p->message, p->hash, topic, it->sequence, it->accepted_ns);
+    }
+    for (size_t i = 0; i < b->n_batch; i++) {
+        pending_publish *p = &b->batch[i];
+        store_append_item *it = &b->items[i];
+        if (it->code == SPBE_OK)
+            router_publish(b->router, it->topic_id, p->message->topic, it->sequence,
+                           it->accepted_ns, it->data, it->len);
+        zmq_msg_close(&p->body);
+        wire_envelope_free(&p->signed_message, &p->message);
+    }
+    b->n_batch = 0;
+}
+
+/* ------------------------------------------------------------ other commands */
+
+static int
+may_read_topic(const broker *b, const session *s, const char *topic)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    if (!m)
+        return 0;
+    return registry_has_role(m, "ops") || registry_has_role(m, "admin") ||
+           registry_may_subscribe(m, topic);
+}
+
+static void
+handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id,
+             const Spbe__V1__Hello *hello, const char *user_id)
+{
+    if (hello->protocol_version != WIRE_PROTOCOL_VERSION) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "protocol version %u not supported; this broker speaks %d",
+                 hello->protocol_version, WIRE_PROTOCOL_VERSION);
+        send_error(b, routing, routing_len, request_id, SPBE_BAD_REQUEST, reason);
+        return;
+    }
+    const Spbe__V1__Member *m = user_id ? registry_find_member(b->registry, user_id) : NULL;
+    if (!m) {
+        send_error(b, routing, routing_len, request_id, SPBE_UNKNOWN_SENDER,
+                   "connection key belongs to no member");
+        return;
+    }
+    if (strcmp(hello->member, m->name) != 0) {
+        send_error(b, routing, routing_len, request_id, SPBE_FORBIDDEN,
+                   "hello names another member than the connection key's");
+        return;
+    }
+    if (m->revoked) {
+        log_event(LOG_WARN, "hello_rejected", "member=%s code=REVOKED", m->name);
+        send_error(b, routing, routing_len, request_id, SPBE_REVOKED, "member has been revoked");
+        return;
+    }
+    session *s = session_find(b, routing, routing_len);
+    if (!s) {
+        if (b->n_sessions == b->cap_sessions) {
+            size_t cap = b->cap_sessions ? 2 * b->cap_sessions : 16;
+            session **n = realloc(b->sessions, cap * sizeof *n);
+            if (!n) {
+                send_error(b, routing, routing_len, request_id, SPBE_INTERNAL, "out of memory");
+                return;
+            }
+            b->sessions = n;
+            b->cap_sessions = cap;
+        }
+        s = calloc(1, sizeof *s);
+        if (!s) {
+            send_error(b, routing, routing_len, request_id, SPBE_INTERNAL, "out of memory");
+            return;
+        }
+        memcpy(s->routing, routing, routing_len);
+        s->routing_len = routing_len;
+        b->sessions[b->n_sessions++] = s;
+    }
+    snprintf(s->member, sizeof s->member, "%s", m->name);
+    s->last_seen_ms = now_ms();
+    s->opened_ns = wire_now_ns();
+    log_event(LOG_INFO, "session_opened", "member=%s client=\"%s\" sessions=%zu", m->name,
+              hello->client, b->n_sessions);
+
+    Spbe__V1__Welcome w = SPBE__V1__WELCOME__INIT;
+    w.protocol_version = WIRE_PROTOCOL_VERSION;
+    w.broker = b->config.name;
+    w.broker_key.data = b->key.public_key;
+    w.broker_key.len = WIRE_KEY_BYTES;
+    w.max_message_bytes = b->config.max_message_bytes;
+    w.member = m->name;
+    w.rights = m->rights;
+    w.heartbeat_ms = (uint32_t)b->config.heartbeat_ms;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_WELCOME;
+    reply.welcome = &w;
+    send_reply(b, routing, routing_len, &reply, NULL, 0);
+}
+
+static void
+handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Subscribe *sub)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    if (!wire_pattern_valid(sub->pattern)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INVALID_TOPIC,
+                   "pattern is not valid");
+        return;
+    }
+    if (!m || !registry_may_subscribe(m, sub->pattern)) {
+        log_event(LOG_INFO, "subscribe_rejected", "member=%s pattern=%s code=FORBIDDEN", s->member,
+                  sub->pattern);
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+                   "no right to subscribe to this pattern");
+        return;
+    }
+    enum router_start start = sub->start == SPBE__V1__START_POSITION__START_FIRST  ? ROUTER_START_FIRST
+                              : sub->start == SPBE__V1__START_POSITION__START_SEQUENCE ? ROUTER_START_SEQUENCE
+                                                                                       : ROUTER_START_NEW;
+    uint64_t id;
+    int rc = router_subscribe(b->router, s, sub->pattern, start, sub->start_sequence, &id);
+    if (rc != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, rc, "cannot subscribe");
+        return;
+    }
+    Spbe__V1__Subscribed ok = SPBE__V1__SUBSCRIBED__INIT;
+    ok.subscription_id = id;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_SUBSCRIBED;
+    reply.subscribed = &ok;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
+static int
+valid_patterns(char **patterns, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!wire_pattern_valid(patterns[i]))
+            return 0;
+    return 1;
+}
+
+static void
+handle_member_add(broker *b, session *s, uint64_t request_id, const Spbe__V1__MemberAdd *add)
+{
+    uint8_t curve[32];
+    const char *bad = NULL;
+    if (!wire_member_valid(add->name))
+        bad = "member name must be agency/app in lower case";
+    else if (add->public_key.len != WIRE_KEY_BYTES || wire_curve_public(add->public_key.data, curve))
+        bad = "public key must be a valid Ed25519 key of 32 bytes";
+    else if (add->rights && (!valid_patterns(add->rights->publish, add->rights->n_publish) ||
+                             !valid_patterns(add->rights->subscribe, add->rights->n_subscribe)))
+        bad = "rights contain an invalid topic pattern";
+    else if (registry_find_member(b->registry, add->name))
+        bad = "member already exists";
+    else if (registry_find_by_curve_key(b->registry, curve))
+        bad = "public key already belongs to another member";
+    for (size_t i = 0; !bad && add->rights && i < add->rights->n_roles; i++)
+        if (strcmp(add->rights->roles[i], "admin") && strcmp(add->rights->roles[i], "ops"))
+            bad = "roles are admin and ops";
+    if (bad) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_BAD_REQUEST, bad);
+        return;
+    }
+    Spbe__V1__MemberRights none = SPBE__V1__MEMBER_RIGHTS__INIT;
+    Spbe__V1__Member m = SPBE__V1__MEMBER__INIT;
+    m.name = add->name;
+    m.public_key = add->public_key;
+    m.rights = add->rights ? add->rights : &none;
+    m.created_ns = wire_now_ns();
+    int rc = store_member_put(b->store, &m);
+    if (rc == SPBE_OK)
+        rc = registry_put(b->registry, &m);
+    if (rc != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, rc, "cannot store the member");
+        return;
+    }
+    log_event(LOG_INFO, "member_added", "member=%s by=%s", add->name, s->member);
+    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
+    info.member = (Spbe__V1__Member *)registry_find_member(b->registry, add->name);
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
+    reply.member = &info;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
+static void
+handle_member_revoke(broker *b, session *s, uint64_t request_id, const Spbe__V1__MemberRevoke *rv)
+{
+    const Spbe__V1__Member *cur = registry_find_member(b->registry, rv->name);
+    if (!cur) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_NOT_FOUND, "no such member");
+        return;
+    }
+    if (strcmp(rv->name, s->member) == 0) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_BAD_REQUEST,
+                   "a member cannot revoke itself");
+        return;
+    }
+    Spbe__V1__Member m = *cur;
+    m.revoked = 1;
+    m.revoke_reason = rv->reason && rv->reason[0] ? rv->reason : "revoked";
+    m.revoked_ns = wire_now_ns();
+    int rc = store_member_put(b->store, &m);
+    if (rc == SPBE_OK)
+        rc = registry_put(b->registry, &m);
+    if (rc != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, rc, "cannot store the revocation");
+        return;
+    }
+    /* takes effect on live sessions at once */
+    for (size_t i = 0; i < b->n_sessions; i++) {
+        session *t = b->sessions[i];
+        if (strcmp(t->member, rv->name) == 0 && !t->revoked) {
+            t->revoked = 1;
+            router_drop_owner(b->router, t);
+            send_goodbye(b, t, SPBE_REVOKED, "member has been revoked");
+        }
+    }
+    log_event(LOG_WARN, "member_revoked", "member=%s by=%s reason=\"%s\"", rv->name, s->member,
+              m.revoke_reason);
+    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
+    info.member = (Spbe__V1__Member *)registry_find_member(b->registry, rv->name);
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
+    reply.member = &info;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
+typedef struct collect {
+    void **items;
+    size_t n, cap;
+    const broker *b;
+    const session *s;
+} collect;
+
+static int
+collect_push(collect *c, void *item)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 16;
+        void **n = realloc(c->items, cap * sizeof *n);
+        if (!n)
+            return 1;
+        c->items = n;
+        c->cap = cap;
+    }
+    c->items[c->n++] = item;
+    return 0;
+}
+
+static Spbe__V1__TopicInfo *
+topic_info_new(const store_topic_info *t)
+{
+    Spbe__V1__TopicInfo *ti = malloc(sizeof *ti);
+    if (!ti)
+        return NULL;
+    spbe__v1__topic_info__init(ti);
+    ti->name = strdup(t->name);
+    ti->first_sequence = t->first_sequence;
+    ti->last_sequence = t->last_sequence;
+    ti->messages = t->messages;
+    ti->bytes = t->bytes;
+    ti->first_ns = t->first_ns;
+    ti->last_ns = t->last_ns;
+    return ti;
+}
+
+static int
+collect_topic(const store_topic_info *t, void *arg)
+{
+    collect *c = arg;
+    if (!may_read_topic(c->b, c->s, t->name))
+        return 0;
+    Spbe__V1__TopicInfo *ti = topic_info_new(t);
+    return !ti || collect_push(c, ti);
+}
+
+static void
+handle_topic_list(broker *b, session *s, uint64_t request_id)
+{
+    collect c = {.b = b, .s = s};
+    store_reader *rd;
+    int rc = store_reader_begin(b->store, &rd);
+    if (rc == SPBE_OK) {
+        rc = store_topic_each(rd, collect_topic, &c);
+        store_reader_end(&rd);
+    }
+    Spbe__V1__Topics topics = SPBE__V1__TOPICS__INIT;
+    topics.topics = (Spbe__V1__TopicInfo **)c.items;
+    topics.n_topics = c.n;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.code = (Spbe__V1__ErrorCode)rc;
+    reply.body_case = SPBE__V1__REPLY__BODY_TOPICS;
+    reply.topics = &topics;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    for (size_t i = 0; i < c.n; i++) {
+        Spbe__V1__TopicInfo *ti = c.items[i];
+        free(ti->name);
+        free(ti);
+    }
+    free(c.items);
+}
+
+static void
+handle_topic_get(broker *b, session *s, uint64_t request_id, const char *topic)
+{
+    if (!wire_topic_valid(topic)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INVALID_TOPIC, "topic is not valid");
+        return;
+    }
+    if (!may_read_topic(b, s, topic)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN, "no right to read this topic");
+        return;
+    }
+    store_reader *rd;
+    store_topic_info t;
+    int rc = store_reader_begin(b->store, &rd);
+    if (rc == SPBE_OK) {
+        rc = store_topic_get(rd, topic, &t);
+        store_reader_end(&rd);
+    }
+    if (rc != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, rc,
+                   rc == SPBE_NOT_FOUND ? "no such topic" : NULL);
+        return;
+    }
+    Spbe__V1__TopicInfo *ti = topic_info_new(&t);
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_TOPIC;
+    reply.topic = ti;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    if (ti) {
+        free(ti->name);
+        free(ti);
+    }
+}
+
+static void
+handle_message_get(broker *b, session *s, uint64_t request_id, const Spbe__V1__MessageGet *get)
+{
+    if (!wire_topic_valid(get->topic)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INVALID_TOPIC, "topic is not valid");
+        return;
+    }
+    if (!may_read_topic(b, s, get->topic)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN, "no right to read this topic");
+        return;
+    }
+    store_reader *rd;
+    store_topic_info t;
+    store_message msg;
+    int rc = store_reader_begin(b->store, &rd);
+    if (rc != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, rc, NULL);
+        return;
+    }
+    rc = store_topic_get(rd, get->topic, &t);
+    if (rc == SPBE_OK)
+        rc = store_message_get(rd, t.id, get->sequence, &msg);
+    if (rc != SPBE_OK) {
+        store_reader_end(&rd);
+        send_error(b, s->routing, s->routing_len, request_id, rc,
+                   rc == SPBE_NOT_FOUND ? "no such message" : NULL);
+        return;
+    }
+    Spbe__V1__Delivery d = SPBE__V1__DELIVERY__INIT;
+    d.topic = get->topic;
+    d.sequence = msg.sequence;
+    d.accepted_ns = msg.accepted_ns;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_MESSAGE;
+    reply.message = &d;
+    send_reply(b, s->routing, s->routing_len, &reply, msg.data, msg.len);
+    store_reader_end(&rd);
+}
+
+static Spbe__V1__Member *
+member_public_copy(const Spbe__V1__Member *m)
+{
+    size_t len = spbe__v1__member__get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return NULL;
+    spbe__v1__member__pack(m, buf);
+    Spbe__V1__Member *copy = spbe__v1__member__unpack(NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+static int
+collect_member(const Spbe__V1__Member *m, void *arg)
+{
+    Spbe__V1__Member *copy = member_public_copy(m);
+    return !copy || collect_push(arg, copy);
+}
+
+static int
+may_inspect_members(const broker *b, const session *s)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    return m && (registry_has_role(m, "admin") || registry_has_role(m, "ops"));
+}
+
+static void
+handle_member_list(broker *b, session *s, uint64_t request_id)
+{
+    if (!may_inspect_members(b, s)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+                   "listing members needs the ops or admin role");
+        return;
+    }
+    collect c = {0};
+    store_reader *rd;
+    int rc = store_reader_begin(b->store, &rd);
+    if (rc == SPBE_OK) {
+        rc = store_member_each(rd, collect_member, &c);
+        store_reader_end(&rd);
+    }
+    Spbe__V1__Members ms = SPBE__V1__MEMBERS__INIT;
+    ms.members = (Spbe__V1__Member **)c.items;
+    ms.n_members = c.n;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.code = (Spbe__V1__ErrorCode)rc;
+    reply.body_case = SPBE__V1__REPLY__BODY_MEMBERS;
+    reply.members = &ms;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    for (size_t i = 0; i < c.n; i++)
+        spbe__v1__member__free_unpacked(c.items[i], NULL);
+    free(c.items);
+}
+
+static void
+handle_member_get(broker *b, session *s, uint64_t request_id, const char *name)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, name);
+    if (!m) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_NOT_FOUND, "no such member");
+        return;
+    }
+    /* name, key and status are public (subscribers verify senders with them); rights
+     * only for the member itself and for ops/admin */
+    Spbe__V1__Member public_part = *m;
+    public_part.rights = NULL;
+    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
+    info.member = strcmp(name, s->member) == 0 || may_inspect_members(b, s)
+                      ? (Spbe__V1__Member *)m
+                      : &public_part;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
+    reply.member = &info;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
+static int
+require_admin(broker *b, session *s, uint64_t request_id)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    if (m && registry_has_role(m, "admin"))
+        return 1;
+    log_event(LOG_WARN, "registry_change_rejected", "member=%s code=FORBIDDEN", s->member);
+    send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+               "registry changes need the admin role");
+    return 0;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+/* Handles one message from a peer: frames[0] routing id, [1] control, [2] body. */
+static void
+handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
+{
+    const uint8_t *routing = zmq_msg_data(&frames[0]);
+    size_t routing_len = zmq_msg_size(&frames[0]);
+    if (routing_len > ROUTING_MAX)
+        return;
+    if (n < 2 || too_many) {
+        b->rejected++;
+        send_error(b, routing, routing_len, 0, SPBE_BAD_REQUEST,
+                   n < 2 ? "a message needs a control frame"
+                         : "too many frames: a message is a control frame and at most one body");
+        return;
+    }
+    Spbe__V1__Command *cmd =
+        spbe__v1__command__unpack(NULL, zmq_msg_size(&frames[1]), zmq_msg_data(&frames[1]));
+    if (!cmd || cmd->body_case == SPBE__V1__COMMAND__BODY__NOT_SET) {
+        b->rejected++;
+        log_event(LOG_INFO, "bad_frame", "code=BAD_REQUEST reason=\"control frame is not a Command\"");
+        send_error(b, routing, routing_len, cmd ? cmd->request_id : 0, SPBE_BAD_REQUEST,
+                   cmd ? "command has no body" : "control frame is not a Command");
+        if (cmd)
+            spbe__v1__command__free_unpacked(cmd, NULL);
+        return;
+    }
+    zmq_msg_t *body = n >= 3 ? &frames[2] : NULL;
+    const char *user_id = zmq_msg_gets(&frames[1], "User-Id");
+    uint64_t rid = cmd->request_id;
+
+    if (cmd->body_case == SPBE__V1__COMMAND__BODY_HELLO) {
+        handle_hello(b, routing, routing_len, rid, cmd->hello, user_id);
+        spbe__v1__command__free_unpacked(cmd, NULL);
+        return;
+    }
+    session *s = session_find(b, routing, routing_len);
+    if (!s || !user_id || strcmp(user_id, s->member) != 0) {
+        send_error(b, routing, routing_len, rid, SPBE_BAD_REQUEST, "no session: send hello first");
+        spbe__v1__command__free_unpacked(cmd, NULL);
+        return;
+    }
+    s->last_seen_ms = now_ms();
+    if (s->revoked) {
+        if (cmd->body_case == SPBE__V1__COMMAND__BODY_PUBLISH)
+            reject_publish(b, s, rid, SPBE_REVOKED, "member has been revoked", NULL, NULL);
+        else
+            send_error(b, routing, routing_len, rid, SPBE_REVOKED, "member has been revoked");
+        spbe__v1__command__free_unpacked(cmd, NULL);
+        return;
+    }
+    Spbe__V1__Reply ok = SPBE__V1__REPLY__INIT;
+    ok.request_id = rid;
+    switch (cmd->body_case) {
+    case SPBE__V1__COMMAND__BODY_PUBLISH:
+        handle_publish(b, s, rid, body);
+        break;
+    case SPBE__V1__COMMAND__BODY_SUBSCRIBE:
+        handle_subscribe(b, s, rid, cmd->subscribe);
+        break;
+    case SPBE__V1__COMMAND__BODY_UNSUBSCRIBE:
+        if (router_unsubscribe(b->router, s, cmd->unsubscribe->subscription_id) == SPBE_OK)
+            send_reply(b, routing, routing_len, &ok, NULL, 0);
+        else
+            send_error(b, routing, routing_len, rid, SPBE_NOT_FOUND, "no such subscription");
+        break;
+    case SPBE__V1__COMMAND__BODY_PING:
+        send_reply(b, routing, routing_len, &ok, NULL, 0);
+        break;
+    case SPBE__V1__COMMAND__BODY_BYE:
+        send_reply(b, routing, routing_len, &ok, NULL, 0);
+        log_event(LOG_INFO, "session_closed", "member=%s reason=bye", s->member);
+        session_close(b, s);
+        break;
+    case SPBE__V1__COMMAND__BODY_MEMBER_ADD:
+        if (require_admin(b, s, rid))
+            handle_member_add(b, s, rid, cmd->member_add);
+        break;
+    case SPBE__V1__COMMAND__BODY_MEMBER_REVOKE:
+        if (require_admin(b, s, rid))
+            handle_member_revoke(b, s, rid, cmd->member_revoke);
+        break;
+    case SPBE__V1__COMMAND__BODY_MEMBER_GET:
+        handle_member_get(b, s, rid, cmd->member_get->name);
+        break;
+    case SPBE__V1__COMMAND__BODY_MEMBER_LIST:
+        handle_member_list(b, s, rid);
+        break;
+    case SPBE__V1__COMMAND__BODY_TOPIC_LIST:
+        handle_topic_list(b, s, rid);
+        break;
+    case SPBE__V1__COMMAND__BODY_TOPIC_GET:
+        handle_topic_get(b, s, rid, cmd->topic_get->topic);
+        break;
+    case SPBE__V1__COMMAND__BODY_MESSAGE_GET:
+        handle_message_get(b, s, rid, cmd->message_get);
+        break;
+    default:
+        send_error(b, routing, routing_len, rid, SPBE_BAD_REQUEST, "unknown command");
+        break;
+    }
+    spbe__v1__command__free_unpacked(cmd, NULL);
+}
+
+/* Reads one whole message from the ROUTER. Returns frames read (0: none waiting). */
+static int
+receive_message(broker *b, zmq_msg_t frames[3], int *too_many)
+{
+    int n = 0, more = 1;
+    *too_many = 0;
+    while (more) {
+        zmq_msg_t scratch, *f = n < 3 ? &frames[n] : &scratch;
+        zmq_msg_init(f);
+        if (zmq_msg_recv(f, b->socket, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close(f);
+            return n;
+        }
+        more = zmq_msg_more(f);
+        if (n >= 3) {
+            *too_many = 1;
+            zmq_msg_close(f);
+        } else {
+            n++;
+        }
+    }
+    return n;
+}
+
+static void
+expire_sessions(broker *b, int64_t now)
+{
+    int64_t limit = 3LL * b->config.heartbeat_ms;
+    for (size_t i = 0; i < b->n_sessions;) {
+        session *s = b->sessions[i];
+        if (now - s->last_seen_ms > limit) {
+            log_event(LOG_INFO, "session_closed", "member=%s reason=idle", s->member);
+            session_close(b, s);
+        } else {
+            i++;
+        }
+    }
+}
+
+int
+broker_run(broker *b, volatile sig_atomic_t *stop)
+{
+    int64_t next_expire = now_ms() + b->config.heartbeat_ms;
+    int pump = 0;
+    while (!*stop) {
+        zmq_pollitem_t items[] = {{b->socket, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
+        long timeout = pump == 1 ? 0 : pump == 2 ? 5 : 200;
+        if (zmq_poll(items, 2, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            log_event(LOG_ERROR, "poll_failed", "reason=\"%s\"", zmq_strerror(errno));
+            return -1;
+        }
+        while (zmq_poll(&items[1], 1, 0) > 0 && (items[1].revents & ZMQ_POLLIN))
+            zap_handle(b);
+        for (int i = 0; i < DRAIN_MAX && b->n_batch < DRAIN_MAX; i++) {
+            zmq_msg_t frames[3];
+            int too_many;
+            int n = receive_message(b, frames, &too_many);
+            if (n == 0)
+                break;
+            handle_message(b, frames, n, too_many);
+            for (int k = 0; k < n; k++)
+                zmq_msg_close(&frames[k]);
+        }
+        commit_batch(b);
+        pump = router_pump(b->router, PUMP_BUDGET);
+        int64_t now = now_ms();
+        if (now >= next_expire) {
+            expire_sessions(b, now);
+            next_expire = now + b->config.heartbeat_ms;
+        }
+        if (now >= b->next_dedup_expire_ms && b->config.dedup_window_ns > 0) {
+            size_t removed;
+            store_dedup_expire(b->store, wire_now_ns() - b->config.dedup_window_ns, 10000, &removed);
+            b->next_dedup_expire_ms = now + DEDUP_EXPIRE_EVERY_MS;
+        }
+    }
+    for (size_t i = 0; i < b->n_sessions; i++)
+        send_goodbye(b, b->sessions[i], SPBE_UNAVAILABLE, "broker shutting down");
+    log_event(LOG_INFO, "stopped", "accepted=%llu rejected=%llu duplicates=%llu commits=%llu",
+              (unsigned long long)b->accepted, (unsigned long long)b->rejected,
+              (unsigned long long)b->duplicates, (unsigned long long)b->commits);
+    return 0;
+}

@@ -1,0 +1,19 @@
+/* broker.h - the broker: sessions, commands, group commit, fan-out. */
+#ifndef SPBE_BROKER_H
+#define SPBE_BROKER_H
+
+#include <signal.h>
+
+#include "config.h"
+
+typedef struct broker broker;
+
+/* Opens the store (creating keys and the admin identity on first start) and binds
+ * the endpoint. 0 on success; otherwise a reason in err. */
+int broker_new(const broker_config *config, broker **out, char *err, size_t err_len);
+/* Serves until *stop becomes non-zero; 0 on a clean stop. */
+int broker_run(broker *b, volatile sig_atomic_t *stop);
+/* NULL-safe; nulls *b. */
+void broker_destroy(broker **b);
+
+#endif

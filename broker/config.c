@@ -1,0 +1,145 @@
+/* config.c - defaults and flags of spbe-broker. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+void
+config_defaults(broker_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->data_dir, sizeof c->data_dir, "./spbe-data");
+    snprintf(c->endpoint, sizeof c->endpoint, "tcp://127.0.0.1:7400");
+    snprintf(c->name, sizeof c->name, "spbe-broker");
+    c->max_message_bytes = 1 << 20;
+    c->dedup_window_ns = 24LL * 3600 * 1000000000;
+    c->heartbeat_ms = 5000;
+    c->log_level = LOG_INFO;
+}
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: spbe-broker [options]\n"
+            "\n"
+            "Runs the spbe-bus broker. With no options: data in ./spbe-data, the bus on\n"
+            "tcp://127.0.0.1:7400. The first start on an empty data directory creates the\n"
+            "broker's key pair and an admin identity file (mode 0600) and says where.\n"
+            "\n"
+            "options:\n"
+            "  -d, --data DIR             data directory (env SPBE_DATA; default ./spbe-data)\n"
+            "  -l, --listen ENDPOINT      ZeroMQ endpoint to bind (default tcp://127.0.0.1:7400)\n"
+            "      --name NAME            broker name in receipts (default spbe-broker)\n"
+            "      --max-message-bytes N  largest signed message accepted (default 1048576)\n"
+            "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
+            "      --heartbeat-ms N       client heartbeat interval (default 5000)\n"
+            "      --max-store-bytes N    storage limit; publishes then get STORAGE_FULL\n"
+            "  -v, --verbose              log debug events\n"
+            "  -q, --quiet                log warnings and errors only\n"
+            "  -h, --help                 this help\n"
+            "      --version              print the version\n");
+}
+
+static int
+parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || *s == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int
+config_parse_args(broker_config *c, int argc, char **argv)
+{
+    enum { OPT_NAME = 256, OPT_MAX, OPT_DEDUP, OPT_HEARTBEAT, OPT_STORE, OPT_VERSION };
+    static const struct option options[] = {
+        {"data", required_argument, 0, 'd'},
+        {"listen", required_argument, 0, 'l'},
+        {"name", required_argument, 0, OPT_NAME},
+        {"max-message-bytes", required_argument, 0, OPT_MAX},
+        {"dedup-window", required_argument, 0, OPT_DEDUP},
+        {"heartbeat-ms", required_argument, 0, OPT_HEARTBEAT},
+        {"max-store-bytes", required_argument, 0, OPT_STORE},
+        {"verbose", no_argument, 0, 'v'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, OPT_VERSION},
+        {0, 0, 0, 0},
+    };
+    const char *env = getenv("SPBE_DATA");
+    if (env && *env)
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", env);
+    int opt;
+    uint64_t v;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "d:l:vqh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'd':
+            snprintf(c->data_dir, sizeof c->data_dir, "%s", optarg);
+            break;
+        case 'l':
+            snprintf(c->endpoint, sizeof c->endpoint, "%s", optarg);
+            break;
+        case OPT_NAME:
+            snprintf(c->name, sizeof c->name, "%s", optarg);
+            break;
+        case OPT_MAX:
+            if (parse_u64(optarg, &v) || v < 256 || v > (256u << 20)) {
+                fprintf(stderr, "spbe-broker: --max-message-bytes must be 256..268435456\n");
+                return 2;
+            }
+            c->max_message_bytes = v;
+            break;
+        case OPT_DEDUP:
+            if (parse_u64(optarg, &v) || v > 365ull * 86400) {
+                fprintf(stderr, "spbe-broker: --dedup-window must be 0..31536000 seconds\n");
+                return 2;
+            }
+            c->dedup_window_ns = (int64_t)v * 1000000000;
+            break;
+        case OPT_HEARTBEAT:
+            if (parse_u64(optarg, &v) || v < 100 || v > 600000) {
+                fprintf(stderr, "spbe-broker: --heartbeat-ms must be 100..600000\n");
+                return 2;
+            }
+            c->heartbeat_ms = (int)v;
+            break;
+        case OPT_STORE:
+            if (parse_u64(optarg, &v) || v < (1u << 20)) {
+                fprintf(stderr, "spbe-broker: --max-store-bytes must be at least 1048576\n");
+                return 2;
+            }
+            c->max_store_bytes = v;
+            break;
+        case 'v':
+            c->log_level = LOG_DEBUG;
+            break;
+        case 'q':
+            c->log_level = LOG_WARN;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case OPT_VERSION:
+            printf("spbe-broker %s (protocol 1)\n", SPBE_VERSION);
+            return 1;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "spbe-broker: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}

@@ -1,0 +1,46 @@
+/* main.c - spbe-broker: flags, signals, run. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "broker.h"
+#include "config.h"
+#include "log.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+int
+main(int argc, char **argv)
+{
+    broker_config config;
+    config_defaults(&config);
+    int rc = config_parse_args(&config, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : 2;
+    log_set_level(config.log_level);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    broker *b = NULL;
+    char err[512];
+    if (broker_new(&config, &b, err, sizeof err) != 0) {
+        log_event(LOG_ERROR, "start_failed", "reason=\"%s\"", err);
+        fprintf(stderr, "spbe-broker: %s\n", err);
+        return 1;
+    }
+    rc = broker_run(b, &stop_requested);
+    broker_destroy(&b);
+    return rc == 0 ? 0 : 1;
+}

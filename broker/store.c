@@ -1,0 +1,924 @@
+/* store.c - topic logs, dedup and registry in LMDB. See store.h for the layout. */
+#include "store.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "spbe/errors.h"
+#include "wire.h"
+
+#define STORE_FORMAT 1
+#define TOPIC_RECORD_BYTES 52
+#define MESSAGE_HEADER_BYTES 16
+#define DEDUP_VALUE_BYTES 20
+#define DEFAULT_MAP_BYTES (64ull << 20)
+#define MAX_GROWTH_STEP (4ull << 30)
+
+struct store {
+    MDB_env *env;
+    int read_only;
+    uint64_t map_bytes;
+    uint64_t max_map_bytes;
+    pthread_rwlock_t resize_lock; /* readers: every txn; writer: mdb_env_set_mapsize */
+    MDB_dbi meta, topics, topic_ids, messages, dedup, dedup_time, members, member_keys;
+};
+
+struct store_reader {
+    store *s;
+    MDB_txn *txn;
+};
+
+/* ------------------------------------------------------------ byte order */
+
+static void
+put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static void
+put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint32_t
+get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t
+get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+static void
+put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint64_t
+get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void
+put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint32_t
+get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void
+topic_encode(const store_topic_info *t, uint8_t out[TOPIC_RECORD_BYTES])
+{
+    put_le32(out, t->id);
+    put_le64(out + 4, t->first_sequence);
+    put_le64(out + 12, t->last_sequence);
+    put_le64(out + 20, t->messages);
+    put_le64(out + 28, t->bytes);
+    put_le64(out + 36, (uint64_t)t->first_ns);
+    put_le64(out + 44, (uint64_t)t->last_ns);
+}
+
+static int
+topic_decode(const MDB_val *key, const MDB_val *val, store_topic_info *t)
+{
+    if (val->mv_size != TOPIC_RECORD_BYTES || key->mv_size >= sizeof t->name)
+        return SPBE_INTERNAL;
+    const uint8_t *p = val->mv_data;
+    memcpy(t->name, key->mv_data, key->mv_size);
+    t->name[key->mv_size] = '\0';
+    t->id = get_le32(p);
+    t->first_sequence = get_le64(p + 4);
+    t->last_sequence = get_le64(p + 12);
+    t->messages = get_le64(p + 20);
+    t->bytes = get_le64(p + 28);
+    t->first_ns = (int64_t)get_le64(p + 36);
+    t->last_ns = (int64_t)get_le64(p + 44);
+    return SPBE_OK;
+}
+
+static void
+message_key(uint8_t key[12], uint32_t topic_id, uint64_t sequence)
+{
+    put_be32(key, topic_id);
+    put_be64(key + 4, sequence);
+}
+
+/* ------------------------------------------------------------ environment */
+
+static int
+map_error(int rc)
+{
+    switch (rc) {
+    case 0:
+        return SPBE_OK;
+    case MDB_NOTFOUND:
+        return SPBE_NOT_FOUND;
+    case MDB_MAP_FULL:
+    case ENOSPC:
+        return SPBE_STORAGE_FULL;
+    default:
+        return SPBE_INTERNAL;
+    }
+}
+
+static int
+txn_begin(store *s, unsigned flags, MDB_txn **txn)
+{
+    pthread_rwlock_rdlock(&s->resize_lock);
+    int rc = mdb_txn_begin(s->env, NULL, flags, txn);
+    if (rc == MDB_MAP_RESIZED) {
+        /* another process grew the map: adopt its size */
+        pthread_rwlock_unlock(&s->resize_lock);
+        pthread_rwlock_wrlock(&s->resize_lock);
+        mdb_env_set_mapsize(s->env, 0);
+        pthread_rwlock_unlock(&s->resize_lock);
+        pthread_rwlock_rdlock(&s->resize_lock);
+        rc = mdb_txn_begin(s->env, NULL, flags, txn);
+    }
+    if (rc != 0)
+        pthread_rwlock_unlock(&s->resize_lock);
+    return rc;
+}
+
+static void
+txn_abort(store *s, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->resize_lock);
+}
+
+static int
+txn_commit(store *s, MDB_txn *txn)
+{
+    int rc = mdb_txn_commit(txn);
+    pthread_rwlock_unlock(&s->resize_lock);
+    return rc;
+}
+
+/* Doubles the map (up to the limit). Call with no transaction open in this thread. */
+static int
+store_grow(store *s)
+{
+    uint64_t step = s->map_bytes < MAX_GROWTH_STEP ? s->map_bytes : MAX_GROWTH_STEP;
+    uint64_t want = s->map_bytes + step;
+    if (s->max_map_bytes && want > s->max_map_bytes)
+        want = s->max_map_bytes;
+    if (want <= s->map_bytes)
+        return SPBE_STORAGE_FULL;
+    pthread_rwlock_wrlock(&s->resize_lock);
+    int rc = mdb_env_set_mapsize(s->env, want);
+    pthread_rwlock_unlock(&s->resize_lock);
+    if (rc != 0)
+        return SPBE_STORAGE_FULL;
+    s->map_bytes = want;
+    return SPBE_OK;
+}
+
+static int
+open_databases(store *s, char *err, size_t err_len)
+{
+    MDB_txn *txn;
+    unsigned flags = s->read_only ? 0 : MDB_CREATE;
+    int rc = txn_begin(s, s->read_only ? MDB_RDONLY : 0, &txn);
+    if (rc) {
+        snprintf(err, err_len, "cannot begin transaction: %s", mdb_strerror(rc));
+        return SPBE_INTERNAL;
+    }
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } dbs[] = {{"meta", &s->meta},         {"topics", &s->topics},
+               {"topic_ids", &s->topic_ids}, {"messages", &s->messages},
+               {"dedup", &s->dedup},       {"dedup_time", &s->dedup_time},
+               {"members", &s->members},   {"member_keys", &s->member_keys}};
+    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+        rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
+        if (rc) {
+            snprintf(err, err_len, "%s: database '%s': %s",
+                     rc == MDB_NOTFOUND ? "not an spbe data directory" : "cannot open",
+                     dbs[i].name, mdb_strerror(rc));
+            txn_abort(s, txn);
+            return rc == MDB_NOTFOUND ? SPBE_NOT_FOUND : SPBE_INTERNAL;
+        }
+    }
+    MDB_val key = {6, "format"}, val;
+    rc = mdb_get(txn, s->meta, &key, &val);
+    if (rc == MDB_NOTFOUND && !s->read_only) {
+        uint8_t v[4];
+        put_le32(v, STORE_FORMAT);
+        val.mv_size = 4;
+        val.mv_data = v;
+        rc = mdb_put(txn, s->meta, &key, &val, 0);
+    } else if (rc == 0 && (val.mv_size != 4 || get_le32(val.mv_data) != STORE_FORMAT)) {
+        snprintf(err, err_len, "data format %u is not the supported %d",
+                 val.mv_size == 4 ? get_le32(val.mv_data) : 0, STORE_FORMAT);
+        txn_abort(s, txn);
+        return SPBE_INTERNAL;
+    } else if (rc == MDB_NOTFOUND) {
+        snprintf(err, err_len, "not an spbe data directory (no format record)");
+        txn_abort(s, txn);
+        return SPBE_NOT_FOUND;
+    }
+    if (rc == 0)
+        rc = txn_commit(s, txn);
+    else
+        txn_abort(s, txn);
+    if (rc) {
+        snprintf(err, err_len, "cannot initialise: %s", mdb_strerror(rc));
+        return map_error(rc);
+    }
+    return SPBE_OK;
+}
+
+int
+store_open(const char *dir, const store_options *options, store **out, char *err, size_t err_len)
+{
+    store_options defaults = {0};
+    if (!options)
+        options = &defaults;
+    *out = NULL;
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return SPBE_INTERNAL;
+    }
+    s->read_only = options->read_only;
+    s->max_map_bytes = options->max_map_bytes;
+    s->map_bytes = options->initial_map_bytes ? options->initial_map_bytes : DEFAULT_MAP_BYTES;
+    if (s->max_map_bytes && s->map_bytes > s->max_map_bytes)
+        s->map_bytes = s->max_map_bytes;
+    pthread_rwlock_init(&s->resize_lock, NULL);
+
+    if (!s->read_only && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, err_len, "cannot create %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    int rc = mdb_env_create(&s->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(s->env, 16);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(s->env, 256);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(s->env, s->map_bytes);
+    if (rc == 0)
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0), 0600);
+    if (rc) {
+        snprintf(err, err_len, "cannot open store in %s: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    if (info.me_mapsize > s->map_bytes)
+        s->map_bytes = info.me_mapsize; /* the file was bigger than our first map */
+    int code = open_databases(s, err, err_len);
+    if (code != SPBE_OK) {
+        mdb_env_close(s->env);
+        s->env = NULL;
+        pthread_rwlock_destroy(&s->resize_lock);
+        free(s);
+        return code;
+    }
+    *out = s;
+    return SPBE_OK;
+fail:
+    if (s->env)
+        mdb_env_close(s->env);
+    pthread_rwlock_destroy(&s->resize_lock);
+    free(s);
+    return SPBE_INTERNAL;
+}
+
+void
+store_close(store **sp)
+{
+    if (!sp || !*sp)
+        return;
+    store *s = *sp;
+    mdb_env_close(s->env);
+    pthread_rwlock_destroy(&s->resize_lock);
+    free(s);
+    *sp = NULL;
+}
+
+/* ------------------------------------------------------------ appends */
+
+typedef struct topic_slot {
+    store_topic_info info;
+    int dirty;
+    int created;
+} topic_slot;
+
+typedef struct append_state {
+    topic_slot *slots;
+    size_t count, cap;
+    uint32_t next_topic;
+    int next_topic_dirty;
+} append_state;
+
+static int
+next_topic_id(store *s, MDB_txn *txn, append_state *st, uint32_t *id)
+{
+    if (st->next_topic == 0) {
+        MDB_val key = {10, "next_topic"}, val;
+        int rc = mdb_get(txn, s->meta, &key, &val);
+        if (rc == MDB_NOTFOUND)
+            st->next_topic = 1;
+        else if (rc == 0 && val.mv_size == 4)
+            st->next_topic = get_le32(val.mv_data);
+        else
+            return rc ? rc : MDB_CORRUPTED;
+    }
+    *id = st->next_topic++;
+    st->next_topic_dirty = 1;
+    return 0;
+}
+
+static int
+topic_slot_find(store *s, MDB_txn *txn, append_state *st, const char *name, topic_slot **out)
+{
+    for (size_t i = 0; i < st->count; i++)
+        if (strcmp(st->slots[i].info.name, name) == 0) {
+            *out = &st->slots[i];
+            return 0;
+        }
+    if (st->count == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 8;
+        topic_slot *n = realloc(st->slots, cap * sizeof *n);
+        if (!n)
+            return ENOMEM;
+        st->slots = n;
+        st->cap = cap;
+    }
+    topic_slot *slot = &st->slots[st->count];
+    memset(slot, 0, sizeof *slot);
+    MDB_val key = {strlen(name), (void *)name}, val;
+    int rc = mdb_get(txn, s->topics, &key, &val);
+    if (rc == 0) {
+        if (topic_decode(&key, &val, &slot->info) != SPBE_OK)
+            return MDB_CORRUPTED;
+    } else if (rc == MDB_NOTFOUND) {
+        snprintf(slot->info.name, sizeof slot->info.name, "%s", name);
+        rc = next_topic_id(s, txn, st, &slot->info.id);
+        if (rc)
+            return rc;
+        slot->created = 1;
+        slot->dirty = 1;
+    } else {
+        return rc;
+    }
+    st->count++;
+    *out = slot;
+    return 0;
+}
+
+static void
+dedup_key(const char *sender, const uint8_t *id, uint8_t key[WIRE_HASH_BYTES])
+{
+    size_t n = strlen(sender);
+    uint8_t buf[WIRE_MEMBER_MAX_BYTES + 1 + WIRE_ID_BYTES];
+    if (n > WIRE_MEMBER_MAX_BYTES)
+        n = WIRE_MEMBER_MAX_BYTES;
+    memcpy(buf, sender, n);
+    buf[n] = 0;
+    memcpy(buf + n + 1, id, WIRE_ID_BYTES);
+    wire_hash(buf, n + 1 + WIRE_ID_BYTES, key);
+}
+
+static int
+append_one(store *s, MDB_txn *txn, append_state *st, store_append_item *it, int64_t now,
+           int64_t window_ns)
+{
+    uint8_t dkey[WIRE_HASH_BYTES];
+    dedup_key(it->sender, it->id, dkey);
+    MDB_val key = {sizeof dkey, dkey}, val;
+    int rc = mdb_get(txn, s->dedup, &key, &val);
+    if (rc == 0 && val.mv_size == DEDUP_VALUE_BYTES) {
+        const uint8_t *p = val.mv_data;
+        int64_t when = (int64_t)get_le64(p + 12);
+        if (window_ns <= 0 || now - when < window_ns) {
+            it->code = SPBE_DUPLICATE;
+            it->topic_id = get_le32(p);
+            it->sequence = get_le64(p + 4);
+            it->accepted_ns = when;
+            return 0;
+        }
+    } else if (rc != MDB_NOTFOUND && rc != 0) {
+        return rc;
+    }
+
+    topic_slot *slot;
+    rc = topic_slot_find(s, txn, st, it->topic, &slot);
+    if (rc)
+        return rc;
+    store_topic_info *t = &slot->info;
+    uint64_t seq = t->last_sequence + 1;
+    int64_t accepted = now > t->last_ns ? now : t->last_ns;
+
+    uint8_t mkey[12];
+    message_key(mkey, t->id, seq);
+    MDB_val k = {sizeof mkey, mkey}, v = {MESSAGE_HEADER_BYTES + it->len, NULL};
+    rc = mdb_put(txn, s->messages, &k, &v, MDB_RESERVE);
+    if (rc)
+        return rc;
+    uint8_t *rec = v.mv_data;
+    memset(rec, 0, MESSAGE_HEADER_BYTES);
+    rec[0] = 1; /* record version */
+    put_le64(rec + 8, (uint64_t)accepted);
+    memcpy(rec + MESSAGE_HEADER_BYTES, it->data, it->len);
+
+    uint8_t dval[DEDUP_VALUE_BYTES];
+    put_le32(dval, t->id);
+    put_le64(dval + 4, seq);
+    put_le64(dval + 12, (uint64_t)accepted);
+    MDB_val dv = {sizeof dval, dval};
+    rc = mdb_put(txn, s->dedup, &key, &dv, 0);
+    if (rc)
+        return rc;
+    uint8_t tkey[8 + WIRE_HASH_BYTES];
+    put_be64(tkey, (uint64_t)accepted);
+    memcpy(tkey + 8, dkey, sizeof dkey);
+    MDB_val tk = {sizeof tkey, tkey}, tv = {0, ""};
+    rc = mdb_put(txn, s->dedup_time, &tk, &tv, 0);
+    if (rc)
+        return rc;
+
+    if (t->messages == 0) {
+        t->first_sequence = seq;
+        t->first_ns = accepted;
+    }
+    t->last_sequence = seq;
+    t->last_ns = accepted;
+    t->messages++;
+    t->bytes += it->len;
+    slot->dirty = 1;
+
+    it->code = SPBE_OK;
+    it->topic_id = t->id;
+    it->sequence = seq;
+    it->accepted_ns = accepted;
+    return 0;
+}
+
+static int
+append_flush(store *s, MDB_txn *txn, append_state *st)
+{
+    for (size_t i = 0; i < st->count; i++) {
+        topic_slot *slot = &st->slots[i];
+        if (!slot->dirty)
+            continue;
+        uint8_t rec[TOPIC_RECORD_BYTES];
+        topic_encode(&slot->info, rec);
+        MDB_val key = {strlen(slot->info.name), slot->info.name}, val = {sizeof rec, rec};
+        int rc = mdb_put(txn, s->topics, &key, &val, 0);
+        if (rc)
+            return rc;
+        if (slot->created) {
+            uint8_t id[4];
+            put_be32(id, slot->info.id);
+            MDB_val ik = {4, id}, iv = {strlen(slot->info.name), slot->info.name};
+            rc = mdb_put(txn, s->topic_ids, &ik, &iv, 0);
+            if (rc)
+                return rc;
+        }
+    }
+    if (st->next_topic_dirty) {
+        uint8_t v[4];
+        put_le32(v, st->next_topic);
+        MDB_val key = {10, "next_topic"}, val = {4, v};
+        return mdb_put(txn, s->meta, &key, &val, 0);
+    }
+    return 0;
+}
+
+int
+store_append(store *s, store_append_item *items, size_t count, int64_t window_ns)
+{
+    if (s->read_only)
+        return SPBE_INTERNAL;
+    for (int attempt = 0;; attempt++) {
+        append_state st = {0};
+        MDB_txn *txn;
+        int rc = txn_begin(s, 0, &txn);
+        if (rc) {
+            for (size_t i = 0; i < count; i++)
+                items[i].code = map_error(rc);
+            return map_error(rc);
+        }
+        int64_t now = wire_now_ns();
+        for (size_t i = 0; i < count && rc == 0; i++)
+            rc = append_one(s, txn, &st, &items[i], now, window_ns);
+        if (rc == 0)
+            rc = append_flush(s, txn, &st);
+        free(st.slots);
+        if (rc == 0) {
+            rc = txn_commit(s, txn);
+        } else {
+            txn_abort(s, txn);
+        }
+        if (rc == MDB_MAP_FULL && store_grow(s) == SPBE_OK)
+            continue;
+        if (rc) {
+            int code = map_error(rc);
+            for (size_t i = 0; i < count; i++)
+                items[i].code = code;
+            return code;
+        }
+        return SPBE_OK;
+    }
+}
+
+int
+store_dedup_expire(store *s, int64_t cutoff_ns, size_t limit, size_t *removed)
+{
+    *removed = 0;
+    MDB_txn *txn;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc)
+        return map_error(rc);
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, s->dedup_time, &cur);
+    MDB_val key, val;
+    while (rc == 0 && *removed < limit &&
+           (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST)) == 0) {
+        if (key.mv_size != 8 + WIRE_HASH_BYTES ||
+            (int64_t)get_be64(key.mv_data) >= cutoff_ns)
+            break;
+        MDB_val dk = {WIRE_HASH_BYTES, (uint8_t *)key.mv_data + 8}, dv;
+        /* remove the dedup entry only if it still belongs to this time */
+        if (mdb_get(txn, s->dedup, &dk, &dv) == 0 && dv.mv_size == DEDUP_VALUE_BYTES &&
+            get_le64((uint8_t *)dv.mv_data + 12) == get_be64(key.mv_data))
+            mdb_del(txn, s->dedup, &dk, NULL);
+        rc = mdb_cursor_del(cur, 0);
+        if (rc == 0)
+            (*removed)++;
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    mdb_cursor_close(cur);
+    if (rc) {
+        txn_abort(s, txn);
+        return map_error(rc);
+    }
+    rc = txn_commit(s, txn);
+    if (rc == MDB_MAP_FULL)
+        store_grow(s);
+    return map_error(rc);
+}
+
+/* ------------------------------------------------------------ registry */
+
+int
+store_member_put(store *s, const Spbe__V1__Member *member)
+{
+    size_t len = spbe__v1__member__get_packed_size(member);
+    uint8_t *buf = malloc(len ? len : 1);
+    uint8_t curve[32];
+    if (!buf)
+        return SPBE_INTERNAL;
+    if (member->public_key.len != WIRE_KEY_BYTES ||
+        wire_curve_public(member->public_key.data, curve) != 0) {
+        free(buf);
+        return SPBE_BAD_REQUEST;
+    }
+    spbe__v1__member__pack(member, buf);
+    for (;;) {
+        MDB_txn *txn;
+        int rc = txn_begin(s, 0, &txn);
+        if (rc) {
+            free(buf);
+            return map_error(rc);
+        }
+        MDB_val key = {strlen(member->name), member->name}, val = {len, buf};
+        rc = mdb_put(txn, s->members, &key, &val, 0);
+        if (rc == 0) {
+            MDB_val ck = {32, curve};
+            rc = mdb_put(txn, s->member_keys, &ck, &key, 0);
+        }
+        if (rc == 0)
+            rc = txn_commit(s, txn);
+        else
+            txn_abort(s, txn);
+        if (rc == MDB_MAP_FULL && store_grow(s) == SPBE_OK)
+            continue;
+        free(buf);
+        return map_error(rc);
+    }
+}
+
+/* ------------------------------------------------------------ reading */
+
+int
+store_reader_begin(store *s, store_reader **out)
+{
+    *out = NULL;
+    store_reader *r = malloc(sizeof *r);
+    if (!r)
+        return SPBE_INTERNAL;
+    r->s = s;
+    int rc = txn_begin(s, MDB_RDONLY, &r->txn);
+    if (rc) {
+        free(r);
+        return map_error(rc);
+    }
+    *out = r;
+    return SPBE_OK;
+}
+
+void
+store_reader_end(store_reader **rp)
+{
+    if (!rp || !*rp)
+        return;
+    txn_abort((*rp)->s, (*rp)->txn);
+    free(*rp);
+    *rp = NULL;
+}
+
+int
+store_topic_get(store_reader *r, const char *name, store_topic_info *info)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > WIRE_TOPIC_MAX_BYTES)
+        return SPBE_NOT_FOUND;
+    MDB_val key = {n, (void *)name}, val;
+    int rc = mdb_get(r->txn, r->s->topics, &key, &val);
+    if (rc)
+        return map_error(rc);
+    return topic_decode(&key, &val, info);
+}
+
+int
+store_topic_get_by_id(store_reader *r, uint32_t id, store_topic_info *info)
+{
+    uint8_t k[4];
+    put_be32(k, id);
+    MDB_val key = {4, k}, val;
+    int rc = mdb_get(r->txn, r->s->topic_ids, &key, &val);
+    if (rc)
+        return map_error(rc);
+    char name[256];
+    if (val.mv_size >= sizeof name)
+        return SPBE_INTERNAL;
+    memcpy(name, val.mv_data, val.mv_size);
+    name[val.mv_size] = '\0';
+    return store_topic_get(r, name, info);
+}
+
+int
+store_topic_each(store_reader *r, int (*fn)(const store_topic_info *, void *), void *arg)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->topics, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        store_topic_info info;
+        if ((code = topic_decode(&key, &val, &info)) != SPBE_OK || fn(&info, arg))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+static int
+message_decode(const MDB_val *key, const MDB_val *val, store_message *m)
+{
+    if (key->mv_size != 12 || val->mv_size < MESSAGE_HEADER_BYTES)
+        return SPBE_INTERNAL;
+    const uint8_t *rec = val->mv_data;
+    if (rec[0] != 1)
+        return SPBE_INTERNAL;
+    m->topic_id = get_be32(key->mv_data);
+    m->sequence = get_be64((const uint8_t *)key->mv_data + 4);
+    m->accepted_ns = (int64_t)get_le64(rec + 8);
+    m->data = rec + MESSAGE_HEADER_BYTES;
+    m->len = val->mv_size - MESSAGE_HEADER_BYTES;
+    return SPBE_OK;
+}
+
+int
+store_message_get(store_reader *r, uint32_t topic_id, uint64_t sequence, store_message *out)
+{
+    uint8_t k[12];
+    message_key(k, topic_id, sequence);
+    MDB_val key = {12, k}, val;
+    int rc = mdb_get(r->txn, r->s->messages, &key, &val);
+    if (rc)
+        return map_error(rc);
+    return message_decode(&key, &val, out);
+}
+
+int
+store_read_from(store_reader *r, uint32_t topic_id, uint64_t from, size_t limit,
+                int (*fn)(const store_message *, void *), void *arg, uint64_t *next)
+{
+    *next = from;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->messages, &cur);
+    if (rc)
+        return map_error(rc);
+    uint8_t k[12];
+    message_key(k, topic_id, from);
+    MDB_val key = {12, k}, val;
+    size_t n = 0;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0 && (!limit || n < limit);
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        store_message m;
+        if (key.mv_size != 12 || get_be32(key.mv_data) != topic_id)
+            break;
+        if ((code = message_decode(&key, &val, &m)) != SPBE_OK)
+            break;
+        n++;
+        *next = m.sequence + 1;
+        if (fn(&m, arg))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+int
+store_member_get(store_reader *r, const char *name, Spbe__V1__Member **out)
+{
+    *out = NULL;
+    MDB_val key = {strlen(name), (void *)name}, val;
+    if (key.mv_size == 0)
+        return SPBE_NOT_FOUND;
+    int rc = mdb_get(r->txn, r->s->members, &key, &val);
+    if (rc)
+        return map_error(rc);
+    *out = spbe__v1__member__unpack(NULL, val.mv_size, val.mv_data);
+    return *out ? SPBE_OK : SPBE_INTERNAL;
+}
+
+int
+store_member_by_curve_key(store_reader *r, const uint8_t curve_key[32], char *name,
+                          size_t name_len)
+{
+    MDB_val key = {32, (void *)curve_key}, val;
+    int rc = mdb_get(r->txn, r->s->member_keys, &key, &val);
+    if (rc)
+        return map_error(rc);
+    if (val.mv_size >= name_len)
+        return SPBE_INTERNAL;
+    memcpy(name, val.mv_data, val.mv_size);
+    name[val.mv_size] = '\0';
+    return SPBE_OK;
+}
+
+int
+store_member_each(store_reader *r, int (*fn)(const Spbe__V1__Member *, void *), void *arg)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->members, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        Spbe__V1__Member *m = spbe__v1__member__unpack(NULL, val.mv_size, val.mv_data);
+        if (!m) {
+            code = SPBE_INTERNAL;
+            break;
+        }
+        int stop = fn(m, arg);
+        spbe__v1__member__free_unpacked(m, NULL);
+        if (stop)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+/* ------------------------------------------------------------ checking */
+
+typedef struct check_state {
+    store_reader *r;
+    char *err;
+    size_t err_len;
+    int code;
+    uint64_t topics;
+} check_state;
+
+static int
+check_topic(const store_topic_info *t, void *arg)
+{
+    check_state *cs = arg;
+    cs->topics++;
+    store_topic_info by_id;
+    if (store_topic_get_by_id(cs->r, t->id, &by_id) != SPBE_OK || strcmp(by_id.name, t->name)) {
+        snprintf(cs->err, cs->err_len, "topic %s: id %u does not map back", t->name, t->id);
+        cs->code = SPBE_INTERNAL;
+        return 1;
+    }
+    MDB_cursor *cur;
+    if (mdb_cursor_open(cs->r->txn, cs->r->s->messages, &cur)) {
+        cs->code = SPBE_INTERNAL;
+        return 1;
+    }
+    uint8_t k[12];
+    message_key(k, t->id, 0);
+    MDB_val key = {12, k}, val;
+    uint64_t expect = t->first_sequence, count = 0, bytes = 0;
+    int rc;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        store_message m;
+        if (key.mv_size != 12 || get_be32(key.mv_data) != t->id)
+            break;
+        if (message_decode(&key, &val, &m) != SPBE_OK) {
+            snprintf(cs->err, cs->err_len, "topic %s: malformed record at sequence %llu",
+                     t->name, (unsigned long long)get_be64((uint8_t *)key.mv_data + 4));
+            cs->code = SPBE_INTERNAL;
+            break;
+        }
+        if (m.sequence != expect) {
+            snprintf(cs->err, cs->err_len, "topic %s: sequence %llu where %llu was expected",
+                     t->name, (unsigned long long)m.sequence, (unsigned long long)expect);
+            cs->code = SPBE_INTERNAL;
+            break;
+        }
+        expect++;
+        count++;
+        bytes += m.len;
+    }
+    mdb_cursor_close(cur);
+    if (cs->code == SPBE_OK &&
+        (count != t->messages || bytes != t->bytes ||
+         (count && expect - 1 != t->last_sequence))) {
+        snprintf(cs->err, cs->err_len,
+                 "topic %s: record says %llu messages/%llu bytes/last %llu, log has "
+                 "%llu/%llu/%llu",
+                 t->name, (unsigned long long)t->messages, (unsigned long long)t->bytes,
+                 (unsigned long long)t->last_sequence, (unsigned long long)count,
+                 (unsigned long long)bytes, (unsigned long long)(expect - 1));
+        cs->code = SPBE_INTERNAL;
+    }
+    return cs->code != SPBE_OK;
+}
+
+int
+store_check(store *s, char *err, size_t err_len)
+{
+    check_state cs = {.err = err, .err_len = err_len, .code = SPBE_OK};
+    int code = store_reader_begin(s, &cs.r);
+    if (code != SPBE_OK) {
+        snprintf(err, err_len, "cannot read");
+        return code;
+    }
+    code = store_topic_each(cs.r, check_topic, &cs);
+    if (code == SPBE_OK)
+        code = cs.code;
+    if (code == SPBE_OK) {
+        /* every message belongs to a known topic */
+        MDB_stat st;
+        uint64_t total = 0;
+        mdb_stat(cs.r->txn, s->messages, &st);
+        MDB_cursor *cur;
+        mdb_cursor_open(cs.r->txn, s->topics, &cur);
+        MDB_val key, val;
+        for (int rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+            store_topic_info t;
+            if (topic_decode(&key, &val, &t) == SPBE_OK)
+                total += t.messages;
+        }
+        mdb_cursor_close(cur);
+        if (total != st.ms_entries) {
+            snprintf(err, err_len, "%llu messages stored, topic records account for %llu",
+                     (unsigned long long)st.ms_entries, (unsigned long long)total);
+            code = SPBE_INTERNAL;
+        }
+    }
+    store_reader_end(&cs.r);
+    return code;
+}

@@ -1,0 +1,110 @@
+/*
+ * wire.h - the protocol's small library: error codes, names, topics, keys,
+ * envelope signing and verification, receipts.
+ *
+ * Everything that speaks the protocol (broker, client library, tools) links this
+ * one library; it depends on libsodium and protobuf-c only.
+ */
+#ifndef SPBE_WIRE_H
+#define SPBE_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spbe/v1/spbe.pb-c.h"
+#include "spbe/errors.h"
+
+#define WIRE_PROTOCOL_VERSION 1
+#define WIRE_ID_BYTES 16
+#define WIRE_KEY_BYTES 32        /* Ed25519 public key */
+#define WIRE_SECRET_BYTES 64     /* Ed25519 secret key (seed || public) */
+#define WIRE_SIGNATURE_BYTES 64
+#define WIRE_HASH_BYTES 32       /* SHA-256 */
+#define WIRE_TOPIC_MAX_BYTES 255
+#define WIRE_TOPIC_MAX_TOKENS 16
+#define WIRE_MEMBER_MAX_BYTES 64
+
+/* Signing contexts: a signature over one kind of object never verifies as another. */
+#define WIRE_CONTEXT_MESSAGE "spbe.v1.message"
+#define WIRE_CONTEXT_RECEIPT "spbe.v1.receipt"
+
+/* Initialise libsodium; returns SPBE_OK or SPBE_INTERNAL. Safe to call repeatedly. */
+int wire_init(void);
+
+/* 1 if name is "agency/app": two parts of [a-z0-9_-]+ (1..64 bytes in all), else 0. */
+int wire_member_valid(const char *name);
+/* 1 if topic is a valid concrete topic (no wildcards), else 0. Topics starting "$sys."
+ * are valid syntax; who may use them is a matter of rights. */
+int wire_topic_valid(const char *topic);
+/* 1 if pattern is a valid subscription pattern ('*' a whole token, '>' the last token). */
+int wire_pattern_valid(const char *pattern);
+/* 1 if topic matches pattern, else 0. Both must be valid. A pattern whose first
+ * token is not "$sys" never matches a topic of "$sys." (as NATS does with "$"). */
+int wire_pattern_match(const char *pattern, const char *topic);
+
+/* 1 if every topic that pattern matches is also matched by granted (both valid). */
+int wire_pattern_covers(const char *granted, const char *pattern);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes). */
+void wire_hex_encode(const uint8_t *in, size_t n, char *out);
+/* Parses exactly n bytes of hex; returns SPBE_OK or SPBE_BAD_REQUEST. */
+int wire_hex_decode(const char *hex, uint8_t *out, size_t n);
+
+/* SHA-256 of data. */
+void wire_hash(const uint8_t *data, size_t len, uint8_t out[WIRE_HASH_BYTES]);
+
+/* Unix time now in nanoseconds (CLOCK_REALTIME). */
+int64_t wire_now_ns(void);
+
+/* Random message id. */
+void wire_random_id(uint8_t id[WIRE_ID_BYTES]);
+
+/* CURVE (X25519) keys derived from a member's Ed25519 keys; 0 on success. */
+int wire_curve_public(const uint8_t ed_public[WIRE_KEY_BYTES], uint8_t curve_public[32]);
+int wire_curve_secret(const uint8_t ed_secret[WIRE_SECRET_BYTES], uint8_t curve_secret[32]);
+
+/*
+ * Encodes message, signs it with secret and encodes the SignedMessage.
+ * On SPBE_OK *out is a malloc'ed buffer of *out_len bytes the caller frees.
+ */
+int wire_message_sign(const Spbe__V1__Message *message, const uint8_t secret[WIRE_SECRET_BYTES],
+                      uint8_t **out, size_t *out_len);
+
+/*
+ * Decodes a SignedMessage and the Message inside it, and checks the envelope's shape
+ * (id of 16 bytes, signature of 64 bytes, valid topic and sender). It does not verify
+ * the signature. On SPBE_OK the caller frees both with wire_envelope_free().
+ * Errors: SPBE_BAD_REQUEST (undecodable or malformed), SPBE_INVALID_TOPIC.
+ * *reason (if not NULL) receives a static string saying what is wrong.
+ */
+int wire_envelope_decode(const uint8_t *data, size_t len, Spbe__V1__SignedMessage **signed_out,
+                         Spbe__V1__Message **message_out, const char **reason);
+void wire_envelope_free(Spbe__V1__SignedMessage **signed_message, Spbe__V1__Message **message);
+
+/* Verifies a decoded envelope against the sender's key: SPBE_OK or SPBE_BAD_SIGNATURE.
+ * Batch-signed envelopes are refused with SPBE_BAD_REQUEST until batch support lands. */
+int wire_envelope_verify(const Spbe__V1__SignedMessage *signed_message,
+                         const uint8_t public_key[WIRE_KEY_BYTES]);
+
+/* Signs an encoded object under a context: sig = Ed25519(secret, context "\0" data). */
+void wire_sign_detached(const char *context, const uint8_t *data, size_t len,
+                        const uint8_t secret[WIRE_SECRET_BYTES],
+                        uint8_t signature[WIRE_SIGNATURE_BYTES]);
+/* SPBE_OK or SPBE_BAD_SIGNATURE. */
+int wire_verify_detached(const char *context, const uint8_t *data, size_t len,
+                         const uint8_t *signature, size_t signature_len,
+                         const uint8_t public_key[WIRE_KEY_BYTES]);
+
+/*
+ * Encodes receipt and signs it with the broker's key into *out (fields point into a
+ * malloc'ed buffer the caller frees with free(out->receipt.data)).
+ */
+int wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIRE_SECRET_BYTES],
+                      Spbe__V1__SignedReceipt *out);
+/* Verifies and decodes a signed receipt; *receipt_out freed with
+ * spbe__v1__receipt__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */
+int wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,
+                        const uint8_t broker_key[WIRE_KEY_BYTES],
+                        Spbe__V1__Receipt **receipt_out);
+
+#endif

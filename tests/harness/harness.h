@@ -1,0 +1,58 @@
+/*
+ * harness.h - what integration tests need: a real spbe-broker on a free loopback
+ * port with a temporary data directory, members with real keys, the real CLI.
+ * Brokers are started by the test and stopped by PID.
+ */
+#ifndef SPBE_HARNESS_H
+#define SPBE_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "spbe/spbe.h"
+
+typedef struct test_broker {
+    pid_t pid;
+    int port;
+    char dir[256];        /* temporary directory holding everything below */
+    char data[320];       /* the broker's data directory */
+    char endpoint[64];
+    char admin_key[400];  /* identity file of spbe/admin */
+    char broker_pub[400];
+    char log[400];        /* the broker's stderr */
+    char extra[512];      /* extra flags for every start */
+} test_broker;
+
+/* Starts a broker in a fresh temporary directory (extra flags may be NULL) and waits
+ * until it listens. Also sets SPBE_BROKER for CLI children. 0 on success. */
+int harness_broker_start(test_broker *b, const char *extra_flags);
+/* Starts again on the same directory and port (after a stop or kill). */
+int harness_broker_restart(test_broker *b);
+/* Sends sig and reaps the process. Returns its wait status. */
+int harness_broker_signal(test_broker *b, int sig);
+/* SIGTERM, reap, and remove the directory. Returns the exit status (0 clean). */
+int harness_broker_stop(test_broker *b);
+
+/* Creates an identity for name in the test directory and registers it with rights
+ * (comma-separated patterns, NULL for none; roles likewise). Writes the identity
+ * path into key_path (400 bytes). 0 on success. */
+int harness_member(test_broker *b, const char *name, const char *publish, const char *subscribe,
+                   const char *roles, char *key_path);
+
+/* Connects a library client with an identity file (timeout_ms 0: default). */
+spbe_client *harness_connect(test_broker *b, const char *key_path, int timeout_ms);
+
+/* Runs a shell command line (the CLI is $SPBE as an environment variable); captures
+ * stdout into out (may be NULL) and stderr into err (may be NULL). Returns the exit
+ * status, or -1 if it could not run. */
+int harness_run(char *out, size_t out_len, char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Messages stored in a topic, read offline from the data directory (0 if none). */
+uint64_t harness_stored(test_broker *b, const char *topic);
+
+/* Counts lines of text. */
+int harness_lines(const char *text);
+
+#endif

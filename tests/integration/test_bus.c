@@ -1,0 +1,287 @@
+/* test_bus.c - publish, subscribe and replay end to end: a real broker, the library
+ * and the CLI, as members use them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+typedef struct fixture {
+    test_broker broker;
+    char publisher[400], reader[400], narrow[400];
+} fixture;
+
+typedef struct collected {
+    int n;
+    char topics[64][64];
+    uint64_t sequences[64];
+    char payloads[64][64];
+    uint8_t raw[4096];
+    size_t raw_len;
+    spbe_client *client;
+    int verified;
+} collected;
+
+static void
+collect(const spbe_delivery *d, void *arg)
+{
+    collected *c = arg;
+    if (c->n >= 64)
+        return;
+    snprintf(c->topics[c->n], 64, "%s", d->topic);
+    c->sequences[c->n] = d->sequence;
+    snprintf(c->payloads[c->n], 64, "%.*s", (int)d->payload_len, (const char *)d->payload);
+    if (d->raw_len <= sizeof c->raw) {
+        memcpy(c->raw, d->raw, d->raw_len);
+        c->raw_len = d->raw_len;
+    }
+    if (c->client && spbe_verify(c->client, d) == SPBE_OK)
+        c->verified++;
+    c->n++;
+}
+
+/* Dispatches until n deliveries arrived or 5 s passed. */
+static void
+wait_for(spbe_client *c, collected *col, int n)
+{
+    for (int i = 0; i < 50 && col->n < n; i++)
+        assert_int_equal(spbe_dispatch(c, 100, NULL), SPBE_OK);
+}
+
+static int
+setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f || harness_broker_start(&f->broker, NULL) != 0)
+        return -1;
+    if (harness_member(&f->broker, "bkn/siasn", "ikn.>", "ikn.>", NULL, f->publisher) ||
+        harness_member(&f->broker, "oikn/hunian", NULL, "ikn.>", NULL, f->reader) ||
+        harness_member(&f->broker, "kemenkeu/tunjangan", NULL, "ikn.relokasi.*", NULL, f->narrow))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    fixture *f = *state;
+    int rc = harness_broker_stop(&f->broker);
+    free(f);
+    return rc == 0 ? 0 : -1; /* a clean stop on SIGTERM is part of the contract */
+}
+
+static void
+test_round_trip_delivers_the_senders_exact_signed_bytes(void **state)
+{
+    fixture *f = *state;
+    spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
+    spbe_client *sub = harness_connect(&f->broker, f->reader, 0);
+    assert_non_null(pub);
+    assert_non_null(sub);
+    collected col = {.client = sub};
+    spbe_set_delivery_handler(sub, collect, &col);
+    assert_int_equal(spbe_subscribe(sub, "ikn.roundtrip.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
+
+    uint8_t *signed_bytes;
+    size_t len;
+    assert_int_equal(spbe_sign(pub, "ikn.roundtrip.asn", "NIP 199001012020121001", 22, NULL,
+                               &signed_bytes, &len), SPBE_OK);
+    uint64_t token;
+    assert_int_equal(spbe_publish_signed(pub, signed_bytes, len, &token), SPBE_OK);
+    assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
+    wait_for(sub, &col, 1);
+    assert_int_equal(col.n, 1);
+    assert_string_equal(col.topics[0], "ikn.roundtrip.asn");
+    assert_int_equal(col.sequences[0], 1);
+    assert_string_equal(col.payloads[0], "NIP 199001012020121001");
+    assert_int_equal(col.raw_len, len);
+    assert_memory_equal(col.raw, signed_bytes, len);
+    assert_int_equal(col.verified, 1);
+    free(signed_bytes);
+
+    spbe_receipt r;
+    assert_int_equal(spbe_publish(pub, "ikn.roundtrip.asn", "two", 3, NULL, &r), SPBE_OK);
+    assert_int_equal(r.sequence, 2);
+    assert_true(r.signed_by_broker);
+    assert_string_equal(r.topic, "ikn.roundtrip.asn");
+    spbe_close(&pub);
+    spbe_close(&sub);
+}
+
+static void
+publish_n(fixture *f, const char *topic, int n)
+{
+    spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
+    assert_non_null(pub);
+    for (int i = 1; i <= n; i++) {
+        char payload[32];
+        int len = snprintf(payload, sizeof payload, "m%d", i);
+        assert_int_equal(spbe_publish_async(pub, topic, payload, (size_t)len, NULL, NULL), SPBE_OK);
+    }
+    assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
+    spbe_close(&pub);
+}
+
+static void
+test_replay_from_first_and_from_a_sequence(void **state)
+{
+    fixture *f = *state;
+    publish_n(f, "ikn.replay.asn", 10);
+    spbe_client *sub = harness_connect(&f->broker, f->reader, 0);
+    collected all = {0};
+    spbe_set_delivery_handler(sub, collect, &all);
+    assert_int_equal(spbe_subscribe(sub, "ikn.replay.asn", SPBE_START_FIRST, 0, NULL), SPBE_OK);
+    wait_for(sub, &all, 10);
+    assert_int_equal(all.n, 10);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(all.sequences[i], (uint64_t)i + 1);
+        char want[8];
+        snprintf(want, sizeof want, "m%d", i + 1);
+        assert_string_equal(all.payloads[i], want);
+    }
+    spbe_close(&sub);
+
+    sub = harness_connect(&f->broker, f->reader, 0);
+    collected from5 = {0};
+    spbe_set_delivery_handler(sub, collect, &from5);
+    assert_int_equal(spbe_subscribe(sub, "ikn.replay.asn", SPBE_START_SEQUENCE, 5, NULL), SPBE_OK);
+    wait_for(sub, &from5, 6);
+    assert_int_equal(from5.n, 6);
+    assert_int_equal(from5.sequences[0], 5);
+    assert_int_equal(from5.sequences[5], 10);
+    /* replay joins live without a gap */
+    spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
+    assert_int_equal(spbe_publish(pub, "ikn.replay.asn", "m11", 3, NULL, NULL), SPBE_OK);
+    wait_for(sub, &from5, 7);
+    assert_int_equal(from5.n, 7);
+    assert_int_equal(from5.sequences[6], 11);
+    spbe_close(&pub);
+    spbe_close(&sub);
+
+    /* the CLI, as an operator uses it */
+    char out[8192], err[1024];
+    int rc = harness_run(out, sizeof out, err, sizeof err,
+                         "$SPBE sub ikn.replay.asn --from 8 --count 4 --json --key %s", f->reader);
+    assert_int_equal(rc, 0);
+    assert_int_equal(harness_lines(out), 4);
+    assert_non_null(strstr(out, "\"sequence\":8"));
+    assert_non_null(strstr(out, "\"sequence\":11"));
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "$SPBE sub ikn.replay.asn --from first --idle-ms 700 --key %s", f->reader);
+    assert_int_equal(rc, 0);
+    assert_int_equal(harness_lines(out), 11);
+}
+
+static void
+test_wildcards_match_one_token_and_the_rest(void **state)
+{
+    fixture *f = *state;
+    spbe_client *sub = harness_connect(&f->broker, f->reader, 0);
+    spbe_client *sub2 = harness_connect(&f->broker, f->reader, 0);
+    collected star = {0}, rest = {0};
+    spbe_set_delivery_handler(sub, collect, &star);
+    spbe_set_delivery_handler(sub2, collect, &rest);
+    assert_int_equal(spbe_subscribe(sub, "ikn.wild.*.asn", SPBE_START_NEW, 0, NULL), SPBE_OK);
+    assert_int_equal(spbe_subscribe(sub2, "ikn.wild.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
+    spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
+    const char *topics[] = {"ikn.wild.a.asn", "ikn.wild.b.asn", "ikn.wild.a.unit", "ikn.wild.a.asn.x",
+                            "ikn.other.a.asn"};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(spbe_publish(pub, topics[i], "x", 1, NULL, NULL), SPBE_OK);
+    wait_for(sub2, &rest, 4);
+    wait_for(sub, &star, 2);
+    assert_int_equal(spbe_dispatch(sub, 200, NULL), SPBE_OK);
+    assert_int_equal(star.n, 2);
+    assert_string_equal(star.topics[0], "ikn.wild.a.asn");
+    assert_string_equal(star.topics[1], "ikn.wild.b.asn");
+    assert_int_equal(rest.n, 4);
+    assert_string_equal(rest.topics[3], "ikn.wild.a.asn.x");
+    spbe_close(&pub);
+    spbe_close(&sub);
+    spbe_close(&sub2);
+}
+
+static void
+test_two_subscribers_on_overlapping_patterns_each_get_theirs_in_order(void **state)
+{
+    fixture *f = *state;
+    spbe_client *wide = harness_connect(&f->broker, f->reader, 0);
+    spbe_client *narrow = harness_connect(&f->broker, f->narrow, 0);
+    collected w = {0}, n = {0};
+    spbe_set_delivery_handler(wide, collect, &w);
+    spbe_set_delivery_handler(narrow, collect, &n);
+    assert_int_equal(spbe_subscribe(wide, "ikn.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
+    assert_int_equal(spbe_subscribe(narrow, "ikn.relokasi.*", SPBE_START_NEW, 0, NULL), SPBE_OK);
+    spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
+    for (int i = 0; i < 20; i++) {
+        const char *topic = i % 2 ? "ikn.relokasi.tunjangan" : "ikn.hunian.alokasi";
+        char payload[16];
+        int len = snprintf(payload, sizeof payload, "%d", i);
+        assert_int_equal(spbe_publish_async(pub, topic, payload, (size_t)len, NULL, NULL), SPBE_OK);
+    }
+    assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
+    wait_for(wide, &w, 20);
+    wait_for(narrow, &n, 10);
+    assert_int_equal(w.n, 20);
+    assert_int_equal(n.n, 10);
+    uint64_t last = 0;
+    for (int i = 0; i < n.n; i++) {
+        assert_string_equal(n.topics[i], "ikn.relokasi.tunjangan");
+        assert_true(n.sequences[i] > last);
+        last = n.sequences[i];
+    }
+    spbe_close(&pub);
+    spbe_close(&wide);
+    spbe_close(&narrow);
+}
+
+static void
+test_inspection_online_and_offline_agree(void **state)
+{
+    fixture *f = *state;
+    publish_n(f, "ikn.inspect.asn", 3);
+    char online[8192], offline[8192], err[1024];
+    assert_int_equal(harness_run(online, sizeof online, err, sizeof err,
+                                 "$SPBE topic info ikn.inspect.asn --json --key %s", f->broker.admin_key), 0);
+    assert_int_equal(harness_run(offline, sizeof offline, err, sizeof err,
+                                 "$SPBE topic info ikn.inspect.asn --json --data %s", f->broker.data), 0);
+    assert_string_equal(online, offline);
+    assert_non_null(strstr(online, "\"messages\":3"));
+    assert_int_equal(harness_run(online, sizeof online, err, sizeof err,
+                                 "$SPBE msg get ikn.inspect.asn 2 --json --key %s", f->reader), 0);
+    assert_int_equal(harness_run(offline, sizeof offline, err, sizeof err,
+                                 "$SPBE msg get ikn.inspect.asn 2 --json --data %s", f->broker.data), 0);
+    assert_string_equal(online, offline);
+    assert_non_null(strstr(online, "\"signature\":\"valid\""));
+    assert_non_null(strstr(online, "\"payload\":\"m2\""));
+    assert_int_equal(harness_run(online, sizeof online, err, sizeof err,
+                                 "$SPBE msg get ikn.inspect.asn 99 --data %s", f->broker.data), 1);
+    assert_non_null(strstr(err, "NOT_FOUND"));
+    assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE member ls --data %s",
+                                 f->broker.data), 0);
+    assert_non_null(strstr(online, "oikn/hunian"));
+    assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE topic ls --key %s",
+                                 f->narrow), 0);
+    assert_null(strstr(online, "ikn.inspect.asn")); /* only the topics it may read */
+    assert_int_equal(harness_run(NULL, 0, err, sizeof err, "$SPBE topic"), 2);
+    assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE pub --help"), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_delivers_the_senders_exact_signed_bytes),
+        cmocka_unit_test(test_replay_from_first_and_from_a_sequence),
+        cmocka_unit_test(test_wildcards_match_one_token_and_the_rest),
+        cmocka_unit_test(test_two_subscribers_on_overlapping_patterns_each_get_theirs_in_order),
+        cmocka_unit_test(test_inspection_online_and_offline_agree),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

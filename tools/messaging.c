@@ -1,0 +1,346 @@
+/* messaging.c - spbe pub and spbe sub. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "wire.h"
+
+static const char pub_usage[] =
+    "usage: spbe pub TOPIC [PAYLOAD | -] [options]\n"
+    "\n"
+    "Signs PAYLOAD (or standard input with '-') with the member's key, publishes it\n"
+    "and prints the broker's signed receipt once the message is durably stored.\n"
+    "  --schema TYPE         protobuf type name of the payload\n"
+    "  --id HEX              message id (32 hex digits; default random). The same id\n"
+    "                        from the same sender within the dedup window is stored once.\n"
+    "  --count N             publish N messages (payload suffixed ' #i'), pipelined\n"
+    "  --key FILE --broker EP --broker-key HEX --json --timeout-ms N\n";
+
+static const char sub_usage[] =
+    "usage: spbe sub PATTERN [options]\n"
+    "\n"
+    "Subscribes to PATTERN ('*' one token, '>' the rest) and prints each message with\n"
+    "its topic, sequence, sender and payload (NDJSON with --json).\n"
+    "  --from new|first|SEQ  where to start on each matching topic (default new)\n"
+    "  --count N             exit after N messages\n"
+    "  --idle-ms N           exit after N ms without a message\n"
+    "  --verify              verify each message's signature against the sender's key\n"
+    "  --key FILE --broker EP --broker-key HEX --json --timeout-ms N\n";
+
+typedef struct pub_args {
+    const char *schema, *id_hex;
+    long count;
+} pub_args;
+
+static int
+pub_option(int opt, const char *arg, void *ctx)
+{
+    pub_args *a = ctx;
+    char *end;
+    switch (opt) {
+    case 1:
+        a->schema = arg;
+        return 0;
+    case 2:
+        a->id_hex = arg;
+        return 0;
+    case 3:
+        a->count = strtol(arg, &end, 10);
+        return *end || a->count < 1;
+    }
+    return 1;
+}
+
+static void
+print_receipt(const spbe_receipt *r, int json)
+{
+    char hash[65], id[33], t[40];
+    cli_hex(r->message_hash, 32, hash);
+    cli_hex(r->message_id, 16, id);
+    cli_time(r->accepted_ns, t, sizeof t);
+    if (json) {
+        printf("{\"code\":\"%s\",\"topic\":", spbe_error_name(r->code));
+        cli_json_string(stdout, r->topic);
+        printf(",\"sequence\":%llu,\"accepted\":\"%s\",\"id\":\"%s\",\"hash\":\"%s\","
+               "\"signed_by_broker\":%s",
+               (unsigned long long)r->sequence, t, id, hash, r->signed_by_broker ? "true" : "false");
+        if (r->code != SPBE_OK) {
+            printf(",\"error\":");
+            cli_json_string(stdout, r->error);
+        }
+        printf("}\n");
+    } else {
+        printf("%-14s topic=%s seq=%llu accepted=%s id=%s hash=%.16s… %s\n",
+               spbe_error_name(r->code), r->topic, (unsigned long long)r->sequence,
+               r->sequence ? t : "-", id, hash,
+               r->signed_by_broker ? "receipt-signature=valid" : "receipt-signature=none");
+    }
+}
+
+typedef struct pub_state {
+    int json, failures;
+    int last_code;
+} pub_state;
+
+static void
+on_receipt(const spbe_receipt *r, void *arg)
+{
+    pub_state *ps = arg;
+    print_receipt(r, ps->json);
+    if (r->code != SPBE_OK) {
+        ps->failures++;
+        ps->last_code = r->code;
+    }
+}
+
+static uint8_t *
+read_stdin(size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, stdin);
+        n += got;
+        if (got == 0)
+            break;
+        if (n == cap) {
+            uint8_t *nb = realloc(buf, cap *= 2);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+        }
+    }
+    *len = n;
+    return buf;
+}
+
+int
+cmd_pub(int argc, char **argv)
+{
+    static const struct option opts[] = {{"schema", required_argument, 0, 1},
+                                         {"id", required_argument, 0, 2},
+                                         {"count", required_argument, 0, 3},
+                                         {0, 0, 0, 0}};
+    cli_common common;
+    pub_args a = {.count = 1};
+    int i = cli_parse(argc, argv, &common, opts, "", pub_option, &a, pub_usage);
+    if (i < 0)
+        return i == -2 ? EXIT_OK : EXIT_USAGE;
+    if (argc - i < 1 || argc - i > 2) {
+        fputs(pub_usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *topic = argv[i];
+    uint8_t id[16];
+    spbe_message_options mo = {.schema = a.schema};
+    if (a.id_hex) {
+        if (wire_hex_decode(a.id_hex, id, sizeof id) != SPBE_OK) {
+            fprintf(stderr, "spbe pub: --id takes 32 hex digits\n");
+            return EXIT_USAGE;
+        }
+        if (a.count > 1) {
+            fprintf(stderr, "spbe pub: --id and --count > 1 exclude each other\n");
+            return EXIT_USAGE;
+        }
+        mo.id = id;
+    }
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    if (argc - i == 2 && strcmp(argv[i + 1], "-") == 0) {
+        payload = read_stdin(&len);
+        if (!payload)
+            return cli_fail("pub", SPBE_INTERNAL, "cannot read standard input");
+    } else if (argc - i == 2) {
+        len = strlen(argv[i + 1]);
+        payload = (uint8_t *)strdup(argv[i + 1]);
+    }
+    spbe_client *c = cli_connect(&common, "pub");
+    if (!c) {
+        free(payload);
+        return EXIT_ERROR;
+    }
+    int exit_code = EXIT_OK;
+    if (a.count == 1) {
+        spbe_receipt r;
+        int rc = spbe_publish(c, topic, payload, len, &mo, &r);
+        if (r.signed_by_broker || rc == SPBE_OK || r.sequence)
+            print_receipt(&r, common.json);
+        if (rc != SPBE_OK)
+            exit_code = cli_fail("pub", rc, "%s", r.error[0] ? r.error : spbe_last_error(c));
+    } else {
+        pub_state ps = {common.json, 0, 0};
+        spbe_set_receipt_handler(c, on_receipt, &ps);
+        size_t cap = len + 32;
+        uint8_t *buf = malloc(cap);
+        for (long k = 0; buf && k < a.count; k++) {
+            int n = snprintf((char *)buf, cap, "%.*s #%ld", (int)len, payload ? (char *)payload : "", k + 1);
+            int rc = spbe_publish_async(c, topic, buf, (size_t)n, &mo, NULL);
+            if (rc == SPBE_OK && spbe_in_flight(c) >= 1000)
+                rc = spbe_dispatch(c, 0, NULL);
+            if (rc != SPBE_OK) {
+                exit_code = cli_fail("pub", rc, "%s", spbe_last_error(c));
+                break;
+            }
+        }
+        free(buf);
+        int rc = spbe_flush(c, common.timeout_ms ? common.timeout_ms : 30000);
+        if (rc != SPBE_OK && exit_code == EXIT_OK)
+            exit_code = cli_fail("pub", rc, "%s", spbe_last_error(c));
+        if (ps.failures && exit_code == EXIT_OK)
+            exit_code = cli_fail("pub", ps.last_code, "%d of %ld messages not accepted",
+                                 ps.failures, a.count);
+    }
+    free(payload);
+    spbe_close(&c);
+    return exit_code;
+}
+
+/* ------------------------------------------------------------ sub */
+
+typedef struct sub_state {
+    spbe_client *client;
+    int json, verify;
+    long count, seen;
+    int bad;
+} sub_state;
+
+static volatile sig_atomic_t sub_stop;
+
+static void
+on_sub_signal(int sig)
+{
+    (void)sig;
+    sub_stop = 1;
+}
+
+static void
+on_delivery(const spbe_delivery *d, void *arg)
+{
+    sub_state *st = arg;
+    if (st->count && st->seen >= st->count)
+        return;
+    st->seen++;
+    const char *verdict = "unchecked";
+    if (st->verify) {
+        int rc = spbe_verify(st->client, d);
+        verdict = rc == SPBE_OK ? "valid" : spbe_error_name(rc);
+        if (rc != SPBE_OK)
+            st->bad++;
+    }
+    char t[40], id[33];
+    cli_time(d->accepted_ns, t, sizeof t);
+    cli_hex(d->id, 16, id);
+    if (st->json) {
+        printf("{\"topic\":");
+        cli_json_string(stdout, d->topic);
+        printf(",\"sequence\":%llu,\"accepted\":\"%s\",\"sender\":", (unsigned long long)d->sequence, t);
+        cli_json_string(stdout, d->sender);
+        printf(",\"id\":\"%s\",\"schema\":", id);
+        cli_json_string(stdout, d->schema);
+        printf(",\"signature\":\"%s\",\"payload\":", verdict);
+        cli_json_bytes(stdout, d->payload, d->payload_len);
+        printf("}\n");
+    } else {
+        printf("%s #%llu %s from %s: ", d->topic, (unsigned long long)d->sequence, t, d->sender);
+        cli_print_bytes(stdout, d->payload, d->payload_len, 200);
+        if (st->verify)
+            printf("  [signature %s]", verdict);
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+typedef struct sub_args {
+    const char *from;
+    long count, idle_ms;
+    int verify;
+} sub_args;
+
+static int
+sub_option(int opt, const char *arg, void *ctx)
+{
+    sub_args *a = ctx;
+    char *end;
+    switch (opt) {
+    case 1:
+        a->from = arg;
+        return 0;
+    case 2:
+        a->count = strtol(arg, &end, 10);
+        return *end || a->count < 1;
+    case 3:
+        a->idle_ms = strtol(arg, &end, 10);
+        return *end || a->idle_ms < 1;
+    case 4:
+        a->verify = 1;
+        return 0;
+    }
+    return 1;
+}
+
+int
+cmd_sub(int argc, char **argv)
+{
+    static const struct option opts[] = {{"from", required_argument, 0, 1},
+                                         {"count", required_argument, 0, 2},
+                                         {"idle-ms", required_argument, 0, 3},
+                                         {"verify", no_argument, 0, 4},
+                                         {0, 0, 0, 0}};
+    cli_common common;
+    sub_args a = {0};
+    int i = cli_parse(argc, argv, &common, opts, "", sub_option, &a, sub_usage);
+    if (i < 0)
+        return i == -2 ? EXIT_OK : EXIT_USAGE;
+    if (argc - i != 1) {
+        fputs(sub_usage, stderr);
+        return EXIT_USAGE;
+    }
+    spbe_start start = SPBE_START_NEW;
+    uint64_t seq = 0;
+    if (a.from && strcmp(a.from, "first") == 0) {
+        start = SPBE_START_FIRST;
+    } else if (a.from && strcmp(a.from, "new") != 0) {
+        char *end;
+        seq = strtoull(a.from, &end, 10);
+        if (*end || seq == 0 || a.from[0] == '-') {
+            fprintf(stderr, "spbe sub: --from takes new, first or a sequence (1 or more)\n");
+            return EXIT_USAGE;
+        }
+        start = SPBE_START_SEQUENCE;
+    }
+    spbe_client *c = cli_connect(&common, "sub");
+    if (!c)
+        return EXIT_ERROR;
+    sub_state st = {c, common.json, a.verify, a.count, 0, 0};
+    spbe_set_delivery_handler(c, on_delivery, &st);
+    int rc = spbe_subscribe(c, argv[i], start, seq, NULL);
+    if (rc != SPBE_OK) {
+        int e = cli_fail("sub", rc, "%s", spbe_last_error(c));
+        spbe_close(&c);
+        return e;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sub_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int exit_code = EXIT_OK;
+    while (!sub_stop && (!a.count || st.seen < a.count)) {
+        int events;
+        rc = spbe_dispatch(c, a.idle_ms ? (int)a.idle_ms : 500, &events);
+        if (rc != SPBE_OK) {
+            exit_code = cli_fail("sub", rc, "%s", spbe_last_error(c));
+            break;
+        }
+        if (a.idle_ms && events == 0)
+            break;
+    }
+    if (exit_code == EXIT_OK && st.bad)
+        exit_code = cli_fail("sub", SPBE_BAD_SIGNATURE, "%d messages failed verification", st.bad);
+    spbe_close(&c);
+    return exit_code;
+}
