@@ -23,14 +23,15 @@
 #include "registry.h"
 #include "router.h"
 #include "workpool.h"
+#include "writer.h"
 #include "spbe/errors.h"
 #include "store.h"
 #include "wire.h"
 
 #define DRAIN_MAX 1024          /* messages read per loop turn (one commit group at most) */
+#define GROUPS 3                /* commit groups: one filling, up to two with the writer */
 #define PUMP_BUDGET 2048        /* catch-up deliveries per loop turn */
 #define ROUTING_MAX 256
-#define DEDUP_EXPIRE_EVERY_MS 10000
 
 typedef struct session {
     uint8_t routing[ROUTING_MAX];
@@ -57,6 +58,16 @@ typedef struct pending_publish {
     Spbe__V1__SignedReceipt receipt; /* signed by a worker; receipt.data freed after send */
 } pending_publish;
 
+/* Publishes that share one durable commit. */
+typedef struct group {
+    pending_publish batch[DRAIN_MAX];
+    store_append_item items[DRAIN_MAX];
+    size_t n_batch;
+    writer_job job;
+    uint64_t check_ns, verify_ns;
+    struct group *next; /* in the free list */
+} group;
+
 /* Time spent per stage of the publish path, for the stop log and benchmarks. */
 typedef struct stage_clock {
     uint64_t messages, groups;
@@ -72,10 +83,11 @@ struct broker {
     void *ctx, *socket, *zap;
     session **sessions;
     size_t n_sessions, cap_sessions;
-    pending_publish *batch;
-    store_append_item *items;
-    size_t n_batch;
-    int64_t next_dedup_expire_ms;
+    group *groups;       /* GROUPS of them */
+    group *free_groups;
+    group *filling;      /* receives publishes in this loop turn */
+    int in_writer;       /* groups handed to the writer */
+    writer *writer;
     uint64_t accepted, rejected, duplicates, commits;
     workpool *workers;
     stage_clock clock;
@@ -285,10 +297,13 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         return -1;
     }
     b->config = *config;
-    b->batch = calloc(DRAIN_MAX, sizeof *b->batch);
-    b->items = calloc(DRAIN_MAX, sizeof *b->items);
+    b->groups = calloc(GROUPS, sizeof *b->groups);
+    for (int i = 0; b->groups && i < GROUPS; i++) {
+        b->groups[i].next = b->free_groups;
+        b->free_groups = &b->groups[i];
+    }
     store_options so = {.max_map_bytes = config->max_store_bytes};
-    if (!b->batch || !b->items ||
+    if (!b->groups ||
         store_open(config->data_dir, &so, &b->store, err, err_len) != SPBE_OK)
         goto fail;
     if (broker_keys(b, err, err_len) != 0)
@@ -301,6 +316,9 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
     b->workers = workpool_new(0);
     b->ctx = zmq_ctx_new();
     if (!b->router || !b->ctx)
+        goto fail_msg;
+    b->writer = writer_new(b->ctx, b->store, config->dedup_window_ns);
+    if (!b->writer)
         goto fail_msg;
 
     /* ZAP first: the ROUTER's handshakes ask it */
@@ -351,6 +369,7 @@ broker_destroy(broker **bp)
         session_close(b, b->sessions[0]);
     free(b->sessions);
     router_destroy(&b->router);
+    writer_destroy(&b->writer);
     workpool_destroy(&b->workers);
     if (b->socket)
         zmq_close(b->socket);
@@ -360,8 +379,7 @@ broker_destroy(broker **bp)
         zmq_ctx_term(b->ctx);
     registry_destroy(&b->registry);
     store_close(&b->store);
-    free(b->batch);
-    free(b->items);
+    free(b->groups);
     memset(&b->key, 0, sizeof b->key);
     free(b);
     *bp = NULL;
@@ -523,7 +541,8 @@ handle_publish(broker *b, session *s, uint64_t request_id, zmq_msg_t *body)
         wire_envelope_free(&sm, &m);
         return;
     }
-    pending_publish *p = &b->batch[b->n_batch++];
+    group *g = b->filling;
+    pending_publish *p = &g->batch[g->n_batch++];
     memcpy(p->routing, s->routing, s->routing_len);
     p->routing_len = s->routing_len;
     p->request_id = request_id;
@@ -541,19 +560,24 @@ handle_publish(broker *b, session *s, uint64_t request_id, zmq_msg_t *body)
 static void
 verify_one(void *ctx, size_t i)
 {
-    pending_publish *p = &((broker *)ctx)->batch[i];
+    pending_publish *p = &((group *)ctx)->batch[i];
     if (wire_envelope_verify(p->signed_message, p->sender_key) != SPBE_OK)
         p->code = SPBE_BAD_SIGNATURE;
 }
+
+typedef struct receipt_work {
+    const broker *b;
+    group *g;
+} receipt_work;
 
 /* Signs one receipt of the group into its slot (runs on the workers). */
 static void
 receipt_one(void *ctx, size_t i)
 {
-    broker *b = ctx;
-    pending_publish *p = &b->batch[i];
+    receipt_work *w = ctx;
+    pending_publish *p = &w->g->batch[i];
     int stored = p->item && (p->code == SPBE_OK || p->code == SPBE_DUPLICATE);
-    receipt_sign(b, p->code, p->topic, stored ? p->item->sequence : 0,
+    receipt_sign(w->b, p->code, p->topic, stored ? p->item->sequence : 0,
                  stored ? p->item->accepted_ns : 0, p->hash, p->message, &p->receipt);
 }
 
@@ -572,47 +596,15 @@ publish_reason(int code)
     }
 }
 
-/*
- * The publish path for one group: signatures verified in parallel, one durable commit
- * for all that passed, receipts signed in parallel and sent in arrival order, then
- * fan-out to subscribers. No receipt leaves before the commit has returned.
- */
+/* After the commit (or without one, if nothing in the group passed): receipts signed in
+ * parallel and sent in arrival order, then fan-out to subscribers. */
 static void
-commit_batch(broker *b)
+group_finish(broker *b, group *g)
 {
-    if (b->n_batch == 0)
-        return;
     uint64_t t0 = mono_ns();
-    workpool_run(b->workers, verify_one, b, b->n_batch, 4);
-    uint64_t t1 = mono_ns();
-
-    size_t n_items = 0;
-    for (size_t i = 0; i < b->n_batch; i++) {
-        pending_publish *p = &b->batch[i];
-        p->topic = p->message->topic;
-        if (p->code != SPBE_OK)
-            continue;
-        store_append_item *it = &b->items[n_items++];
-        memset(it, 0, sizeof *it);
-        it->topic = p->message->topic;
-        it->sender = p->message->sender;
-        it->id = p->message->id.data;
-        it->data = zmq_msg_data(&p->body);
-        it->len = zmq_msg_size(&p->body);
-        p->item = it;
-    }
-    if (n_items > 0) {
-        int rc = store_append(b->store, b->items, n_items, b->config.dedup_window_ns);
-        b->commits++;
-        if (rc != SPBE_OK)
-            log_event(LOG_ERROR, "commit_failed", "messages=%zu code=%s", n_items,
-                      spbe_error_name(rc));
-    }
-    uint64_t t2 = mono_ns();
-
     store_reader *rd = NULL;
-    for (size_t i = 0; i < b->n_batch; i++) {
-        pending_publish *p = &b->batch[i];
+    for (size_t i = 0; i < g->n_batch; i++) {
+        pending_publish *p = &g->batch[i];
         if (p->item)
             p->code = p->item->code;
         if (p->code == SPBE_OK) {
@@ -632,30 +624,85 @@ commit_batch(broker *b)
         }
     }
     store_reader_end(&rd);
-    workpool_run(b->workers, receipt_one, b, b->n_batch, 4);
-    for (size_t i = 0; i < b->n_batch; i++) {
-        pending_publish *p = &b->batch[i];
+    receipt_work w = {b, g};
+    workpool_run(b->workers, receipt_one, &w, g->n_batch, 4);
+    for (size_t i = 0; i < g->n_batch; i++) {
+        pending_publish *p = &g->batch[i];
         receipt_send(b, p->routing, p->routing_len, p->request_id, p->code,
                      publish_reason(p->code), &p->receipt);
     }
-    uint64_t t3 = mono_ns();
-
-    for (size_t i = 0; i < b->n_batch; i++) {
-        pending_publish *p = &b->batch[i];
+    uint64_t t1 = mono_ns();
+    for (size_t i = 0; i < g->n_batch; i++) {
+        pending_publish *p = &g->batch[i];
         if (p->code == SPBE_OK)
             router_publish(b->router, p->item->topic_id, p->message->topic, p->item->sequence,
                            p->item->accepted_ns, p->item->data, p->item->len);
         zmq_msg_close(&p->body);
         wire_envelope_free(&p->signed_message, &p->message);
     }
-    uint64_t t4 = mono_ns();
-    b->clock.messages += b->n_batch;
+    uint64_t t2 = mono_ns();
+    b->clock.messages += g->n_batch;
     b->clock.groups++;
-    b->clock.verify_ns += t1 - t0;
-    b->clock.commit_ns += t2 - t1;
-    b->clock.receipt_ns += t3 - t2;
-    b->clock.fanout_ns += t4 - t3;
-    b->n_batch = 0;
+    b->clock.check_ns += g->check_ns;
+    b->clock.verify_ns += g->verify_ns;
+    b->clock.commit_ns += g->job.count ? g->job.commit_ns : 0;
+    b->clock.receipt_ns += t1 - t0;
+    b->clock.fanout_ns += t2 - t1;
+    g->n_batch = 0;
+    g->next = b->free_groups;
+    b->free_groups = g;
+}
+
+/*
+ * The filling group is complete: its signatures are verified in parallel, and those
+ * that pass go to the writer for one durable commit. No receipt leaves before the
+ * writer hands the group back.
+ */
+static void
+group_submit(broker *b)
+{
+    group *g = b->filling;
+    b->filling = NULL;
+    uint64_t t0 = mono_ns();
+    workpool_run(b->workers, verify_one, g, g->n_batch, 4);
+    g->verify_ns = mono_ns() - t0;
+    size_t n_items = 0;
+    for (size_t i = 0; i < g->n_batch; i++) {
+        pending_publish *p = &g->batch[i];
+        p->topic = p->message->topic;
+        if (p->code != SPBE_OK)
+            continue;
+        store_append_item *it = &g->items[n_items++];
+        memset(it, 0, sizeof *it);
+        it->topic = p->message->topic;
+        it->sender = p->message->sender;
+        it->id = p->message->id.data;
+        it->data = zmq_msg_data(&p->body);
+        it->len = zmq_msg_size(&p->body);
+        p->item = it;
+    }
+    g->job.items = g->items;
+    g->job.count = n_items;
+    if (n_items == 0 || writer_submit(b->writer, &g->job) != SPBE_OK) {
+        for (size_t i = 0; n_items && i < n_items; i++)
+            g->items[i].code = SPBE_INTERNAL;
+        group_finish(b, g);
+        return;
+    }
+    b->commits++;
+    b->in_writer++;
+}
+
+/* Finishes the groups the writer has committed, in the order they were submitted. */
+static void
+groups_collect(broker *b)
+{
+    writer_job *job;
+    while ((job = writer_take_done(b->writer)) != NULL) {
+        group *g = (group *)((char *)job - offsetof(group, job));
+        b->in_writer--;
+        group_finish(b, g);
+    }
 }
 
 /* ------------------------------------------------------------ other commands */
@@ -1264,9 +1311,13 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
     int64_t next_expire = now_ms() + b->config.heartbeat_ms;
     int pump = 0;
     while (!*stop) {
-        zmq_pollitem_t items[] = {{b->socket, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
+        /* with every group busy, leave new messages queued in ZeroMQ (back-pressure) */
+        int can_receive = b->free_groups != NULL;
+        zmq_pollitem_t items[] = {{b->socket, 0, can_receive ? ZMQ_POLLIN : 0, 0},
+                                  {b->zap, 0, ZMQ_POLLIN, 0},
+                                  {writer_socket(b->writer), 0, ZMQ_POLLIN, 0}};
         long timeout = pump == 1 ? 0 : pump == 2 ? 5 : 200;
-        if (zmq_poll(items, 2, timeout) < 0) {
+        if (zmq_poll(items, 3, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             log_event(LOG_ERROR, "poll_failed", "reason=\"%s\"", zmq_strerror(errno));
@@ -1274,31 +1325,43 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
         }
         while (zmq_poll(&items[1], 1, 0) > 0 && (items[1].revents & ZMQ_POLLIN))
             zap_handle(b);
-        uint64_t t_check = mono_ns();
-        for (int i = 0; i < DRAIN_MAX && b->n_batch < DRAIN_MAX; i++) {
-            zmq_msg_t frames[3];
-            int too_many;
-            int n = receive_message(b, frames, &too_many);
-            if (n == 0)
-                break;
-            handle_message(b, frames, n, too_many);
-            for (int k = 0; k < n; k++)
-                zmq_msg_close(&frames[k]);
+        groups_collect(b);
+        if (b->free_groups) {
+            b->filling = b->free_groups;
+            b->free_groups = b->filling->next;
+            b->filling->n_batch = 0;
+            uint64_t t_check = mono_ns();
+            for (int i = 0; i < DRAIN_MAX && b->filling->n_batch < DRAIN_MAX; i++) {
+                zmq_msg_t frames[3];
+                int too_many;
+                int n = receive_message(b, frames, &too_many);
+                if (n == 0)
+                    break;
+                handle_message(b, frames, n, too_many);
+                for (int k = 0; k < n; k++)
+                    zmq_msg_close(&frames[k]);
+            }
+            b->filling->check_ns = mono_ns() - t_check;
+            if (b->filling->n_batch) {
+                group_submit(b);
+            } else {
+                b->filling->next = b->free_groups;
+                b->free_groups = b->filling;
+                b->filling = NULL;
+            }
         }
-        if (b->n_batch)
-            b->clock.check_ns += mono_ns() - t_check;
-        commit_batch(b);
         pump = router_pump(b->router, PUMP_BUDGET);
         int64_t now = now_ms();
         if (now >= next_expire) {
             expire_sessions(b, now);
             next_expire = now + b->config.heartbeat_ms;
         }
-        if (now >= b->next_dedup_expire_ms && b->config.dedup_window_ns > 0) {
-            size_t removed;
-            store_dedup_expire(b->store, wire_now_ns() - b->config.dedup_window_ns, 10000, &removed);
-            b->next_dedup_expire_ms = now + DEDUP_EXPIRE_EVERY_MS;
-        }
+    }
+    /* what the writer holds is committed: its publishers get their receipts */
+    while (b->in_writer > 0) {
+        zmq_pollitem_t item = {writer_socket(b->writer), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 1000);
+        groups_collect(b);
     }
     for (size_t i = 0; i < b->n_sessions; i++)
         send_goodbye(b, b->sessions[i], SPBE_UNAVAILABLE, "broker shutting down");
