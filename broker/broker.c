@@ -1214,6 +1214,12 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
         spbe__v1__command__free_unpacked(cmd, NULL);
         return;
     }
+    if (body && cmd->body_case != SPBE__V1__COMMAND__BODY_PUBLISH) {
+        send_error(b, routing, routing_len, rid, SPBE_BAD_REQUEST,
+                   "only publish carries a body frame");
+        spbe__v1__command__free_unpacked(cmd, NULL);
+        return;
+    }
     Spbe__V1__Reply ok = SPBE__V1__REPLY__INIT;
     ok.request_id = rid;
     switch (cmd->body_case) {

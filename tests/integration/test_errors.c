@@ -410,6 +410,19 @@ test_bad_request_for_garbage_frame_count_and_truncation(void **state)
     zmq_send(s, sbuf, slen - 10, 0);
     assert_int_equal(raw_reply(s, NULL), SPBE_BAD_REQUEST);
 
+    /* a body frame on a command that takes none */
+    Spbe__V1__Ping ping = SPBE__V1__PING__INIT;
+    Spbe__V1__Command pc = SPBE__V1__COMMAND__INIT;
+    pc.request_id = 9;
+    pc.body_case = SPBE__V1__COMMAND__BODY_PING;
+    pc.ping = &ping;
+    uint8_t pbuf[32];
+    size_t plen = spbe__v1__command__pack(&pc, pbuf);
+    zmq_send(s, pbuf, plen, ZMQ_SNDMORE);
+    zmq_send(s, bytes, len, 0);
+    assert_int_equal(raw_reply(s, &rid), SPBE_BAD_REQUEST);
+    assert_int_equal(rid, 9);
+
     /* truncated signed message in the body */
     zmq_send(s, cbuf, clen, ZMQ_SNDMORE);
     zmq_send(s, bytes, len / 2, 0);
