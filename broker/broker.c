@@ -1371,6 +1371,11 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
     }
     for (size_t i = 0; i < b->n_sessions; i++)
         send_goodbye(b, b->sessions[i], SPBE_UNAVAILABLE, "broker shutting down");
+    uint64_t delivered, deferred, caught_up;
+    router_stats(b->router, &delivered, &deferred, &caught_up);
+    log_event(LOG_INFO, "delivery_totals", "delivered=%llu deferred=%llu from_store=%llu",
+              (unsigned long long)delivered, (unsigned long long)deferred,
+              (unsigned long long)caught_up);
     stage_clock *c = &b->clock;
     double per = c->messages ? 1e3 * (double)c->messages : 1;
     log_event(LOG_INFO, "stopped",

@@ -35,6 +35,7 @@ struct router {
     void *ctx;
     subscription *subs;
     uint64_t next_id;
+    uint64_t delivered, deferred, caught_up;
 };
 
 router *
@@ -208,7 +209,9 @@ deliver(router *r, subscription *s, cursor *c, uint64_t sequence, int64_t accept
     int rc = r->send(r->ctx, s->owner, s->id, c->topic, sequence, accepted_ns, data, len);
     if (rc == 0) {
         c->next = sequence + 1;
+        r->delivered++;
     } else if (rc == EAGAIN) {
+        r->deferred++;
         c->behind = 1;
         s->behind = 1;
         s->blocked = 1;
@@ -272,6 +275,7 @@ pump_one(const store_message *m, void *arg)
     if (ps->rc != 0)
         return 1;
     ps->sent++;
+    ps->r->caught_up++;
     return 0;
 }
 
@@ -331,4 +335,12 @@ router_pump(router *r, size_t budget)
         pending = 1;
     store_reader_end(&rd);
     return pending ? 1 : blocked ? 2 : 0;
+}
+
+void
+router_stats(const router *r, uint64_t *delivered, uint64_t *deferred, uint64_t *caught_up)
+{
+    *delivered = r->delivered;
+    *deferred = r->deferred;
+    *caught_up = r->caught_up;
 }

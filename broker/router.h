@@ -49,4 +49,8 @@ void router_publish(router *r, uint32_t topic_id, const char *topic, uint64_t se
  * that refused a send (retry soon), 0 if none is behind. */
 int router_pump(router *r, size_t budget);
 
+/* Counters: deliveries sent, sends a peer refused (deferred to the store), deliveries
+ * sent from the store (replay and catch-up). */
+void router_stats(const router *r, uint64_t *delivered, uint64_t *deferred, uint64_t *caught_up);
+
 #endif

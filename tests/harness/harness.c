@@ -16,7 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <zmq.h>
+
+#include "identity.h"
 #include "store.h"
+#include "wire.h"
 
 static int
 free_port(void)
@@ -297,3 +301,81 @@ harness_lines(const char *text)
         n += *p == '\n';
     return n;
 }
+
+void *
+harness_raw_connect(test_broker *b, void *ctx, const char *key_path, int rcvhwm)
+{
+    identity id, broker;
+    char err[256];
+    if (identity_load(key_path, &id, err, sizeof err) != SPBE_OK ||
+        identity_load(b->broker_pub, &broker, err, sizeof err) != SPBE_OK)
+        return NULL;
+    uint8_t server[32], pub[32], sec[32];
+    wire_curve_public(broker.public_key, server);
+    wire_curve_public(id.public_key, pub);
+    wire_curve_secret(id.secret_key, sec);
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0, timeout = 3000;
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server, 32);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 32);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    if (rcvhwm > 0)
+        zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    if (zmq_connect(s, b->endpoint) != 0) {
+        zmq_close(s);
+        return NULL;
+    }
+    /* hello */
+    Spbe__V1__Hello hello = SPBE__V1__HELLO__INIT;
+    hello.protocol_version = 1;
+    hello.member = id.member;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.request_id = 1;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_HELLO;
+    cmd.hello = &hello;
+    uint8_t buf[256];
+    size_t n = spbe__v1__command__pack(&cmd, buf);
+    zmq_send(s, buf, n, 0);
+    return s;
+}
+
+int
+harness_raw_reply(void *s, uint64_t *request_id)
+{
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, s, 0) < 0) {
+        zmq_msg_close(&m);
+        return -1;
+    }
+    Spbe__V1__BrokerFrame *f = spbe__v1__broker_frame__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
+    int more = zmq_msg_more(&m);
+    zmq_msg_close(&m);
+    while (more) {
+        zmq_msg_init(&m);
+        zmq_msg_recv(&m, s, 0);
+        more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+    }
+    if (!f || f->body_case != SPBE__V1__BROKER_FRAME__BODY_REPLY) {
+        if (f)
+            spbe__v1__broker_frame__free_unpacked(f, NULL);
+        return -2;
+    }
+    int code = (int)f->reply->code;
+    if (request_id)
+        *request_id = f->reply->request_id;
+    if (f->reply->body_case == SPBE__V1__REPLY__BODY_RECEIPT) {
+        Spbe__V1__Receipt *r = spbe__v1__receipt__unpack(NULL, f->reply->receipt->receipt.len,
+                                                         f->reply->receipt->receipt.data);
+        if (!r || (int)r->code != code)
+            code = -3; /* a receipt must say what the reply says */
+        if (r)
+            spbe__v1__receipt__free_unpacked(r, NULL);
+    }
+    spbe__v1__broker_frame__free_unpacked(f, NULL);
+    return code;
+}
+

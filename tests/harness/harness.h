@@ -52,6 +52,13 @@ int harness_run(char *out, size_t out_len, char *err, size_t err_len, const char
 /* Messages stored in a topic, read offline from the data directory (0 if none). */
 uint64_t harness_stored(test_broker *b, const char *topic);
 
+/* A raw CURVE DEALER in ctx speaking as the member of key_path, to send what no library
+ * would; it has sent Hello (request id 1). rcvhwm > 0 sets ZMQ_RCVHWM. NULL on failure. */
+void *harness_raw_connect(test_broker *b, void *ctx, const char *key_path, int rcvhwm);
+/* Receives one broker message on a raw socket and returns its reply's code (and request
+ * id); -1 on timeout, -2 if it was an event, -3 if its receipt disagrees with it. */
+int harness_raw_reply(void *socket, uint64_t *request_id);
+
 /* Counts lines of text. */
 int harness_lines(const char *text);
 

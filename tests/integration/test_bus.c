@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 #include <cmocka.h>
 
 #include "harness.h"
+#include "spbe/v1/spbe.pb-c.h"
 
 typedef struct fixture {
     test_broker broker;
@@ -273,6 +275,82 @@ test_inspection_online_and_offline_agree(void **state)
     assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE pub --help"), 0);
 }
 
+/*
+ * A subscriber that stops reading: the broker must neither block the publisher nor drop
+ * messages. A raw socket with a receive high-water mark of 10 fills the broker's send
+ * queue for it; the rest waits in the store and arrives, in order, once it reads again.
+ */
+static void
+test_slow_subscriber_is_caught_up_from_the_store_without_loss(void **state)
+{
+    fixture *f = *state;
+    void *ctx = zmq_ctx_new();
+    void *s = harness_raw_connect(&f->broker, ctx, f->reader, 10);
+    assert_non_null(s);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_OK);
+    Spbe__V1__Subscribe sub = SPBE__V1__SUBSCRIBE__INIT;
+    sub.pattern = "ikn.slow.>";
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.request_id = 2;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_SUBSCRIBE;
+    cmd.subscribe = &sub;
+    uint8_t buf[64];
+    size_t n = spbe__v1__command__pack(&cmd, buf);
+    zmq_send(s, buf, n, 0);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_OK);
+
+    /* far more than the broker's send high-water mark (20000) while nobody reads */
+    const int total = 40000;
+    spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
+    char payload[200];
+    memset(payload, 'p', sizeof payload);
+    for (int i = 0; i < total; i++) {
+        assert_int_equal(spbe_publish_async(pub, "ikn.slow.asn", payload, sizeof payload, NULL, NULL),
+                         SPBE_OK);
+        if (spbe_in_flight(pub) >= 1000)
+            assert_int_equal(spbe_dispatch(pub, 1000, NULL), SPBE_OK);
+    }
+    assert_int_equal(spbe_flush(pub, 30000), SPBE_OK); /* the publisher was never held up */
+    spbe_close(&pub);
+
+    uint64_t expect = 1;
+    int timeout = 5000;
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    while (expect <= (uint64_t)total) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        assert_true(zmq_msg_recv(&m, s, 0) >= 0);
+        Spbe__V1__BrokerFrame *fr =
+            spbe__v1__broker_frame__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
+        int more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        while (more) {
+            zmq_msg_init(&m);
+            zmq_msg_recv(&m, s, 0);
+            more = zmq_msg_more(&m);
+            zmq_msg_close(&m);
+        }
+        assert_non_null(fr);
+        if (fr->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT &&
+            fr->event->body_case == SPBE__V1__EVENT__BODY_DELIVERY) {
+            assert_int_equal(fr->event->delivery->sequence, expect); /* in order, no gap */
+            expect++;
+        }
+        spbe__v1__broker_frame__free_unpacked(fr, NULL);
+        if (expect % 5000 == 0) { /* heartbeat, as a client must */
+            Spbe__V1__Ping ping = SPBE__V1__PING__INIT;
+            Spbe__V1__Command pc = SPBE__V1__COMMAND__INIT;
+            pc.body_case = SPBE__V1__COMMAND__BODY_PING;
+            pc.ping = &ping;
+            n = spbe__v1__command__pack(&pc, buf);
+            zmq_send(s, buf, n, 0);
+        }
+    }
+    assert_int_equal(expect, (uint64_t)total + 1);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+}
+
 int
 main(void)
 {
@@ -282,6 +360,7 @@ main(void)
         cmocka_unit_test(test_wildcards_match_one_token_and_the_rest),
         cmocka_unit_test(test_two_subscribers_on_overlapping_patterns_each_get_theirs_in_order),
         cmocka_unit_test(test_inspection_online_and_offline_agree),
+        cmocka_unit_test(test_slow_subscriber_is_caught_up_from_the_store_without_loss),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

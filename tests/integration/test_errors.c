@@ -281,91 +281,19 @@ test_duplicate_id_is_stored_once_and_answers_the_original_sequence(void **state)
     assert_still_serving(f);
 }
 
-/* A raw CURVE DEALER speaking as a registered member, to send what no library would. */
-static void *
-raw_connect(fixture *f, void *ctx, const char *key_path)
-{
-    identity id, broker;
-    char err[256];
-    assert_int_equal(identity_load(key_path, &id, err, sizeof err), SPBE_OK);
-    assert_int_equal(identity_load(f->broker.broker_pub, &broker, err, sizeof err), SPBE_OK);
-    uint8_t server[32], pub[32], sec[32];
-    wire_curve_public(broker.public_key, server);
-    wire_curve_public(id.public_key, pub);
-    wire_curve_secret(id.secret_key, sec);
-    void *s = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0, timeout = 3000;
-    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server, 32);
-    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 32);
-    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    assert_int_equal(zmq_connect(s, f->broker.endpoint), 0);
-    /* hello */
-    Spbe__V1__Hello hello = SPBE__V1__HELLO__INIT;
-    hello.protocol_version = 1;
-    hello.member = id.member;
-    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
-    cmd.request_id = 1;
-    cmd.body_case = SPBE__V1__COMMAND__BODY_HELLO;
-    cmd.hello = &hello;
-    uint8_t buf[256];
-    size_t n = spbe__v1__command__pack(&cmd, buf);
-    assert_int_equal(zmq_send(s, buf, n, 0), (int)n);
-    return s;
-}
-
-/* Receives one broker message and returns its reply's code (and request id). */
-static int
-raw_reply(void *s, uint64_t *request_id)
-{
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, s, 0) < 0) {
-        zmq_msg_close(&m);
-        return -1;
-    }
-    Spbe__V1__BrokerFrame *f = spbe__v1__broker_frame__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
-    int more = zmq_msg_more(&m);
-    zmq_msg_close(&m);
-    while (more) {
-        zmq_msg_init(&m);
-        zmq_msg_recv(&m, s, 0);
-        more = zmq_msg_more(&m);
-        zmq_msg_close(&m);
-    }
-    if (!f || f->body_case != SPBE__V1__BROKER_FRAME__BODY_REPLY) {
-        if (f)
-            spbe__v1__broker_frame__free_unpacked(f, NULL);
-        return -2;
-    }
-    int code = (int)f->reply->code;
-    if (request_id)
-        *request_id = f->reply->request_id;
-    if (f->reply->body_case == SPBE__V1__REPLY__BODY_RECEIPT) {
-        Spbe__V1__Receipt *r = spbe__v1__receipt__unpack(NULL, f->reply->receipt->receipt.len,
-                                                         f->reply->receipt->receipt.data);
-        assert_non_null(r);
-        assert_int_equal((int)r->code, code);
-        spbe__v1__receipt__free_unpacked(r, NULL);
-    }
-    spbe__v1__broker_frame__free_unpacked(f, NULL);
-    return code;
-}
-
 static void
 test_bad_request_for_garbage_frame_count_and_truncation(void **state)
 {
     fixture *f = *state;
     void *ctx = zmq_ctx_new();
-    void *s = raw_connect(f, ctx, f->member);
+    void *s = harness_raw_connect(&f->broker, ctx, f->member, 0);
     uint64_t rid;
-    assert_int_equal(raw_reply(s, &rid), SPBE_OK); /* welcome */
+    assert_int_equal(harness_raw_reply(s, &rid), SPBE_OK); /* welcome */
 
     /* garbage control frame */
     const char garbage[] = "\xff\xff\xff\xff garbage";
     zmq_send(s, garbage, sizeof garbage, 0);
-    assert_int_equal(raw_reply(s, NULL), SPBE_BAD_REQUEST);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_BAD_REQUEST);
 
     /* a publish command with a good body, but four frames */
     Spbe__V1__Publish p = SPBE__V1__PUBLISH__INIT;
@@ -391,11 +319,11 @@ test_bad_request_for_garbage_frame_count_and_truncation(void **state)
     zmq_send(s, bytes, len, ZMQ_SNDMORE);
     zmq_send(s, "x", 1, ZMQ_SNDMORE);
     zmq_send(s, "y", 1, 0);
-    assert_int_equal(raw_reply(s, NULL), SPBE_BAD_REQUEST);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_BAD_REQUEST);
 
     /* publish without a body */
     zmq_send(s, cbuf, clen, 0);
-    assert_int_equal(raw_reply(s, &rid), SPBE_BAD_REQUEST);
+    assert_int_equal(harness_raw_reply(s, &rid), SPBE_BAD_REQUEST);
     assert_int_equal(rid, 7);
 
     /* truncated command protobuf: a command with a long string cut short */
@@ -408,7 +336,7 @@ test_bad_request_for_garbage_frame_count_and_truncation(void **state)
     uint8_t sbuf[128];
     size_t slen = spbe__v1__command__pack(&sc, sbuf);
     zmq_send(s, sbuf, slen - 10, 0);
-    assert_int_equal(raw_reply(s, NULL), SPBE_BAD_REQUEST);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_BAD_REQUEST);
 
     /* a body frame on a command that takes none */
     Spbe__V1__Ping ping = SPBE__V1__PING__INIT;
@@ -420,18 +348,18 @@ test_bad_request_for_garbage_frame_count_and_truncation(void **state)
     size_t plen = spbe__v1__command__pack(&pc, pbuf);
     zmq_send(s, pbuf, plen, ZMQ_SNDMORE);
     zmq_send(s, bytes, len, 0);
-    assert_int_equal(raw_reply(s, &rid), SPBE_BAD_REQUEST);
+    assert_int_equal(harness_raw_reply(s, &rid), SPBE_BAD_REQUEST);
     assert_int_equal(rid, 9);
 
     /* truncated signed message in the body */
     zmq_send(s, cbuf, clen, ZMQ_SNDMORE);
     zmq_send(s, bytes, len / 2, 0);
-    assert_int_equal(raw_reply(s, NULL), SPBE_BAD_REQUEST);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_BAD_REQUEST);
 
     /* and after all that, the same connection still publishes */
     zmq_send(s, cbuf, clen, ZMQ_SNDMORE);
     zmq_send(s, bytes, len, 0);
-    assert_int_equal(raw_reply(s, NULL), SPBE_OK);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_OK);
     free(bytes);
     zmq_close(s);
     zmq_ctx_term(ctx);
@@ -444,13 +372,13 @@ test_command_before_hello_is_refused(void **state)
 {
     fixture *f = *state;
     void *ctx = zmq_ctx_new();
-    void *s = raw_connect(f, ctx, f->member);
-    assert_int_equal(raw_reply(s, NULL), SPBE_OK);
+    void *s = harness_raw_connect(&f->broker, ctx, f->member, 0);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_OK);
     zmq_close(s);
     /* a second connection that skips hello: raw_connect always says hello, so send a
      * hello for a member whose key this connection does not hold */
-    s = raw_connect(f, ctx, f->member);
-    assert_int_equal(raw_reply(s, NULL), SPBE_OK);
+    s = harness_raw_connect(&f->broker, ctx, f->member, 0);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_OK);
     Spbe__V1__Hello hello = SPBE__V1__HELLO__INIT;
     hello.protocol_version = 1;
     hello.member = "dukcapil/ikd";
@@ -461,12 +389,12 @@ test_command_before_hello_is_refused(void **state)
     uint8_t buf[128];
     size_t n = spbe__v1__command__pack(&cmd, buf);
     zmq_send(s, buf, n, 0);
-    assert_int_equal(raw_reply(s, NULL), SPBE_FORBIDDEN);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_FORBIDDEN);
     hello.member = "bkn/siasn";
     hello.protocol_version = 99;
     n = spbe__v1__command__pack(&cmd, buf);
     zmq_send(s, buf, n, 0);
-    assert_int_equal(raw_reply(s, NULL), SPBE_BAD_REQUEST);
+    assert_int_equal(harness_raw_reply(s, NULL), SPBE_BAD_REQUEST);
     zmq_close(s);
     zmq_ctx_term(ctx);
     assert_still_serving(f);
