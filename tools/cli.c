@@ -9,7 +9,7 @@
 
 #include "wire.h"
 
-enum { OPT_KEY = 1000, OPT_BROKER, OPT_BROKER_KEY, OPT_DATA, OPT_JSON, OPT_TIMEOUT, OPT_HELP };
+enum { OPT_KEY = 1000, OPT_BROKER, OPT_BROKER_KEY, OPT_DATA, OPT_OFFLINE, OPT_JSON, OPT_TIMEOUT };
 
 int
 cli_parse(int argc, char **argv, cli_common *common, const void *extra_options,
@@ -20,6 +20,7 @@ cli_parse(int argc, char **argv, cli_common *common, const void *extra_options,
         {"broker", required_argument, 0, OPT_BROKER},
         {"broker-key", required_argument, 0, OPT_BROKER_KEY},
         {"data", required_argument, 0, OPT_DATA},
+        {"offline", no_argument, 0, OPT_OFFLINE},
         {"json", no_argument, 0, OPT_JSON},
         {"timeout-ms", required_argument, 0, OPT_TIMEOUT},
         {"help", no_argument, 0, 'h'},
@@ -37,8 +38,6 @@ cli_parse(int argc, char **argv, cli_common *common, const void *extra_options,
     snprintf(shorts, sizeof shorts, "h%s", extra_short ? extra_short : "");
 
     memset(common, 0, sizeof *common);
-    const char *env = getenv("SPBE_DATA");
-    (void)env; /* SPBE_DATA applies to offline commands only when --data is given as "" */
     optind = 1;
     opterr = 0;
     int opt;
@@ -55,6 +54,10 @@ cli_parse(int argc, char **argv, cli_common *common, const void *extra_options,
             break;
         case OPT_DATA:
             common->data = optarg;
+            break;
+        case OPT_OFFLINE: /* the broker's data directory: $SPBE_DATA or its default */
+            common->data = getenv("SPBE_DATA") && *getenv("SPBE_DATA") ? getenv("SPBE_DATA")
+                                                                       : "./spbe-data";
             break;
         case OPT_JSON:
             common->json = 1;

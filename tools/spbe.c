@@ -28,7 +28,8 @@ usage(FILE *f)
     fprintf(f,
             "\nEvery command takes --help. Common options: --key FILE (env SPBE_KEY),\n"
             "--broker ENDPOINT (env SPBE_BROKER), --broker-key HEX (env SPBE_BROKER_KEY),\n"
-            "--data DIR (offline, read-only inspection), --json, --timeout-ms N.\n"
+            "--data DIR (offline, read-only inspection of a data directory; --offline: the\n"
+            "one in SPBE_DATA, default ./spbe-data), --json, --timeout-ms N.\n"
             "Exit status: 0 success, 1 an error (its code's name on stderr), 2 bad usage.\n");
 }
 

@@ -271,6 +271,10 @@ test_inspection_online_and_offline_agree(void **state)
     assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE topic ls --key %s",
                                  f->narrow), 0);
     assert_null(strstr(online, "ikn.inspect.asn")); /* only the topics it may read */
+    assert_int_equal(harness_run(offline, sizeof offline, err, sizeof err,
+                                 "SPBE_DATA=%s $SPBE topic info ikn.inspect.asn --json --offline",
+                                 f->broker.data), 0);
+    assert_non_null(strstr(offline, "\"messages\":3"));
     assert_int_equal(harness_run(NULL, 0, err, sizeof err, "$SPBE topic"), 2);
     assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE pub --help"), 0);
 }
