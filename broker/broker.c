@@ -717,6 +717,23 @@ may_read_topic(const broker *b, const session *s, const char *topic)
            registry_may_subscribe(m, topic);
 }
 
+/* 1 if topic is valid and the session may read it; otherwise answers the error, 0. */
+static int
+topic_readable(broker *b, session *s, uint64_t request_id, const char *topic)
+{
+    if (!wire_topic_valid(topic)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INVALID_TOPIC,
+                   "topic is not valid");
+        return 0;
+    }
+    if (!may_read_topic(b, s, topic)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+                   "no right to read this topic");
+        return 0;
+    }
+    return 1;
+}
+
 static void
 handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id,
              const Spbe__V1__Hello *hello, const char *user_id)
@@ -999,14 +1016,8 @@ handle_topic_list(broker *b, session *s, uint64_t request_id)
 static void
 handle_topic_get(broker *b, session *s, uint64_t request_id, const char *topic)
 {
-    if (!wire_topic_valid(topic)) {
-        send_error(b, s->routing, s->routing_len, request_id, SPBE_INVALID_TOPIC, "topic is not valid");
+    if (!topic_readable(b, s, request_id, topic))
         return;
-    }
-    if (!may_read_topic(b, s, topic)) {
-        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN, "no right to read this topic");
-        return;
-    }
     store_reader *rd;
     store_topic_info t;
     int rc = store_reader_begin(b->store, &rd);
@@ -1034,14 +1045,8 @@ handle_topic_get(broker *b, session *s, uint64_t request_id, const char *topic)
 static void
 handle_message_get(broker *b, session *s, uint64_t request_id, const Spbe__V1__MessageGet *get)
 {
-    if (!wire_topic_valid(get->topic)) {
-        send_error(b, s->routing, s->routing_len, request_id, SPBE_INVALID_TOPIC, "topic is not valid");
+    if (!topic_readable(b, s, request_id, get->topic))
         return;
-    }
-    if (!may_read_topic(b, s, get->topic)) {
-        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN, "no right to read this topic");
-        return;
-    }
     store_reader *rd;
     store_topic_info t;
     store_message msg;
@@ -1071,23 +1076,10 @@ handle_message_get(broker *b, session *s, uint64_t request_id, const Spbe__V1__M
     store_reader_end(&rd);
 }
 
-static Spbe__V1__Member *
-member_public_copy(const Spbe__V1__Member *m)
-{
-    size_t len = spbe__v1__member__get_packed_size(m);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return NULL;
-    spbe__v1__member__pack(m, buf);
-    Spbe__V1__Member *copy = spbe__v1__member__unpack(NULL, len, buf);
-    free(buf);
-    return copy;
-}
-
 static int
 collect_member(const Spbe__V1__Member *m, void *arg)
 {
-    Spbe__V1__Member *copy = member_public_copy(m);
+    Spbe__V1__Member *copy = registry_member_copy(m);
     return !copy || collect_push(arg, copy);
 }
 

@@ -18,8 +18,8 @@ struct registry {
     size_t count, cap;
 };
 
-static Spbe__V1__Member *
-member_copy(const Spbe__V1__Member *m)
+Spbe__V1__Member *
+registry_member_copy(const Spbe__V1__Member *m)
 {
     size_t len = spbe__v1__member__get_packed_size(m);
     uint8_t *buf = malloc(len ? len : 1);
@@ -34,7 +34,7 @@ member_copy(const Spbe__V1__Member *m)
 int
 registry_put(registry *r, const Spbe__V1__Member *member)
 {
-    Spbe__V1__Member *copy = member_copy(member);
+    Spbe__V1__Member *copy = registry_member_copy(member);
     if (!copy)
         return SPBE_INTERNAL;
     uint8_t curve[32] = {0};

@@ -24,6 +24,9 @@ const Spbe__V1__Member *registry_find_by_curve_key(const registry *r, const uint
 /* Replaces or adds a member (deep copy). SPBE_OK or SPBE_INTERNAL. */
 int registry_put(registry *r, const Spbe__V1__Member *member);
 
+/* A deep copy of a member (free with spbe__v1__member__free_unpacked), or NULL. */
+Spbe__V1__Member *registry_member_copy(const Spbe__V1__Member *m);
+
 /* 1 if the member has the role ("admin", "ops"). */
 int registry_has_role(const Spbe__V1__Member *m, const char *role);
 /* 1 if the member may publish to topic. "$sys." topics are the broker's only. */
