@@ -28,9 +28,9 @@
 #include "store.h"
 #include "wire.h"
 
-#define DRAIN_MAX 1024          /* messages read per loop turn (one commit group at most) */
-#define GROUPS 3                /* commit groups: one filling, up to two with the writer */
-#define PUMP_BUDGET 2048        /* catch-up deliveries per loop turn */
+#define DRAIN_MAX 1024   /* messages read per loop turn (one commit group at most) */
+#define GROUPS 3         /* commit groups: one filling, up to two with the writer */
+#define PUMP_BUDGET 2048 /* catch-up deliveries per loop turn */
 #define ROUTING_MAX 256
 
 typedef struct session {
@@ -51,10 +51,10 @@ typedef struct pending_publish {
     Spbe__V1__Message *message;
     uint8_t hash[WIRE_HASH_BYTES];
     uint8_t sender_key[WIRE_KEY_BYTES];
-    int code;                       /* after verification, then after the commit */
-    const char *topic;              /* for the receipt: the original's on DUPLICATE */
+    int code;          /* after verification, then after the commit */
+    const char *topic; /* for the receipt: the original's on DUPLICATE */
     char original_topic[WIRE_TOPIC_MAX_BYTES + 1];
-    store_append_item *item;        /* NULL when refused before the commit */
+    store_append_item *item;         /* NULL when refused before the commit */
     Spbe__V1__SignedReceipt receipt; /* signed by a worker; receipt.data freed after send */
 } pending_publish;
 
@@ -83,10 +83,10 @@ struct broker {
     void *ctx, *socket, *zap;
     session **sessions;
     size_t n_sessions, cap_sessions;
-    group *groups;       /* GROUPS of them */
+    group *groups; /* GROUPS of them */
     group *free_groups;
-    group *filling;      /* receives publishes in this loop turn */
-    int in_writer;       /* groups handed to the writer */
+    group *filling; /* receives publishes in this loop turn */
+    int in_writer;  /* groups handed to the writer */
     writer *writer;
     uint64_t accepted, rejected, duplicates, commits;
     workpool *workers;
@@ -115,7 +115,8 @@ static session *
 session_find(broker *b, const uint8_t *routing, size_t len)
 {
     for (size_t i = 0; i < b->n_sessions; i++)
-        if (b->sessions[i]->routing_len == len && memcmp(b->sessions[i]->routing, routing, len) == 0)
+        if (b->sessions[i]->routing_len == len &&
+            memcmp(b->sessions[i]->routing, routing, len) == 0)
             return b->sessions[i];
     return NULL;
 }
@@ -303,8 +304,7 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         b->free_groups = &b->groups[i];
     }
     store_options so = {.max_map_bytes = config->max_store_bytes};
-    if (!b->groups ||
-        store_open(config->data_dir, &so, &b->store, err, err_len) != SPBE_OK)
+    if (!b->groups || store_open(config->data_dir, &so, &b->store, err, err_len) != SPBE_OK)
         goto fail;
     if (broker_keys(b, err, err_len) != 0)
         goto fail;
@@ -405,9 +405,10 @@ zap_handle(broker *b)
     }
     const char *status = "400", *text = "unknown key", *user = "";
     char address[64] = "";
-    if (n >= 7 && zmq_msg_size(&frames[5]) == 5 && memcmp(zmq_msg_data(&frames[5]), "CURVE", 5) == 0 &&
-        zmq_msg_size(&frames[6]) == 32) {
-        const Spbe__V1__Member *m = registry_find_by_curve_key(b->registry, zmq_msg_data(&frames[6]));
+    if (n >= 7 && zmq_msg_size(&frames[5]) == 5 &&
+        memcmp(zmq_msg_data(&frames[5]), "CURVE", 5) == 0 && zmq_msg_size(&frames[6]) == 32) {
+        const Spbe__V1__Member *m =
+            registry_find_by_curve_key(b->registry, zmq_msg_data(&frames[6]));
         if (m) {
             status = "200";
             text = "OK";
@@ -415,7 +416,8 @@ zap_handle(broker *b)
         }
     }
     if (n >= 4) {
-        size_t len = zmq_msg_size(&frames[3]) < sizeof address - 1 ? zmq_msg_size(&frames[3]) : sizeof address - 1;
+        size_t len = zmq_msg_size(&frames[3]) < sizeof address - 1 ? zmq_msg_size(&frames[3])
+                                                                   : sizeof address - 1;
         memcpy(address, zmq_msg_data(&frames[3]), len);
         address[len] = '\0';
     }
@@ -497,7 +499,8 @@ static void
 handle_publish(broker *b, session *s, uint64_t request_id, zmq_msg_t *body)
 {
     if (!body) {
-        reject_publish(b, s, request_id, SPBE_BAD_REQUEST, "publish needs a body frame", NULL, NULL);
+        reject_publish(b, s, request_id, SPBE_BAD_REQUEST, "publish needs a body frame", NULL,
+                       NULL);
         return;
     }
     size_t len = zmq_msg_size(body);
@@ -628,8 +631,8 @@ group_finish(broker *b, group *g)
     workpool_run(b->workers, receipt_one, &w, g->n_batch, 4);
     for (size_t i = 0; i < g->n_batch; i++) {
         pending_publish *p = &g->batch[i];
-        receipt_send(b, p->routing, p->routing_len, p->request_id, p->code,
-                     publish_reason(p->code), &p->receipt);
+        receipt_send(b, p->routing, p->routing_len, p->request_id, p->code, publish_reason(p->code),
+                     &p->receipt);
     }
     uint64_t t1 = mono_ns();
     for (size_t i = 0; i < g->n_batch; i++) {
@@ -820,9 +823,10 @@ handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Sub
                    "no right to subscribe to this pattern");
         return;
     }
-    enum router_start start = sub->start == SPBE__V1__START_POSITION__START_FIRST  ? ROUTER_START_FIRST
-                              : sub->start == SPBE__V1__START_POSITION__START_SEQUENCE ? ROUTER_START_SEQUENCE
-                                                                                       : ROUTER_START_NEW;
+    enum router_start start =
+        sub->start == SPBE__V1__START_POSITION__START_FIRST      ? ROUTER_START_FIRST
+        : sub->start == SPBE__V1__START_POSITION__START_SEQUENCE ? ROUTER_START_SEQUENCE
+                                                                 : ROUTER_START_NEW;
     uint64_t id;
     int rc = router_subscribe(b->router, s, sub->pattern, start, sub->start_sequence, &id);
     if (rc != SPBE_OK) {
@@ -854,7 +858,8 @@ handle_member_add(broker *b, session *s, uint64_t request_id, const Spbe__V1__Me
     const char *bad = NULL;
     if (!wire_member_valid(add->name))
         bad = "member name must be agency/app in lower case";
-    else if (add->public_key.len != WIRE_KEY_BYTES || wire_curve_public(add->public_key.data, curve))
+    else if (add->public_key.len != WIRE_KEY_BYTES ||
+             wire_curve_public(add->public_key.data, curve))
         bad = "public key must be a valid Ed25519 key of 32 bytes";
     else if (add->rights && (!valid_patterns(add->rights->publish, add->rights->n_publish) ||
                              !valid_patterns(add->rights->subscribe, add->rights->n_subscribe)))
@@ -1132,9 +1137,8 @@ handle_member_get(broker *b, session *s, uint64_t request_id, const char *name)
     Spbe__V1__Member public_part = *m;
     public_part.rights = NULL;
     Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
-    info.member = strcmp(name, s->member) == 0 || may_inspect_members(b, s)
-                      ? (Spbe__V1__Member *)m
-                      : &public_part;
+    info.member = strcmp(name, s->member) == 0 || may_inspect_members(b, s) ? (Spbe__V1__Member *)m
+                                                                            : &public_part;
     Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
     reply.request_id = request_id;
     reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
@@ -1175,7 +1179,8 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
         spbe__v1__command__unpack(NULL, zmq_msg_size(&frames[1]), zmq_msg_data(&frames[1]));
     if (!cmd || cmd->body_case == SPBE__V1__COMMAND__BODY__NOT_SET) {
         b->rejected++;
-        log_event(LOG_INFO, "bad_frame", "code=BAD_REQUEST reason=\"control frame is not a Command\"");
+        log_event(LOG_INFO, "bad_frame",
+                  "code=BAD_REQUEST reason=\"control frame is not a Command\"");
         send_error(b, routing, routing_len, cmd ? cmd->request_id : 0, SPBE_BAD_REQUEST,
                    cmd ? "command has no body" : "control frame is not a Command");
         if (cmd)

@@ -6,12 +6,12 @@
 
 typedef struct broker_config {
     char data_dir[1024];
-    char endpoint[256];          /* ZeroMQ endpoint to bind */
-    char name[64];               /* the broker's name in receipts */
-    uint64_t max_message_bytes;  /* largest SignedMessage accepted */
+    char endpoint[256];         /* ZeroMQ endpoint to bind */
+    char name[64];              /* the broker's name in receipts */
+    uint64_t max_message_bytes; /* largest SignedMessage accepted */
     int64_t dedup_window_ns;
-    int heartbeat_ms;            /* sessions silent for 3 heartbeats are closed */
-    uint64_t max_store_bytes;    /* 0: unlimited */
+    int heartbeat_ms;         /* sessions silent for 3 heartbeats are closed */
+    uint64_t max_store_bytes; /* 0: unlimited */
     int log_level;
 } broker_config;
 

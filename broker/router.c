@@ -11,8 +11,8 @@
 
 typedef struct cursor {
     uint32_t topic_id;
-    uint64_t next;   /* next sequence to deliver */
-    int behind;      /* messages from next on must come from the store */
+    uint64_t next; /* next sequence to deliver */
+    int behind;    /* messages from next on must come from the store */
     char topic[WIRE_TOPIC_MAX_BYTES + 1];
 } cursor;
 
@@ -24,7 +24,7 @@ typedef struct subscription {
     uint64_t start_sequence;
     cursor *cursors;
     size_t n_cursors, cap_cursors;
-    int behind; /* some cursor is behind */
+    int behind;  /* some cursor is behind */
     int blocked; /* the peer refused the last send; retry in the next pump */
     struct subscription *next;
 } subscription;

@@ -18,9 +18,9 @@
 /* How a delivery reaches a peer. Returns 0 when sent, EAGAIN when the peer cannot
  * take it now (the router retries later from the store), any other value to drop
  * the subscription. data is the sender's SignedMessage; valid only for the call. */
-typedef int (*router_send_fn)(void *ctx, void *owner, uint64_t subscription_id,
-                              const char *topic, uint64_t sequence, int64_t accepted_ns,
-                              const uint8_t *data, size_t len);
+typedef int (*router_send_fn)(void *ctx, void *owner, uint64_t subscription_id, const char *topic,
+                              uint64_t sequence, int64_t accepted_ns, const uint8_t *data,
+                              size_t len);
 
 typedef struct router router;
 

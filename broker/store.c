@@ -211,16 +211,16 @@ open_databases(store *s, char *err, size_t err_len)
     struct {
         const char *name;
         MDB_dbi *dbi;
-    } dbs[] = {{"meta", &s->meta},         {"topics", &s->topics},
+    } dbs[] = {{"meta", &s->meta},           {"topics", &s->topics},
                {"topic_ids", &s->topic_ids}, {"messages", &s->messages},
-               {"dedup", &s->dedup},       {"dedup_time", &s->dedup_time},
-               {"members", &s->members},   {"member_keys", &s->member_keys}};
+               {"dedup", &s->dedup},         {"dedup_time", &s->dedup_time},
+               {"members", &s->members},     {"member_keys", &s->member_keys}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc) {
             snprintf(err, err_len, "%s: database '%s': %s",
-                     rc == MDB_NOTFOUND ? "not an spbe data directory" : "cannot open",
-                     dbs[i].name, mdb_strerror(rc));
+                     rc == MDB_NOTFOUND ? "not an spbe data directory" : "cannot open", dbs[i].name,
+                     mdb_strerror(rc));
             txn_abort(s, txn);
             return rc == MDB_NOTFOUND ? SPBE_NOT_FOUND : SPBE_INTERNAL;
         }
@@ -562,10 +562,8 @@ store_dedup_expire(store *s, int64_t cutoff_ns, size_t limit, size_t *removed)
     MDB_cursor *cur;
     rc = mdb_cursor_open(txn, s->dedup_time, &cur);
     MDB_val key, val;
-    while (rc == 0 && *removed < limit &&
-           (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST)) == 0) {
-        if (key.mv_size != 8 + WIRE_HASH_BYTES ||
-            (int64_t)get_be64(key.mv_data) >= cutoff_ns)
+    while (rc == 0 && *removed < limit && (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST)) == 0) {
+        if (key.mv_size != 8 + WIRE_HASH_BYTES || (int64_t)get_be64(key.mv_data) >= cutoff_ns)
             break;
         MDB_val dk = {WIRE_HASH_BYTES, (uint8_t *)key.mv_data + 8}, dv;
         /* remove the dedup entry only if it still belongs to this time */
@@ -780,8 +778,7 @@ store_member_get(store_reader *r, const char *name, Spbe__V1__Member **out)
 }
 
 int
-store_member_by_curve_key(store_reader *r, const uint8_t curve_key[32], char *name,
-                          size_t name_len)
+store_member_by_curve_key(store_reader *r, const uint8_t curve_key[32], char *name, size_t name_len)
 {
     MDB_val key = {32, (void *)curve_key}, val;
     int rc = mdb_get(r->txn, r->s->member_keys, &key, &val);
@@ -856,8 +853,8 @@ check_topic(const store_topic_info *t, void *arg)
         if (key.mv_size != 12 || get_be32(key.mv_data) != t->id)
             break;
         if (message_decode(&key, &val, &m) != SPBE_OK) {
-            snprintf(cs->err, cs->err_len, "topic %s: malformed record at sequence %llu",
-                     t->name, (unsigned long long)get_be64((uint8_t *)key.mv_data + 4));
+            snprintf(cs->err, cs->err_len, "topic %s: malformed record at sequence %llu", t->name,
+                     (unsigned long long)get_be64((uint8_t *)key.mv_data + 4));
             cs->code = SPBE_INTERNAL;
             break;
         }
@@ -873,8 +870,7 @@ check_topic(const store_topic_info *t, void *arg)
     }
     mdb_cursor_close(cur);
     if (cs->code == SPBE_OK &&
-        (count != t->messages || bytes != t->bytes ||
-         (count && expect - 1 != t->last_sequence))) {
+        (count != t->messages || bytes != t->bytes || (count && expect - 1 != t->last_sequence))) {
         snprintf(cs->err, cs->err_len,
                  "topic %s: record says %llu messages/%llu bytes/last %llu, log has "
                  "%llu/%llu/%llu",

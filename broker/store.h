@@ -56,7 +56,7 @@ typedef struct store_append_item {
     const uint8_t *data;
     size_t len;
     /* outputs */
-    int code;            /* SPBE_OK, SPBE_DUPLICATE or SPBE_STORAGE_FULL/INTERNAL */
+    int code; /* SPBE_OK, SPBE_DUPLICATE or SPBE_STORAGE_FULL/INTERNAL */
     uint32_t topic_id;
     uint64_t sequence;   /* for SPBE_DUPLICATE, the original's */
     int64_t accepted_ns; /* for SPBE_DUPLICATE, the original's */

@@ -12,11 +12,11 @@ struct workpool {
     pthread_cond_t start, done;
     unsigned long generation; /* bumped per run: workers wake once per run */
     int stopping;
-    int active;               /* workers still inside the current run */
+    int active; /* workers still inside the current run */
     workpool_fn fn;
     void *ctx;
     size_t count;
-    size_t next;              /* next item to take (atomic) */
+    size_t next; /* next item to take (atomic) */
 };
 
 static void

@@ -18,8 +18,8 @@ typedef struct writer writer;
 typedef struct writer_job {
     store_append_item *items; /* borrowed until the job comes back */
     size_t count;
-    int rc;                   /* store_append's result */
-    uint64_t commit_ns;       /* time the append and commit took */
+    int rc;             /* store_append's result */
+    uint64_t commit_ns; /* time the append and commit took */
 } writer_job;
 
 /* Starts the thread. zmq_ctx is the broker's ZeroMQ context. NULL on failure. */

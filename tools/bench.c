@@ -73,7 +73,8 @@ on_bench_receipt(const spbe_receipt *r, void *arg)
 static spbe_client *
 bench_connect(const cli_common *common)
 {
-    spbe_options o = {.endpoint = common->broker, .broker_key_hex = common->broker_key,
+    spbe_options o = {.endpoint = common->broker,
+                      .broker_key_hex = common->broker_key,
                       .timeout_ms = common->timeout_ms ? common->timeout_ms : 10000,
                       .client_name = "spbe-bench"};
     spbe_client *c;
@@ -187,12 +188,24 @@ bench_option(int opt, const char *arg, void *ctx)
     if (arg && opt != 5 && (*end || v < 1))
         return 1;
     switch (opt) {
-    case 1: b->messages = v; return 0;
-    case 2: b->size = v; return 0;
-    case 3: b->publishers = v; return 0;
-    case 4: b->window = v; return 0;
-    case 5: b->topic = arg; return 0;
-    case 6: b->no_subscriber = 1; return 0;
+    case 1:
+        b->messages = v;
+        return 0;
+    case 2:
+        b->size = v;
+        return 0;
+    case 3:
+        b->publishers = v;
+        return 0;
+    case 4:
+        b->window = v;
+        return 0;
+    case 5:
+        b->topic = arg;
+        return 0;
+    case 6:
+        b->no_subscriber = 1;
+        return 0;
     }
     return 1;
 }
@@ -200,10 +213,13 @@ bench_option(int opt, const char *arg, void *ctx)
 int
 cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"messages", required_argument, 0, 1}, {"size", required_argument, 0, 2},
-        {"publishers", required_argument, 0, 3}, {"window", required_argument, 0, 4},
-        {"topic", required_argument, 0, 5}, {"no-subscriber", no_argument, 0, 6}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"messages", required_argument, 0, 1},
+                                         {"size", required_argument, 0, 2},
+                                         {"publishers", required_argument, 0, 3},
+                                         {"window", required_argument, 0, 4},
+                                         {"topic", required_argument, 0, 5},
+                                         {"no-subscriber", no_argument, 0, 6},
+                                         {0, 0, 0, 0}};
     if (argc < 2 || strcmp(argv[1], "pub") != 0) {
         int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
         fputs(bench_usage, help ? stdout : stderr);
@@ -240,8 +256,8 @@ cmd_bench(int argc, char **argv)
             uint32_t pi = (uint32_t)p, ki = (uint32_t)k;
             memcpy(payload, &pi, 4);
             memcpy(payload + 4, &ki, 4);
-            if (spbe_sign(signer, cfg.topic, payload, (size_t)cfg.size, NULL, &pb->signed_messages[k],
-                          &pb->lengths[k]) != SPBE_OK)
+            if (spbe_sign(signer, cfg.topic, payload, (size_t)cfg.size, NULL,
+                          &pb->signed_messages[k], &pb->lengths[k]) != SPBE_OK)
                 return cli_fail("bench", SPBE_INVALID_TOPIC, "%s", spbe_last_error(signer));
         }
     }
@@ -254,7 +270,8 @@ cmd_bench(int argc, char **argv)
         sub.client = signer;
         spbe_set_delivery_handler(signer, on_bench_delivery, &sub);
         if (spbe_subscribe(signer, cfg.topic, SPBE_START_NEW, 0, NULL) != SPBE_OK)
-            return cli_fail("bench", SPBE_FORBIDDEN, "cannot subscribe: %s", spbe_last_error(signer));
+            return cli_fail("bench", SPBE_FORBIDDEN, "cannot subscribe: %s",
+                            spbe_last_error(signer));
     }
     pthread_barrier_init(&start_barrier, NULL, (unsigned)cfg.publishers + 1);
     pthread_t *threads = calloc((size_t)cfg.publishers, sizeof *threads);
@@ -301,26 +318,31 @@ cmd_bench(int argc, char **argv)
         printf("{\"messages\":%ld,\"size\":%ld,\"publishers\":%ld,\"window\":%ld,\"seconds\":%.3f,"
                "\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"errors\":%ld,"
                "\"receipt_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"p999\":%.0f,\"max\":%.0f},"
-               "\"delivered\":%ld,\"delivery_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
+               "\"delivered\":%ld,\"delivery_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%"
+               ".0f},"
                "\"client_sign_per_s\":%.0f}\n",
-               total, cfg.size, cfg.publishers, cfg.window, secs, rate, rate * (double)cfg.size / 1e6,
-               errors, pct(lat, total, .5), pct(lat, total, .9), pct(lat, total, .99),
-               pct(lat, total, .999), pct(lat, total, 1), delivered, pct(sub.lat, delivered, .5),
-               pct(sub.lat, delivered, .9), pct(sub.lat, delivered, .99), pct(sub.lat, delivered, 1),
+               total, cfg.size, cfg.publishers, cfg.window, secs, rate,
+               rate * (double)cfg.size / 1e6, errors, pct(lat, total, .5), pct(lat, total, .9),
+               pct(lat, total, .99), pct(lat, total, .999), pct(lat, total, 1), delivered,
+               pct(sub.lat, delivered, .5), pct(sub.lat, delivered, .9),
+               pct(sub.lat, delivered, .99), pct(sub.lat, delivered, 1),
                (double)cfg.messages / sign_s);
     } else {
         printf("signed durable publish: %ld messages of %ld bytes, %ld publisher(s), window %ld\n",
                total, cfg.size, cfg.publishers, cfg.window);
         printf("  throughput        %.0f msgs/s  (%.2f MB/s payload) in %.2f s, %ld errors\n", rate,
                rate * (double)cfg.size / 1e6, secs, errors);
-        printf("  publish->receipt  p50 %.0f us  p90 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f us\n",
-               pct(lat, total, .5), pct(lat, total, .9), pct(lat, total, .99), pct(lat, total, .999),
-               pct(lat, total, 1));
+        printf("  publish->receipt  p50 %.0f us  p90 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f "
+               "us\n",
+               pct(lat, total, .5), pct(lat, total, .9), pct(lat, total, .99),
+               pct(lat, total, .999), pct(lat, total, 1));
         if (!cfg.no_subscriber)
-            printf("  publish->delivery p50 %.0f us  p90 %.0f us  p99 %.0f us  max %.0f us  (%ld delivered)\n",
-                   pct(sub.lat, delivered, .5), pct(sub.lat, delivered, .9), pct(sub.lat, delivered, .99),
-                   pct(sub.lat, delivered, 1), delivered);
-        printf("  (client signing before the run: %.0f msgs/s on one core)\n", (double)cfg.messages / sign_s);
+            printf("  publish->delivery p50 %.0f us  p90 %.0f us  p99 %.0f us  max %.0f us  (%ld "
+                   "delivered)\n",
+                   pct(sub.lat, delivered, .5), pct(sub.lat, delivered, .9),
+                   pct(sub.lat, delivered, .99), pct(sub.lat, delivered, 1), delivered);
+        printf("  (client signing before the run: %.0f msgs/s on one core)\n",
+               (double)cfg.messages / sign_s);
     }
     spbe_close(&signer);
     for (int p = 0; p < cfg.publishers; p++) {

@@ -56,8 +56,8 @@ cli_parse(int argc, char **argv, cli_common *common, const void *extra_options,
             common->data = optarg;
             break;
         case OPT_OFFLINE: /* the broker's data directory: $SPBE_DATA or its default */
-            common->data = getenv("SPBE_DATA") && *getenv("SPBE_DATA") ? getenv("SPBE_DATA")
-                                                                       : "./spbe-data";
+            common->data =
+                getenv("SPBE_DATA") && *getenv("SPBE_DATA") ? getenv("SPBE_DATA") : "./spbe-data";
             break;
         case OPT_JSON:
             common->json = 1;
@@ -73,8 +73,8 @@ cli_parse(int argc, char **argv, cli_common *common, const void *extra_options,
             fputs(usage, stdout);
             return -2;
         case '?':
-            fprintf(stderr, "%s: unknown or incomplete option '%s'\n%s", argv[0],
-                    argv[optind - 1], usage);
+            fprintf(stderr, "%s: unknown or incomplete option '%s'\n%s", argv[0], argv[optind - 1],
+                    usage);
             return -1;
         default:
             if (!on_option || on_option(opt, optarg, ctx) != 0) {

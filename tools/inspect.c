@@ -40,9 +40,9 @@ topic_row(const Spbe__V1__TopicInfo *t, int json, int *count)
     if ((*count)++ == 0)
         printf("%-40s %10s %10s %10s %12s  %s\n", "TOPIC", "FIRST", "LAST", "MESSAGES", "BYTES",
                "LAST ACCEPTED");
-    printf("%-40s %10llu %10llu %10llu %12llu  %s\n", t->name, (unsigned long long)t->first_sequence,
-           (unsigned long long)t->last_sequence, (unsigned long long)t->messages,
-           (unsigned long long)t->bytes, last);
+    printf("%-40s %10llu %10llu %10llu %12llu  %s\n", t->name,
+           (unsigned long long)t->first_sequence, (unsigned long long)t->last_sequence,
+           (unsigned long long)t->messages, (unsigned long long)t->bytes, last);
 }
 
 static void
@@ -178,11 +178,13 @@ print_message(const char *topic, uint64_t seq, int64_t accepted_ns, const uint8_
     if (json) {
         printf("{\"topic\":");
         cli_json_string(stdout, topic);
-        printf(",\"sequence\":%llu,\"accepted\":\"%s\",\"sender\":", (unsigned long long)seq, accepted);
+        printf(",\"sequence\":%llu,\"accepted\":\"%s\",\"sender\":", (unsigned long long)seq,
+               accepted);
         cli_json_string(stdout, m->sender);
         printf(",\"id\":\"%s\",\"created\":\"%s\",\"schema\":", id, created);
         cli_json_string(stdout, m->schema);
-        printf(",\"hash\":\"%s\",\"bytes\":%zu,\"signature\":\"%s\",\"payload\":", hash, raw_len, verdict);
+        printf(",\"hash\":\"%s\",\"bytes\":%zu,\"signature\":\"%s\",\"payload\":", hash, raw_len,
+               verdict);
         cli_json_bytes(stdout, m->payload.data, m->payload.len);
         printf("}\n");
     } else {
@@ -274,7 +276,8 @@ cmd_msg(int argc, char **argv)
         if (rc == SPBE_OK) {
             Spbe__V1__Member *member = NULL;
             const char *verdict = "UNKNOWN_SENDER";
-            if (store_member_get(r, sender_of(m.data, m.len, sender, sizeof sender), &member) == SPBE_OK &&
+            if (store_member_get(r, sender_of(m.data, m.len, sender, sizeof sender), &member) ==
+                    SPBE_OK &&
                 member->public_key.len == 32)
                 verdict = verdict_with_key(m.data, m.len, member->public_key.data);
             if (member)
@@ -282,8 +285,9 @@ cmd_msg(int argc, char **argv)
             exit_code = print_message(topic, m.sequence, m.accepted_ns, m.data, m.len, verdict,
                                       common.json, raw);
         } else {
-            exit_code = cli_fail("msg", rc, rc == SPBE_NOT_FOUND ? "no message %s #%llu" : "cannot read %s #%llu",
-                                 topic, (unsigned long long)seq);
+            exit_code = cli_fail(
+                "msg", rc, rc == SPBE_NOT_FOUND ? "no message %s #%llu" : "cannot read %s #%llu",
+                topic, (unsigned long long)seq);
         }
         store_reader_end(&r);
         store_close(&s);
@@ -318,12 +322,13 @@ cmd_msg(int argc, char **argv)
         Spbe__V1__Reply *mr = NULL;
         const char *verdict = "UNKNOWN_SENDER";
         if (cli_call(c, &c2, &mr, NULL, NULL) == SPBE_OK && mr->code == SPBE__V1__ERROR_CODE__OK &&
-            mr->body_case == SPBE__V1__REPLY__BODY_MEMBER && mr->member->member->public_key.len == 32)
+            mr->body_case == SPBE__V1__REPLY__BODY_MEMBER &&
+            mr->member->member->public_key.len == 32)
             verdict = verdict_with_key(body, body_len, mr->member->member->public_key.data);
         if (mr)
             spbe__v1__reply__free_unpacked(mr, NULL);
-        exit_code = print_message(topic, reply->message->sequence, reply->message->accepted_ns, body,
-                                  body_len, verdict, common.json, raw);
+        exit_code = print_message(topic, reply->message->sequence, reply->message->accepted_ns,
+                                  body, body_len, verdict, common.json, raw);
     }
     free(body);
     if (reply)

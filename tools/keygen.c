@@ -62,7 +62,8 @@ cmd_keygen(int argc, char **argv)
     }
     identity id;
     if (identity_generate(argv[i], &id) != SPBE_OK) {
-        fprintf(stderr, "spbe keygen: '%s' is not a member name (agency/app, lower case)\n", argv[i]);
+        fprintf(stderr, "spbe keygen: '%s' is not a member name (agency/app, lower case)\n",
+                argv[i]);
         return EXIT_USAGE;
     }
     char err[512], path[1024], pub[1040];
@@ -99,8 +100,9 @@ cmd_keygen(int argc, char **argv)
         cli_json_string(stdout, pub);
         printf("}\n");
     } else {
-        printf("member      %s\npublic key  %s\nidentity    %s (secret, mode 0600)\npublic      %s\n",
-               id.member, hex, path, pub);
+        printf(
+            "member      %s\npublic key  %s\nidentity    %s (secret, mode 0600)\npublic      %s\n",
+            id.member, hex, path, pub);
     }
     return EXIT_OK;
 }

@@ -200,11 +200,13 @@ member_offline(const cli_common *common, const char *what, const char *name)
 int
 cmd_member(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"key-file", required_argument, 0, 1}, {"public-key", required_argument, 0, 2},
-        {"pub", required_argument, 0, 3},      {"sub", required_argument, 0, 4},
-        {"role", required_argument, 0, 5},     {"reason", required_argument, 0, 6},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"key-file", required_argument, 0, 1},
+                                         {"public-key", required_argument, 0, 2},
+                                         {"pub", required_argument, 0, 3},
+                                         {"sub", required_argument, 0, 4},
+                                         {"role", required_argument, 0, 5},
+                                         {"reason", required_argument, 0, 6},
+                                         {0, 0, 0, 0}};
     if (argc < 2 || argv[1][0] == '-') {
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
             fputs(usage_text, stdout);
@@ -222,7 +224,8 @@ cmd_member(int argc, char **argv)
     char **pos = argv + 1 + i;
     int npos = argc - 1 - i;
     int needs_name = strcmp(what, "ls") != 0;
-    if (strcmp(what, "ls") && strcmp(what, "show") && strcmp(what, "add") && strcmp(what, "revoke")) {
+    if (strcmp(what, "ls") && strcmp(what, "show") && strcmp(what, "add") &&
+        strcmp(what, "revoke")) {
         fprintf(stderr, "spbe member: unknown subcommand '%s'\n%s", what, usage_text);
         return EXIT_USAGE;
     }
@@ -233,7 +236,9 @@ cmd_member(int argc, char **argv)
     const char *name = needs_name ? pos[0] : NULL;
     if (common.data) {
         if (strcmp(what, "ls") && strcmp(what, "show")) {
-            fprintf(stderr, "spbe member: %s works online only (registry changes go through the broker)\n", what);
+            fprintf(stderr,
+                    "spbe member: %s works online only (registry changes go through the broker)\n",
+                    what);
             return EXIT_USAGE;
         }
         return member_offline(&common, what, name);

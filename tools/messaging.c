@@ -65,7 +65,8 @@ print_receipt(const spbe_receipt *r, int json)
         cli_json_string(stdout, r->topic);
         printf(",\"sequence\":%llu,\"accepted\":\"%s\",\"id\":\"%s\",\"hash\":\"%s\","
                "\"signed_by_broker\":%s",
-               (unsigned long long)r->sequence, t, id, hash, r->signed_by_broker ? "true" : "false");
+               (unsigned long long)r->sequence, t, id, hash,
+               r->signed_by_broker ? "true" : "false");
         if (r->code != SPBE_OK) {
             printf(",\"error\":");
             cli_json_string(stdout, r->error);
@@ -177,7 +178,8 @@ cmd_pub(int argc, char **argv)
         size_t cap = len + 32;
         uint8_t *buf = malloc(cap);
         for (long k = 0; buf && k < a.count; k++) {
-            int n = snprintf((char *)buf, cap, "%.*s #%ld", (int)len, payload ? (char *)payload : "", k + 1);
+            int n = snprintf((char *)buf, cap, "%.*s #%ld", (int)len,
+                             payload ? (char *)payload : "", k + 1);
             int rc = spbe_publish_async(c, topic, buf, (size_t)n, &mo, NULL);
             if (rc == SPBE_OK && spbe_in_flight(c) >= 1000)
                 rc = spbe_dispatch(c, 0, NULL);
@@ -237,7 +239,8 @@ on_delivery(const spbe_delivery *d, void *arg)
     if (st->json) {
         printf("{\"topic\":");
         cli_json_string(stdout, d->topic);
-        printf(",\"sequence\":%llu,\"accepted\":\"%s\",\"sender\":", (unsigned long long)d->sequence, t);
+        printf(",\"sequence\":%llu,\"accepted\":\"%s\",\"sender\":",
+               (unsigned long long)d->sequence, t);
         cli_json_string(stdout, d->sender);
         printf(",\"id\":\"%s\",\"schema\":", id);
         cli_json_string(stdout, d->schema);

@@ -25,12 +25,11 @@ usage(FILE *f)
     fprintf(f, "usage: spbe <command> [options] [args]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f,
-            "\nEvery command takes --help. Common options: --key FILE (env SPBE_KEY),\n"
-            "--broker ENDPOINT (env SPBE_BROKER), --broker-key HEX (env SPBE_BROKER_KEY),\n"
-            "--data DIR (offline, read-only inspection of a data directory; --offline: the\n"
-            "one in SPBE_DATA, default ./spbe-data), --json, --timeout-ms N.\n"
-            "Exit status: 0 success, 1 an error (its code's name on stderr), 2 bad usage.\n");
+    fprintf(f, "\nEvery command takes --help. Common options: --key FILE (env SPBE_KEY),\n"
+               "--broker ENDPOINT (env SPBE_BROKER), --broker-key HEX (env SPBE_BROKER_KEY),\n"
+               "--data DIR (offline, read-only inspection of a data directory; --offline: the\n"
+               "one in SPBE_DATA, default ./spbe-data), --json, --timeout-ms N.\n"
+               "Exit status: 0 success, 1 an error (its code's name on stderr), 2 bad usage.\n");
 }
 
 int

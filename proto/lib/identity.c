@@ -66,8 +66,7 @@ identity_save(const identity *id, const char *path, int overwrite, char *err, si
 }
 
 int
-identity_save_public(const identity *id, const char *path, int overwrite, char *err,
-                     size_t err_len)
+identity_save_public(const identity *id, const char *path, int overwrite, char *err, size_t err_len)
 {
     char pk[2 * WIRE_KEY_BYTES + 1], text[512];
     wire_hex_encode(id->public_key, WIRE_KEY_BYTES, pk);

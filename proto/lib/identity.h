@@ -15,7 +15,7 @@ typedef struct identity {
     uint8_t public_key[WIRE_KEY_BYTES];
     uint8_t secret_key[WIRE_SECRET_BYTES]; /* all zero in a public file */
     int has_secret;
-    char broker[256];                     /* "" if not set */
+    char broker[256]; /* "" if not set */
     uint8_t broker_key[WIRE_KEY_BYTES];
     int has_broker_key;
 } identity;

@@ -187,9 +187,8 @@ wire_sign_detached(const char *context, const uint8_t *data, size_t len,
 }
 
 int
-wire_verify_detached(const char *context, const uint8_t *data, size_t len,
-                     const uint8_t *signature, size_t signature_len,
-                     const uint8_t public_key[WIRE_KEY_BYTES])
+wire_verify_detached(const char *context, const uint8_t *data, size_t len, const uint8_t *signature,
+                     size_t signature_len, const uint8_t public_key[WIRE_KEY_BYTES])
 {
     if (signature_len != WIRE_SIGNATURE_BYTES)
         return SPBE_BAD_SIGNATURE;

@@ -16,10 +16,10 @@
 
 #define WIRE_PROTOCOL_VERSION 1
 #define WIRE_ID_BYTES 16
-#define WIRE_KEY_BYTES 32        /* Ed25519 public key */
-#define WIRE_SECRET_BYTES 64     /* Ed25519 secret key (seed || public) */
+#define WIRE_KEY_BYTES 32    /* Ed25519 public key */
+#define WIRE_SECRET_BYTES 64 /* Ed25519 secret key (seed || public) */
 #define WIRE_SIGNATURE_BYTES 64
-#define WIRE_HASH_BYTES 32       /* SHA-256 */
+#define WIRE_HASH_BYTES 32 /* SHA-256 */
 #define WIRE_TOPIC_MAX_BYTES 255
 #define WIRE_TOPIC_MAX_TOKENS 16
 #define WIRE_MEMBER_MAX_BYTES 64
@@ -104,7 +104,6 @@ int wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIR
 /* Verifies and decodes a signed receipt; *receipt_out freed with
  * spbe__v1__receipt__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */
 int wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,
-                        const uint8_t broker_key[WIRE_KEY_BYTES],
-                        Spbe__V1__Receipt **receipt_out);
+                        const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__Receipt **receipt_out);
 
 #endif

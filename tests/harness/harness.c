@@ -52,7 +52,8 @@ wait_started(test_broker *b, long offset)
     for (int i = 0; i < 2000; i++) {
         int status;
         if (waitpid(b->pid, &status, WNOHANG) == b->pid) {
-            fprintf(stderr, "harness: broker exited during start (status %d), see %s\n", status, b->log);
+            fprintf(stderr, "harness: broker exited during start (status %d), see %s\n", status,
+                    b->log);
             b->pid = 0;
             return -1;
         }
@@ -243,8 +244,9 @@ harness_member(test_broker *b, const char *name, const char *publish, const char
     snprintf(file, sizeof file, "%s", name);
     *strchr(file, '/') = '_';
     snprintf(key_path, 400, "%s/%s.key", b->dir, file);
-    int rc = harness_run(NULL, 0, err, sizeof err, "%s keygen %s -o %s --broker-pub %s --endpoint %s",
-                         SPBE_CLI_BIN, name, key_path, b->broker_pub, b->endpoint);
+    int rc =
+        harness_run(NULL, 0, err, sizeof err, "%s keygen %s -o %s --broker-pub %s --endpoint %s",
+                    SPBE_CLI_BIN, name, key_path, b->broker_pub, b->endpoint);
     if (rc != 0) {
         fprintf(stderr, "harness: keygen %s: %s\n", name, err);
         return -1;
@@ -350,7 +352,8 @@ harness_raw_reply(void *s, uint64_t *request_id)
         zmq_msg_close(&m);
         return -1;
     }
-    Spbe__V1__BrokerFrame *f = spbe__v1__broker_frame__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
+    Spbe__V1__BrokerFrame *f =
+        spbe__v1__broker_frame__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
     int more = zmq_msg_more(&m);
     zmq_msg_close(&m);
     while (more) {
@@ -378,4 +381,3 @@ harness_raw_reply(void *s, uint64_t *request_id)
     spbe__v1__broker_frame__free_unpacked(f, NULL);
     return code;
 }
-

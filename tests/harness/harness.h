@@ -15,13 +15,13 @@
 typedef struct test_broker {
     pid_t pid;
     int port;
-    char dir[256];        /* temporary directory holding everything below */
-    char data[320];       /* the broker's data directory */
+    char dir[256];  /* temporary directory holding everything below */
+    char data[320]; /* the broker's data directory */
     char endpoint[64];
-    char admin_key[400];  /* identity file of spbe/admin */
+    char admin_key[400]; /* identity file of spbe/admin */
     char broker_pub[400];
-    char log[400];        /* the broker's stderr */
-    char extra[512];      /* extra flags for every start */
+    char log[400];   /* the broker's stderr */
+    char extra[512]; /* extra flags for every start */
 } test_broker;
 
 /* Starts a broker in a fresh temporary directory (extra flags may be NULL) and waits

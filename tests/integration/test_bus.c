@@ -93,7 +93,8 @@ test_round_trip_delivers_the_senders_exact_signed_bytes(void **state)
     uint8_t *signed_bytes;
     size_t len;
     assert_int_equal(spbe_sign(pub, "ikn.roundtrip.asn", "NIP 199001012020121001", 22, NULL,
-                               &signed_bytes, &len), SPBE_OK);
+                               &signed_bytes, &len),
+                     SPBE_OK);
     uint64_t token;
     assert_int_equal(spbe_publish_signed(pub, signed_bytes, len, &token), SPBE_OK);
     assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
@@ -192,8 +193,8 @@ test_wildcards_match_one_token_and_the_rest(void **state)
     assert_int_equal(spbe_subscribe(sub, "ikn.wild.*.asn", SPBE_START_NEW, 0, NULL), SPBE_OK);
     assert_int_equal(spbe_subscribe(sub2, "ikn.wild.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
     spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
-    const char *topics[] = {"ikn.wild.a.asn", "ikn.wild.b.asn", "ikn.wild.a.unit", "ikn.wild.a.asn.x",
-                            "ikn.other.a.asn"};
+    const char *topics[] = {"ikn.wild.a.asn", "ikn.wild.b.asn", "ikn.wild.a.unit",
+                            "ikn.wild.a.asn.x", "ikn.other.a.asn"};
     for (int i = 0; i < 5; i++)
         assert_int_equal(spbe_publish(pub, topics[i], "x", 1, NULL, NULL), SPBE_OK);
     wait_for(sub2, &rest, 4);
@@ -250,30 +251,41 @@ test_inspection_online_and_offline_agree(void **state)
     publish_n(f, "ikn.inspect.asn", 3);
     char online[8192], offline[8192], err[1024];
     assert_int_equal(harness_run(online, sizeof online, err, sizeof err,
-                                 "$SPBE topic info ikn.inspect.asn --json --key %s", f->broker.admin_key), 0);
+                                 "$SPBE topic info ikn.inspect.asn --json --key %s",
+                                 f->broker.admin_key),
+                     0);
     assert_int_equal(harness_run(offline, sizeof offline, err, sizeof err,
-                                 "$SPBE topic info ikn.inspect.asn --json --data %s", f->broker.data), 0);
+                                 "$SPBE topic info ikn.inspect.asn --json --data %s",
+                                 f->broker.data),
+                     0);
     assert_string_equal(online, offline);
     assert_non_null(strstr(online, "\"messages\":3"));
     assert_int_equal(harness_run(online, sizeof online, err, sizeof err,
-                                 "$SPBE msg get ikn.inspect.asn 2 --json --key %s", f->reader), 0);
+                                 "$SPBE msg get ikn.inspect.asn 2 --json --key %s", f->reader),
+                     0);
     assert_int_equal(harness_run(offline, sizeof offline, err, sizeof err,
-                                 "$SPBE msg get ikn.inspect.asn 2 --json --data %s", f->broker.data), 0);
+                                 "$SPBE msg get ikn.inspect.asn 2 --json --data %s",
+                                 f->broker.data),
+                     0);
     assert_string_equal(online, offline);
     assert_non_null(strstr(online, "\"signature\":\"valid\""));
     assert_non_null(strstr(online, "\"payload\":\"m2\""));
     assert_int_equal(harness_run(online, sizeof online, err, sizeof err,
-                                 "$SPBE msg get ikn.inspect.asn 99 --data %s", f->broker.data), 1);
+                                 "$SPBE msg get ikn.inspect.asn 99 --data %s", f->broker.data),
+                     1);
     assert_non_null(strstr(err, "NOT_FOUND"));
-    assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE member ls --data %s",
-                                 f->broker.data), 0);
+    assert_int_equal(harness_run(online, sizeof online, err, sizeof err,
+                                 "$SPBE member ls --data %s", f->broker.data),
+                     0);
     assert_non_null(strstr(online, "oikn/hunian"));
-    assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE topic ls --key %s",
-                                 f->narrow), 0);
+    assert_int_equal(
+        harness_run(online, sizeof online, err, sizeof err, "$SPBE topic ls --key %s", f->narrow),
+        0);
     assert_null(strstr(online, "ikn.inspect.asn")); /* only the topics it may read */
     assert_int_equal(harness_run(offline, sizeof offline, err, sizeof err,
                                  "SPBE_DATA=%s $SPBE topic info ikn.inspect.asn --json --offline",
-                                 f->broker.data), 0);
+                                 f->broker.data),
+                     0);
     assert_non_null(strstr(offline, "\"messages\":3"));
     assert_int_equal(harness_run(NULL, 0, err, sizeof err, "$SPBE topic"), 2);
     assert_int_equal(harness_run(online, sizeof online, err, sizeof err, "$SPBE pub --help"), 0);
@@ -309,8 +321,8 @@ test_slow_subscriber_is_caught_up_from_the_store_without_loss(void **state)
     char payload[200];
     memset(payload, 'p', sizeof payload);
     for (int i = 0; i < total; i++) {
-        assert_int_equal(spbe_publish_async(pub, "ikn.slow.asn", payload, sizeof payload, NULL, NULL),
-                         SPBE_OK);
+        assert_int_equal(
+            spbe_publish_async(pub, "ikn.slow.asn", payload, sizeof payload, NULL, NULL), SPBE_OK);
         if (spbe_in_flight(pub) >= 1000)
             assert_int_equal(spbe_dispatch(pub, 1000, NULL), SPBE_OK);
     }

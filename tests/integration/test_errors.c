@@ -88,7 +88,8 @@ test_publish_rejects_flipped_byte_with_bad_signature(void **state)
     spbe_client *c = harness_connect(&f->broker, f->member, 0);
     uint8_t *bytes;
     size_t len;
-    assert_int_equal(spbe_sign(c, "err.badsig", "payload-that-matters", 21, NULL, &bytes, &len), SPBE_OK);
+    assert_int_equal(spbe_sign(c, "err.badsig", "payload-that-matters", 21, NULL, &bytes, &len),
+                     SPBE_OK);
     /* a byte of the payload, inside the signed message: still decodes, no longer verifies */
     uint8_t *hit = memmem(bytes, len, "payload-that-matters", 21);
     assert_non_null(hit);
@@ -125,7 +126,8 @@ test_unknown_key_is_refused_at_connect_and_unknown_sender_at_publish(void **stat
     assert_int_equal(spbe_connect(path, &o, &c), SPBE_UNKNOWN_SENDER);
     spbe_close(&c);
     char out[1024];
-    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "$SPBE pub err.x hi --key %s", path), 1);
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err, "$SPBE pub err.x hi --key %s", path), 1);
     assert_non_null(strstr(err, "UNKNOWN_SENDER"));
 
     /* a registered session relaying a message signed in the name of an unknown member */
@@ -156,19 +158,22 @@ test_revocation_takes_effect_on_open_sessions_and_new_ones(void **state)
     char out[2048], err[1024];
     assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
                                  "$SPBE member revoke oikn/hunian --reason 'key leaked' --key %s",
-                                 f->broker.admin_key), 0);
+                                 f->broker.admin_key),
+                     0);
     spbe_receipt r;
     assert_int_equal(spbe_publish(c, "err.revoke", "after", 5, NULL, &r), SPBE_REVOKED);
     spbe_close(&c);
     spbe_options o = {.endpoint = f->broker.endpoint};
     assert_int_equal(spbe_connect(f->victim, &o, &c), SPBE_REVOKED);
     spbe_close(&c);
-    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "$SPBE pub err.revoke x --key %s",
-                                 f->victim), 1);
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err, "$SPBE pub err.revoke x --key %s", f->victim),
+        1);
     assert_non_null(strstr(err, "REVOKED"));
     assert_int_equal(harness_stored(&f->broker, "err.revoke"), 1);
-    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "$SPBE member show oikn/hunian --data %s",
-                                 f->broker.data), 0);
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
+                                 "$SPBE member show oikn/hunian --data %s", f->broker.data),
+                     0);
     assert_non_null(strstr(out, "revoked (key leaked)"));
     assert_still_serving(f);
 }
@@ -202,7 +207,8 @@ test_forbidden_topic_subscription_and_registry_change(void **state)
     free(bytes);
     spbe_close(&c);
     assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
-                                 "$SPBE member revoke dukcapil/ikd --key %s", f->member), 1);
+                                 "$SPBE member revoke dukcapil/ikd --key %s", f->member),
+                     1);
     assert_non_null(strstr(err, "FORBIDDEN"));
     assert_int_equal(harness_stored(&f->broker, "err.forbidden"), 0);
     assert_int_equal(harness_stored(&f->broker, "err.ikd.check"), 0);
@@ -273,9 +279,11 @@ test_duplicate_id_is_stored_once_and_answers_the_original_sequence(void **state)
     spbe_close(&v);
     spbe_close(&c);
     char out[1024], err[1024];
-    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
-                                 "$SPBE pub err.dup b --id 0d00000b000000000000000000000000 --key %s",
-                                 f->member), 1);
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err,
+                    "$SPBE pub err.dup b --id 0d00000b000000000000000000000000 --key %s",
+                    f->member),
+        1);
     assert_non_null(strstr(err, "DUPLICATE"));
     assert_int_equal(harness_stored(&f->broker, "err.dup"), 2);
     assert_still_serving(f);

@@ -51,8 +51,11 @@ item(const char *topic, const char *sender, uint8_t id[16], uint32_t n, const ch
 {
     memset(id, 0, 16);
     memcpy(id, &n, sizeof n);
-    store_append_item it = {.topic = topic, .sender = sender, .id = id,
-                            .data = (const uint8_t *)data, .len = strlen(data)};
+    store_append_item it = {.topic = topic,
+                            .sender = sender,
+                            .id = id,
+                            .data = (const uint8_t *)data,
+                            .len = strlen(data)};
     return it;
 }
 
@@ -346,15 +349,19 @@ main(void)
     if (wire_init() != SPBE_OK)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_append_assigns_sequence_one_and_reads_back_exact_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_append_assigns_sequences_without_gaps_per_topic, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_duplicates_are_stored_once_within_and_across_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_assigns_sequence_one_and_reads_back_exact_bytes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_assigns_sequences_without_gaps_per_topic, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_duplicates_are_stored_once_within_and_across_groups,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup_window_and_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_from_a_sequence_with_a_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_members_by_name_and_by_curve_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_read_only_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_grows_as_needed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_storage_limit_refuses_with_storage_full_and_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_storage_limit_refuses_with_storage_full_and_keeps_data,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

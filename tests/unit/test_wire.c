@@ -40,8 +40,8 @@ test_member_names_are_agency_slash_app(void **state)
     assert_true(wire_member_valid("bkn/siasn"));
     assert_true(wire_member_valid("kemenpanrb/e-formasi"));
     assert_true(wire_member_valid("portal/layanan_asn2"));
-    const char *bad[] = {"BKN/siasn", "bknsiasn", "a/b/c", "/siasn", "bkn/", "bkn /x", "", "a/",
-                         "bkn/si.asn"};
+    const char *bad[] = {"BKN/siasn", "bknsiasn", "a/b/c", "/siasn",    "bkn/",
+                         "bkn /x",    "",         "a/",    "bkn/si.asn"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_false(wire_member_valid(bad[i]));
     char longname[80];
@@ -60,8 +60,8 @@ test_topics_follow_the_token_rules(void **state)
     assert_true(wire_topic_valid("ikn.relokasi.asn.ditetapkan"));
     assert_true(wire_topic_valid("$sys.dlq.portal"));
     assert_true(wire_topic_valid("a"));
-    const char *bad[] = {"", ".a", "a.", "a..b", "Ikn.x", "ikn.*", "ikn.>", "a b", "$foo.x", "$sys",
-                         "ikn.$sys"};
+    const char *bad[] = {"",      ".a",  "a.",     "a..b", "Ikn.x",   "ikn.*",
+                         "ikn.>", "a b", "$foo.x", "$sys", "ikn.$sys"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_false(wire_topic_valid(bad[i]));
     char t[300] = "";

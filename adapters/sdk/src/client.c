@@ -268,7 +268,8 @@ request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body
         }
         if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT && f->event->goodbye &&
             f->event->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
-            c->closed_code = f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
+            c->closed_code =
+                f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
             fail(c, c->closed_code, "broker closed the session: %s", f->event->goodbye->reason);
             spbe__v1__broker_frame__free_unpacked(f, NULL);
             free(b);
@@ -287,9 +288,10 @@ wait_handshake(spbe_client *c, void *monitor)
     for (;;) {
         int64_t left = deadline - now_ms();
         if (left <= 0)
-            return fail(c, SPBE_UNAVAILABLE,
-                        "no handshake with %s within %d ms (broker not running, or wrong broker key)",
-                        c->endpoint, c->timeout_ms);
+            return fail(
+                c, SPBE_UNAVAILABLE,
+                "no handshake with %s within %d ms (broker not running, or wrong broker key)",
+                c->endpoint, c->timeout_ms);
         zmq_pollitem_t item = {monitor, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, (long)left) <= 0)
             continue;
@@ -318,7 +320,8 @@ wait_handshake(spbe_client *c, void *monitor)
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
             return fail(c, SPBE_UNKNOWN_SENDER,
                         "the broker refused the key of %s (not a registered member)", c->id.member);
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+            event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
             return fail(c, SPBE_UNAVAILABLE, "handshake with %s failed (wrong broker key?)",
                         c->endpoint);
     }
@@ -702,7 +705,7 @@ spbe_dispatch(spbe_client *c, int timeout_ms, int *events)
         free(b);
         if (c->head) /* a handler made a call that queued frames */
             return spbe_dispatch(c, 0, events) == SPBE_OK && events ? (*events += handled, SPBE_OK)
-                                                                   : SPBE_OK;
+                                                                    : SPBE_OK;
     }
     if (events)
         *events = handled;
@@ -716,7 +719,8 @@ spbe_flush(spbe_client *c, int timeout_ms)
     while (c->in_flight > 0) {
         int64_t left = deadline - now_ms();
         if (left <= 0)
-            return fail(c, SPBE_TIMEOUT, "%llu receipts outstanding", (unsigned long long)c->in_flight);
+            return fail(c, SPBE_TIMEOUT, "%llu receipts outstanding",
+                        (unsigned long long)c->in_flight);
         int rc = spbe_dispatch(c, (int)left, NULL);
         if (rc != SPBE_OK)
             return rc;
@@ -759,7 +763,9 @@ spbe_subscribe(spbe_client *c, const char *pattern, spbe_start start, uint64_t s
     if (rc != SPBE_OK)
         return rc;
     if (id)
-        *id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED ? reply->subscribed->subscription_id : 0;
+        *id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED
+                  ? reply->subscribed->subscription_id
+                  : 0;
     spbe__v1__broker_frame__free_unpacked(owner, NULL);
     return SPBE_OK;
 }
@@ -819,7 +825,8 @@ spbe_verify(spbe_client *c, const spbe_delivery *d)
     Spbe__V1__Message *m;
     int rc = wire_envelope_decode(d->raw, d->raw_len, &sm, &m, NULL);
     if (rc == SPBE_OK)
-        rc = strcmp(m->sender, k->name) == 0 ? wire_envelope_verify(sm, k->key) : SPBE_BAD_SIGNATURE;
+        rc =
+            strcmp(m->sender, k->name) == 0 ? wire_envelope_verify(sm, k->key) : SPBE_BAD_SIGNATURE;
     wire_envelope_free(&sm, &m);
     return rc == SPBE_OK ? rc : fail(c, rc, "signature of %s does not verify", d->sender);
 }

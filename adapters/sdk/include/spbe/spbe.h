@@ -57,15 +57,15 @@ typedef struct spbe_message_options {
 
 /** The broker's answer to one publish, verified against the broker's key. */
 typedef struct spbe_receipt {
-    int code;                             /**< SPBE_OK, SPBE_DUPLICATE or an error */
-    uint64_t token;                       /**< the token of spbe_publish_async */
+    int code;       /**< SPBE_OK, SPBE_DUPLICATE or an error */
+    uint64_t token; /**< the token of spbe_publish_async */
     char topic[256];
-    uint64_t sequence;                    /**< for SPBE_DUPLICATE the original's */
+    uint64_t sequence; /**< for SPBE_DUPLICATE the original's */
     int64_t accepted_ns;
     uint8_t message_id[SPBE_ID_BYTES];
     uint8_t message_hash[SPBE_HASH_BYTES]; /**< SHA-256 of the signed bytes */
-    int signed_by_broker;                 /**< 1 if the receipt's signature verified */
-    char error[256];                      /**< reason when code != SPBE_OK */
+    int signed_by_broker;                  /**< 1 if the receipt's signature verified */
+    char error[256];                       /**< reason when code != SPBE_OK */
 } spbe_receipt;
 
 /** One delivered message. Pointers are valid only during the handler call. */
@@ -73,17 +73,17 @@ typedef struct spbe_delivery {
     uint64_t subscription_id;
     const char *topic;
     uint64_t sequence;
-    int64_t accepted_ns;       /**< the broker's acceptance time */
+    int64_t accepted_ns; /**< the broker's acceptance time */
     const char *sender;
-    const uint8_t *id;         /**< 16 bytes */
-    int64_t created_ns;        /**< the sender's clock */
+    const uint8_t *id;  /**< 16 bytes */
+    int64_t created_ns; /**< the sender's clock */
     const char *schema;
     const uint8_t *correlation_id;
     size_t correlation_len;
     const char *reply_to;
     const uint8_t *payload;
     size_t payload_len;
-    const uint8_t *raw;        /**< the sender's exact SignedMessage bytes */
+    const uint8_t *raw; /**< the sender's exact SignedMessage bytes */
     size_t raw_len;
 } spbe_delivery;
 
@@ -183,9 +183,9 @@ int spbe_verify(spbe_client *client, const spbe_delivery *delivery);
  * (caller frees, may be NULL) its body frame if any. Returns SPBE_OK when a reply
  * arrived (its own code is inside), or SPBE_TIMEOUT / SPBE_UNAVAILABLE / SPBE_BAD_REQUEST.
  */
-int spbe_call(spbe_client *client, const uint8_t *command, size_t command_len,
-              const uint8_t *body, size_t body_len, uint8_t **reply, size_t *reply_len,
-              uint8_t **reply_body, size_t *reply_body_len);
+int spbe_call(spbe_client *client, const uint8_t *command, size_t command_len, const uint8_t *body,
+              size_t body_len, uint8_t **reply, size_t *reply_len, uint8_t **reply_body,
+              size_t *reply_body_len);
 
 /** The library's version string. */
 const char *spbe_version(void);
