@@ -827,8 +827,23 @@ handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Sub
         sub->start == SPBE__V1__START_POSITION__START_FIRST      ? ROUTER_START_FIRST
         : sub->start == SPBE__V1__START_POSITION__START_SEQUENCE ? ROUTER_START_SEQUENCE
                                                                  : ROUTER_START_NEW;
+    router_position resume[ROUTER_RESUME_MAX];
+    size_t n_resume = 0;
+    for (size_t i = 0; i < sub->n_resume; i++) {
+        const Spbe__V1__TopicPosition *tp = sub->resume[i];
+        if (n_resume == ROUTER_RESUME_MAX || !wire_topic_valid(tp->topic) ||
+            !wire_pattern_match(sub->pattern, tp->topic)) {
+            send_error(b, s->routing, s->routing_len, request_id, SPBE_BAD_REQUEST,
+                       "resume positions must name topics the pattern matches (at most 1024)");
+            return;
+        }
+        resume[n_resume].topic = tp->topic;
+        resume[n_resume].next_sequence = tp->next_sequence;
+        n_resume++;
+    }
     uint64_t id;
-    int rc = router_subscribe(b->router, s, sub->pattern, start, sub->start_sequence, &id);
+    int rc = router_subscribe(b->router, s, sub->pattern, start, sub->start_sequence, resume,
+                              n_resume, &id);
     if (rc != SPBE_OK) {
         send_error(b, s->routing, s->routing_len, request_id, rc, "cannot subscribe");
         return;
@@ -1198,7 +1213,9 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     }
     session *s = session_find(b, routing, routing_len);
     if (!s || !user_id || strcmp(user_id, s->member) != 0) {
-        send_error(b, routing, routing_len, rid, SPBE_BAD_REQUEST, "no session: send hello first");
+        /* UNAVAILABLE, not BAD_REQUEST: a client whose session the broker lost (restart,
+         * idle expiry) learns it must say hello again */
+        send_error(b, routing, routing_len, rid, SPBE_UNAVAILABLE, "no session: send hello first");
         spbe__v1__command__free_unpacked(cmd, NULL);
         return;
     }

@@ -103,6 +103,8 @@ cursor_add(subscription *s, uint32_t topic_id, const char *topic, uint64_t next)
 
 typedef struct start_state {
     subscription *sub;
+    const router_position *resume;
+    size_t n_resume;
     int failed;
 } start_state;
 
@@ -119,6 +121,9 @@ start_topic(const store_topic_info *t, void *arg)
         next = t->first_sequence ? t->first_sequence : 1;
     else if (s->start == ROUTER_START_SEQUENCE)
         next = s->start_sequence;
+    for (size_t i = 0; i < st->n_resume; i++)
+        if (strcmp(st->resume[i].topic, t->name) == 0)
+            next = st->resume[i].next_sequence ? st->resume[i].next_sequence : 1;
     if (t->first_sequence && next < t->first_sequence)
         next = t->first_sequence;
     cursor *c = cursor_add(s, t->id, t->name, next);
@@ -135,7 +140,8 @@ start_topic(const store_topic_info *t, void *arg)
 
 int
 router_subscribe(router *r, void *owner, const char *pattern, enum router_start start,
-                 uint64_t start_sequence, uint64_t *id)
+                 uint64_t start_sequence, const router_position *resume, size_t n_resume,
+                 uint64_t *id)
 {
     subscription *s = calloc(1, sizeof *s);
     if (!s)
@@ -150,7 +156,7 @@ router_subscribe(router *r, void *owner, const char *pattern, enum router_start 
         subscription_free(s);
         return rc;
     }
-    start_state st = {s, 0};
+    start_state st = {s, resume, n_resume, 0};
     rc = store_topic_each(rd, start_topic, &st);
     store_reader_end(&rd);
     if (rc != SPBE_OK || st.failed) {

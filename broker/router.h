@@ -29,10 +29,21 @@ enum router_start { ROUTER_START_NEW, ROUTER_START_FIRST, ROUTER_START_SEQUENCE 
 router *router_new(store *s, router_send_fn send, void *ctx);
 void router_destroy(router **r);
 
-/* Adds a subscription of owner (a session). The caller has checked the pattern and
- * the rights. SPBE_OK with *id, or SPBE_INTERNAL. */
+#define ROUTER_RESUME_MAX 1024
+
+/* Where a resumed subscription goes on in one topic (borrowed for the call). */
+typedef struct router_position {
+    const char *topic;
+    uint64_t next_sequence;
+} router_position;
+
+/* Adds a subscription of owner (a session). The caller has checked the pattern, the
+ * rights and that resume names topics the pattern matches; resume overrides start for
+ * its topics (a topic not yet stored starts there when it appears). SPBE_OK with *id,
+ * or SPBE_INTERNAL. */
 int router_subscribe(router *r, void *owner, const char *pattern, enum router_start start,
-                     uint64_t start_sequence, uint64_t *id);
+                     uint64_t start_sequence, const router_position *resume, size_t n_resume,
+                     uint64_t *id);
 /* SPBE_OK or SPBE_NOT_FOUND (no such subscription of owner). */
 int router_unsubscribe(router *r, void *owner, uint64_t id);
 /* Drops every subscription of owner. */

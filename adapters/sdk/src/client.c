@@ -30,25 +30,67 @@ typedef struct sender_key {
     struct sender_key *next;
 } sender_key;
 
+/* An async publish whose receipt has not come: kept (with its bytes) until it does, so
+ * that it can be sent again after a reconnect; dedup makes the resend safe. */
+typedef struct in_flight {
+    uint64_t request_id; /* of the latest send; 0 while not sent */
+    uint64_t token;      /* what the caller holds, stable across resends */
+    uint8_t *bytes;
+    size_t len;
+    int done, resent;
+    spbe_receipt *sync_out; /* a synchronous publish waits for this one */
+    int *sync_done;
+} in_flight;
+
+/* The next sequence a subscription expects in one topic. */
+typedef struct position {
+    char topic[256];
+    uint64_t next;
+} position;
+
+typedef struct client_sub {
+    uint64_t local_id;       /* what the caller holds */
+    uint64_t broker_id;      /* the broker's id in the current session; 0 while pending */
+    uint64_t resub_request;  /* the Subscribe sent after a reconnect */
+    char pattern[256];
+    spbe_start start;
+    uint64_t start_sequence;
+    position *pos;
+    size_t n_pos, cap_pos;
+    struct client_sub *next;
+} client_sub;
+
 struct spbe_client {
     void *ctx, *socket;
     identity id;
     char endpoint[256];
+    char client_name[64];
     uint8_t broker_key[WIRE_KEY_BYTES];
     int timeout_ms;
     int heartbeat_ms;
     uint64_t next_request;
-    uint64_t in_flight;
     int64_t last_sent_ms, last_received_ms;
-    int closed_code; /* non-zero once the broker said goodbye */
+    int closed_code; /* non-zero once the session ended for good */
+    int wake;        /* set by a handler to end the current dispatch */
+    int connected;   /* a session is established */
+    int reconnect;
+    uint64_t hello_request;
+    int64_t next_hello_ms;
     queued *head, *tail;
     sender_key *senders;
+    in_flight *flights; /* [head, sent) sent in request order, [sent, count) not yet */
+    size_t f_head, f_sent, f_count, f_cap;
+    uint64_t in_flight, next_token;
+    client_sub *subs;
+    uint64_t next_local_sub;
     spbe_receipt_fn on_receipt;
     void *receipt_arg;
     spbe_delivery_fn on_delivery;
     void *delivery_arg;
     char error[512];
 };
+
+static void session_lost(spbe_client *c, const char *why);
 
 const char *
 spbe_version(void)
@@ -148,7 +190,7 @@ receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uin
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
     for (;;) {
         int64_t now = now_ms();
-        if (c->heartbeat_ms > 0) {
+        if (c->heartbeat_ms > 0 && c->connected) {
             if (now - c->last_sent_ms >= c->heartbeat_ms) {
                 Spbe__V1__Ping ping = SPBE__V1__PING__INIT;
                 Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
@@ -157,8 +199,24 @@ receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uin
                 cmd.ping = &ping;
                 send_command(c, &cmd, NULL, 0);
             }
-            if (now - c->last_received_ms > 3LL * c->heartbeat_ms + 1000)
-                return fail(c, SPBE_UNAVAILABLE, "broker silent for %d ms", 3 * c->heartbeat_ms);
+            if (now - c->last_received_ms > 3LL * c->heartbeat_ms + 1000) {
+                if (!c->reconnect)
+                    return fail(c, SPBE_UNAVAILABLE, "broker silent for %d ms",
+                                3 * c->heartbeat_ms);
+                session_lost(c, "broker silent for three heartbeats");
+            }
+        }
+        if (!c->connected && c->reconnect && !c->closed_code && now >= c->next_hello_ms) {
+            Spbe__V1__Hello hello = SPBE__V1__HELLO__INIT;
+            hello.protocol_version = WIRE_PROTOCOL_VERSION;
+            hello.member = c->id.member;
+            hello.client = c->client_name;
+            Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+            cmd.request_id = c->hello_request = ++c->next_request;
+            cmd.body_case = SPBE__V1__COMMAND__BODY_HELLO;
+            cmd.hello = &hello;
+            send_command(c, &cmd, NULL, 0);
+            c->next_hello_ms = now + (c->heartbeat_ms > 1000 ? c->heartbeat_ms : 1000);
         }
         int64_t wait = deadline - now;
         if (wait < 0)
@@ -237,6 +295,8 @@ request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body
     *owner = NULL;
     if (c->closed_code)
         return fail(c, c->closed_code, "session closed by the broker");
+    if (!c->connected && cmd->body_case != SPBE__V1__COMMAND__BODY_HELLO)
+        return fail(c, SPBE_UNAVAILABLE, "not connected to the broker (reconnecting)");
     cmd->request_id = ++c->next_request;
     int rc = send_command(c, cmd, body, body_len);
     if (rc != SPBE_OK)
@@ -256,6 +316,12 @@ request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body
             return rc;
         if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
             f->reply->request_id == cmd->request_id) {
+            if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected) {
+                session_lost(c, f->reply->error);
+                spbe__v1__broker_frame__free_unpacked(f, NULL);
+                free(b);
+                return fail(c, SPBE_UNAVAILABLE, "the broker lost the session (reconnecting)");
+            }
             *owner = f;
             *reply = f->reply;
             if (reply_body) {
@@ -266,14 +332,17 @@ request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body
             }
             return SPBE_OK;
         }
-        if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT && f->event->goodbye &&
+        if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT &&
             f->event->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
-            c->closed_code =
-                f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
-            fail(c, c->closed_code, "broker closed the session: %s", f->event->goodbye->reason);
+            int code = f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
+            if (code == SPBE_UNAVAILABLE && c->reconnect)
+                session_lost(c, f->event->goodbye->reason);
+            else
+                c->closed_code = code;
+            fail(c, code, "broker closed the session: %s", f->event->goodbye->reason);
             spbe__v1__broker_frame__free_unpacked(f, NULL);
             free(b);
-            return c->closed_code;
+            return code;
         }
         enqueue(c, f, b, blen);
     }
@@ -417,10 +486,13 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
     if (rc != SPBE_OK)
         return rc;
 
+    snprintf(c->client_name, sizeof c->client_name, "%s",
+             o->client_name ? o->client_name : "libspbe/0.1.0");
+    c->reconnect = !o->no_reconnect;
     Spbe__V1__Hello hello = SPBE__V1__HELLO__INIT;
     hello.protocol_version = WIRE_PROTOCOL_VERSION;
     hello.member = c->id.member;
-    hello.client = (char *)(o->client_name ? o->client_name : "libspbe/0.1.0");
+    hello.client = c->client_name;
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_HELLO;
     cmd.hello = &hello;
@@ -439,6 +511,7 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
         rc = fail(c, SPBE_BAD_REQUEST, "broker's welcome does not carry the expected key");
     } else {
         c->heartbeat_ms = (int)reply->welcome->heartbeat_ms;
+        c->connected = 1;
     }
     spbe__v1__broker_frame__free_unpacked(owner, NULL);
     if (rc == SPBE_OK)
@@ -452,7 +525,7 @@ spbe_close(spbe_client **cp)
     if (!cp || !*cp)
         return;
     spbe_client *c = *cp;
-    if (c->socket && c->heartbeat_ms > 0 && !c->closed_code) {
+    if (c->socket && c->connected && !c->closed_code) {
         Spbe__V1__Bye bye = SPBE__V1__BYE__INIT;
         Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
         cmd.body_case = SPBE__V1__COMMAND__BODY_BYE;
@@ -471,6 +544,15 @@ spbe_close(spbe_client **cp)
         sender_key *s = c->senders;
         c->senders = s->next;
         free(s);
+    }
+    for (size_t i = c->f_head; i < c->f_count; i++)
+        free(c->flights[i].bytes);
+    free(c->flights);
+    while (c->subs) {
+        client_sub *sub = c->subs;
+        c->subs = sub->next;
+        free(sub->pos);
+        free(sub);
     }
     if (c->socket)
         zmq_close(c->socket);
@@ -513,23 +595,156 @@ spbe_sign(spbe_client *c, const char *topic, const void *payload, size_t len,
     return rc == SPBE_OK ? rc : fail(c, rc, "cannot sign");
 }
 
+/* ------------------------------------------------------------ in-flight publishes */
+
+static in_flight *
+flight_append(spbe_client *c, const uint8_t *bytes, size_t len)
+{
+    if (c->f_head > 0 && c->f_head == c->f_count) {
+        c->f_head = c->f_sent = c->f_count = 0; /* all done: start over */
+    } else if (c->f_head > 4096 && c->f_head * 2 > c->f_count) {
+        memmove(c->flights, c->flights + c->f_head, (c->f_count - c->f_head) * sizeof *c->flights);
+        c->f_sent -= c->f_head;
+        c->f_count -= c->f_head;
+        c->f_head = 0;
+    }
+    if (c->f_count == c->f_cap) {
+        size_t cap = c->f_cap ? 2 * c->f_cap : 1024;
+        in_flight *n = realloc(c->flights, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        c->flights = n;
+        c->f_cap = cap;
+    }
+    in_flight *e = &c->flights[c->f_count];
+    memset(e, 0, sizeof *e);
+    e->bytes = malloc(len ? len : 1);
+    if (!e->bytes)
+        return NULL;
+    memcpy(e->bytes, bytes, len);
+    e->len = len;
+    e->token = ++c->next_token;
+    c->f_count++;
+    c->in_flight++;
+    return e;
+}
+
+/* The sent entry with this request id (binary search: sent ids increase), or NULL. */
+static in_flight *
+flight_find(spbe_client *c, uint64_t request_id)
+{
+    size_t lo = c->f_head, hi = c->f_sent;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->flights[mid].request_id < request_id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < c->f_sent && c->flights[lo].request_id == request_id && !c->flights[lo].done)
+        return &c->flights[lo];
+    return NULL;
+}
+
+static void
+flight_done(spbe_client *c, in_flight *e)
+{
+    free(e->bytes);
+    e->bytes = NULL;
+    e->done = 1;
+    c->in_flight--;
+    while (c->f_head < c->f_sent && c->flights[c->f_head].done)
+        c->f_head++;
+}
+
+/* Sends every entry not yet sent, in order; stops at the first failure. */
+static int
+flights_send(spbe_client *c)
+{
+    while (c->connected && c->f_sent < c->f_count) {
+        in_flight *e = &c->flights[c->f_sent];
+        if (e->done) {
+            c->f_sent++;
+            continue;
+        }
+        Spbe__V1__Publish pub = SPBE__V1__PUBLISH__INIT;
+        Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+        cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH;
+        cmd.publish = &pub;
+        cmd.request_id = ++c->next_request;
+        int rc = send_command(c, &cmd, e->bytes, e->len);
+        if (rc != SPBE_OK)
+            return rc;
+        e->request_id = cmd.request_id;
+        c->f_sent++;
+    }
+    return SPBE_OK;
+}
+
+/* The session is gone but the client will reconnect: everything in flight is sent
+ * again after the next welcome, and subscriptions resume where they stopped. */
+static void
+session_lost(spbe_client *c, const char *why)
+{
+    if (!c->connected)
+        return;
+    c->connected = 0;
+    c->next_hello_ms = 0;
+    for (size_t i = c->f_head; i < c->f_sent; i++)
+        if (!c->flights[i].done)
+            c->flights[i].resent = 1;
+    c->f_sent = c->f_head;
+    for (client_sub *sub = c->subs; sub; sub = sub->next)
+        sub->broker_id = 0;
+    fail(c, SPBE_UNAVAILABLE, "session lost (%s); reconnecting", why ? why : "");
+}
+
+/* A welcome after a reconnect: subscribe again from the positions reached, resend. */
+static void
+session_resume(spbe_client *c)
+{
+    c->connected = 1;
+    c->last_received_ms = now_ms();
+    for (client_sub *sub = c->subs; sub; sub = sub->next) {
+        Spbe__V1__Subscribe msg = SPBE__V1__SUBSCRIBE__INIT;
+        msg.pattern = sub->pattern;
+        msg.start = (Spbe__V1__StartPosition)sub->start;
+        msg.start_sequence = sub->start_sequence;
+        Spbe__V1__TopicPosition *tps = calloc(sub->n_pos ? sub->n_pos : 1, sizeof *tps);
+        Spbe__V1__TopicPosition **ptrs = calloc(sub->n_pos ? sub->n_pos : 1, sizeof *ptrs);
+        if (tps && ptrs) {
+            for (size_t i = 0; i < sub->n_pos; i++) {
+                spbe__v1__topic_position__init(&tps[i]);
+                tps[i].topic = sub->pos[i].topic;
+                tps[i].next_sequence = sub->pos[i].next;
+                ptrs[i] = &tps[i];
+            }
+            msg.resume = ptrs;
+            msg.n_resume = sub->n_pos;
+        }
+        Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+        cmd.request_id = sub->resub_request = ++c->next_request;
+        cmd.body_case = SPBE__V1__COMMAND__BODY_SUBSCRIBE;
+        cmd.subscribe = &msg;
+        send_command(c, &cmd, NULL, 0);
+        free(tps);
+        free(ptrs);
+    }
+    flights_send(c);
+}
+
 int
 spbe_publish_signed(spbe_client *c, const uint8_t *signed_message, size_t len, uint64_t *token)
 {
     if (c->closed_code)
         return fail(c, c->closed_code, "session closed by the broker");
-    Spbe__V1__Publish pub = SPBE__V1__PUBLISH__INIT;
-    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
-    cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH;
-    cmd.publish = &pub;
-    cmd.request_id = ++c->next_request;
-    int rc = send_command(c, &cmd, signed_message, len);
-    if (rc != SPBE_OK)
-        return rc;
-    c->in_flight++;
+    in_flight *e = flight_append(c, signed_message, len);
+    if (!e)
+        return fail(c, SPBE_INTERNAL, "out of memory");
     if (token)
-        *token = cmd.request_id;
-    return SPBE_OK;
+        *token = e->token;
+    int rc = flights_send(c);
+    return rc == SPBE_OK || c->reconnect ? SPBE_OK : rc;
 }
 
 int
@@ -578,30 +793,41 @@ int
 spbe_publish(spbe_client *c, const char *topic, const void *payload, size_t len,
              const spbe_message_options *o, spbe_receipt *receipt)
 {
-    uint8_t *buf;
-    size_t n;
     spbe_receipt local;
     if (!receipt)
         receipt = &local;
     memset(receipt, 0, sizeof *receipt);
-    int rc = spbe_sign(c, topic, payload, len, o, &buf, &n);
-    if (rc != SPBE_OK)
-        return rc;
-    Spbe__V1__Publish pub = SPBE__V1__PUBLISH__INIT;
-    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
-    cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH;
-    cmd.publish = &pub;
-    Spbe__V1__Reply *reply;
-    Spbe__V1__BrokerFrame *owner;
-    rc = request(c, &cmd, buf, n, &reply, NULL, NULL, &owner);
-    free(buf);
+    uint64_t token;
+    int rc = spbe_publish_async(c, topic, payload, len, o, &token);
     if (rc != SPBE_OK) {
         receipt->code = rc;
         snprintf(receipt->error, sizeof receipt->error, "%.255s", c->error);
         return rc;
     }
-    receipt_from_reply(c, reply, receipt);
-    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    int done = 0;
+    in_flight *e = &c->flights[c->f_count - 1];
+    e->sync_out = receipt;
+    e->sync_done = &done;
+    int64_t deadline = now_ms() + c->timeout_ms;
+    while (!done) {
+        int64_t left = deadline - now_ms();
+        rc = left > 0 ? spbe_dispatch(c, (int)left, NULL) : SPBE_TIMEOUT;
+        if (done)
+            break;
+        if (rc != SPBE_OK || left <= 0) {
+            /* give up waiting; a late receipt goes to the receipt handler */
+            for (size_t i = c->f_head; i < c->f_count; i++)
+                if (c->flights[i].token == token) {
+                    c->flights[i].sync_out = NULL;
+                    c->flights[i].sync_done = NULL;
+                }
+            if (rc == SPBE_OK || rc == SPBE_TIMEOUT)
+                rc = fail(c, SPBE_TIMEOUT, "no receipt within %d ms", c->timeout_ms);
+            receipt->code = rc;
+            snprintf(receipt->error, sizeof receipt->error, "%.255s", c->error);
+            return rc;
+        }
+    }
     if (receipt->code != SPBE_OK)
         fail(c, receipt->code, "%s", receipt->error);
     return receipt->code;
@@ -609,44 +835,134 @@ spbe_publish(spbe_client *c, const char *topic, const void *payload, size_t len,
 
 /* ------------------------------------------------------------ dispatch */
 
+static client_sub *
+sub_by_broker_id(spbe_client *c, uint64_t id)
+{
+    for (client_sub *sub = c->subs; sub; sub = sub->next)
+        if (sub->broker_id == id && id != 0)
+            return sub;
+    return NULL;
+}
+
+static position *
+sub_position(client_sub *sub, const char *topic)
+{
+    for (size_t i = 0; i < sub->n_pos; i++)
+        if (strcmp(sub->pos[i].topic, topic) == 0)
+            return &sub->pos[i];
+    if (sub->n_pos == sub->cap_pos) {
+        size_t cap = sub->cap_pos ? 2 * sub->cap_pos : 4;
+        position *n = realloc(sub->pos, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        sub->pos = n;
+        sub->cap_pos = cap;
+    }
+    position *p = &sub->pos[sub->n_pos++];
+    snprintf(p->topic, sizeof p->topic, "%s", topic);
+    p->next = 0;
+    return p;
+}
+
+/* A reply that is not the one a synchronous call waits for. */
+static int
+handle_reply(spbe_client *c, Spbe__V1__Reply *reply)
+{
+    int code = (int)reply->code;
+    if (reply->request_id == 0) { /* heartbeat */
+        if (code == SPBE_UNAVAILABLE && c->reconnect)
+            session_lost(c, reply->error);
+        return 0;
+    }
+    if (reply->request_id == c->hello_request && !c->connected) {
+        if (code == SPBE_OK && reply->body_case == SPBE__V1__REPLY__BODY_WELCOME &&
+            reply->welcome->broker_key.len == WIRE_KEY_BYTES &&
+            memcmp(reply->welcome->broker_key.data, c->broker_key, WIRE_KEY_BYTES) == 0) {
+            c->heartbeat_ms = (int)reply->welcome->heartbeat_ms;
+            session_resume(c);
+        } else if (code == SPBE_REVOKED || code == SPBE_UNKNOWN_SENDER ||
+                   code == SPBE_FORBIDDEN || code == SPBE_OK) {
+            c->closed_code = code == SPBE_OK ? SPBE_BAD_REQUEST : code;
+            fail(c, c->closed_code, "broker refused the session again: %s", reply->error);
+        }
+        return 0;
+    }
+    for (client_sub *sub = c->subs; sub; sub = sub->next)
+        if (sub->resub_request == reply->request_id) {
+            sub->resub_request = 0;
+            if (code == SPBE_OK && reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED)
+                sub->broker_id = reply->subscribed->subscription_id;
+            else
+                fail(c, code, "subscription %s not resumed: %s", sub->pattern, reply->error);
+            return 0;
+        }
+    if (code == SPBE_UNAVAILABLE && reply->body_case != SPBE__V1__REPLY__BODY_RECEIPT &&
+        c->reconnect) {
+        session_lost(c, reply->error); /* whatever it answered is resent after the welcome */
+        return 0;
+    }
+    in_flight *e = flight_find(c, reply->request_id);
+    if (!e)
+        return 0; /* a late reply to a call that timed out, or to an earlier session */
+    spbe_receipt r;
+    receipt_from_reply(c, reply, &r);
+    r.token = e->token;
+    if (e->resent && r.code == SPBE_DUPLICATE && r.signed_by_broker) {
+        /* stored by the attempt before the reconnect: exactly once, at this sequence */
+        r.code = SPBE_OK;
+        r.error[0] = '\0';
+    }
+    spbe_receipt *out = e->sync_out;
+    int *done = e->sync_done;
+    flight_done(c, e);
+    if (out) {
+        *out = r;
+        *done = 1;
+        c->wake = 1; /* the synchronous publish waiting in dispatch may return */
+        return 0;
+    }
+    if (c->on_receipt)
+        c->on_receipt(&r, c->receipt_arg);
+    return 1;
+}
+
 /* Runs the handler of one frame; returns 1 if it was an event for the user. */
 static int
 handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size_t body_len)
 {
-    if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY) {
-        Spbe__V1__Reply *reply = f->reply;
-        if (reply->request_id == 0)
-            return 0; /* heartbeat */
-        if (reply->body_case == SPBE__V1__REPLY__BODY_RECEIPT ||
-            ((int)reply->code != SPBE_OK && c->in_flight > 0)) {
-            if (c->in_flight > 0)
-                c->in_flight--;
-            spbe_receipt r;
-            receipt_from_reply(c, reply, &r);
-            if (c->on_receipt)
-                c->on_receipt(&r, c->receipt_arg);
-            return 1;
-        }
-        return 0; /* a late reply to a call that timed out */
-    }
+    if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY)
+        return handle_reply(c, f->reply);
     if (f->body_case != SPBE__V1__BROKER_FRAME__BODY_EVENT)
         return 0;
     Spbe__V1__Event *ev = f->event;
     if (ev->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
-        c->closed_code = ev->goodbye->code ? (int)ev->goodbye->code : SPBE_UNAVAILABLE;
-        fail(c, c->closed_code, "broker closed the session: %s", ev->goodbye->reason);
+        int code = ev->goodbye->code ? (int)ev->goodbye->code : SPBE_UNAVAILABLE;
+        if (code == SPBE_UNAVAILABLE && c->reconnect) {
+            session_lost(c, ev->goodbye->reason);
+        } else {
+            c->closed_code = code;
+            fail(c, code, "broker closed the session: %s", ev->goodbye->reason);
+        }
         return 0;
     }
     if (ev->body_case != SPBE__V1__EVENT__BODY_DELIVERY || !body)
         return 0;
+    client_sub *sub = sub_by_broker_id(c, ev->delivery->subscription_id);
+    if (!sub)
+        return 0; /* of a subscription ended or from a session before a reconnect */
+    position *pos = sub_position(sub, ev->delivery->topic);
+    if (pos && pos->next && ev->delivery->sequence < pos->next)
+        return 0; /* already delivered before a reconnect */
     Spbe__V1__SignedMessage *sm;
     Spbe__V1__Message *m;
     if (wire_envelope_decode(body, body_len, &sm, &m, NULL) != SPBE_OK) {
         wire_envelope_free(&sm, &m);
         return 0;
     }
+    if (pos)
+        pos->next = ev->delivery->sequence + 1;
     spbe_delivery d = {
-        .subscription_id = ev->delivery->subscription_id,
+        .subscription_id = sub->local_id,
         .topic = ev->delivery->topic,
         .sequence = ev->delivery->sequence,
         .accepted_ns = ev->delivery->accepted_ns,
@@ -672,22 +988,23 @@ int
 spbe_dispatch(spbe_client *c, int timeout_ms, int *events)
 {
     int handled = 0;
-    if (events)
-        *events = 0;
-    while (c->head) {
-        queued *q = c->head;
-        c->head = q->next;
-        if (!c->head)
-            c->tail = NULL;
-        handled += handle_frame(c, q->frame, q->body, q->body_len);
-        spbe__v1__broker_frame__free_unpacked(q->frame, NULL);
-        free(q->body);
-        free(q);
-    }
+    c->wake = 0;
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
-    while (!c->closed_code) {
+    for (;;) {
+        while (c->head) { /* frames queued while a synchronous call waited */
+            queued *q = c->head;
+            c->head = q->next;
+            if (!c->head)
+                c->tail = NULL;
+            handled += handle_frame(c, q->frame, q->body, q->body_len);
+            spbe__v1__broker_frame__free_unpacked(q->frame, NULL);
+            free(q->body);
+            free(q);
+        }
+        if (c->closed_code || c->wake)
+            break;
         int64_t left = deadline - now_ms();
-        if (left < 0 || (handled > 0 && left > 0 && timeout_ms != 0))
+        if (left < 0 || (handled > 0 && timeout_ms != 0))
             left = 0; /* after the first events, take only what is ready */
         Spbe__V1__BrokerFrame *f;
         uint8_t *b;
@@ -703,9 +1020,6 @@ spbe_dispatch(spbe_client *c, int timeout_ms, int *events)
         handled += handle_frame(c, f, b, blen);
         spbe__v1__broker_frame__free_unpacked(f, NULL);
         free(b);
-        if (c->head) /* a handler made a call that queued frames */
-            return spbe_dispatch(c, 0, events) == SPBE_OK && events ? (*events += handled, SPBE_OK)
-                                                                    : SPBE_OK;
     }
     if (events)
         *events = handled;
@@ -750,22 +1064,33 @@ int
 spbe_subscribe(spbe_client *c, const char *pattern, spbe_start start, uint64_t start_sequence,
                uint64_t *id)
 {
-    Spbe__V1__Subscribe sub = SPBE__V1__SUBSCRIBE__INIT;
-    sub.pattern = (char *)pattern;
-    sub.start = (Spbe__V1__StartPosition)start;
-    sub.start_sequence = start_sequence;
+    Spbe__V1__Subscribe msg = SPBE__V1__SUBSCRIBE__INIT;
+    msg.pattern = (char *)pattern;
+    msg.start = (Spbe__V1__StartPosition)start;
+    msg.start_sequence = start_sequence;
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_SUBSCRIBE;
-    cmd.subscribe = &sub;
+    cmd.subscribe = &msg;
     Spbe__V1__Reply *reply;
     Spbe__V1__BrokerFrame *owner;
     int rc = simple_call(c, &cmd, &reply, &owner);
     if (rc != SPBE_OK)
         return rc;
+    client_sub *sub = calloc(1, sizeof *sub);
+    if (!sub) {
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+        return fail(c, SPBE_INTERNAL, "out of memory");
+    }
+    sub->local_id = ++c->next_local_sub;
+    sub->broker_id =
+        reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED ? reply->subscribed->subscription_id : 0;
+    snprintf(sub->pattern, sizeof sub->pattern, "%s", pattern);
+    sub->start = start;
+    sub->start_sequence = start_sequence;
+    sub->next = c->subs;
+    c->subs = sub;
     if (id)
-        *id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED
-                  ? reply->subscribed->subscription_id
-                  : 0;
+        *id = sub->local_id;
     spbe__v1__broker_frame__free_unpacked(owner, NULL);
     return SPBE_OK;
 }
@@ -773,8 +1098,20 @@ spbe_subscribe(spbe_client *c, const char *pattern, spbe_start start, uint64_t s
 int
 spbe_unsubscribe(spbe_client *c, uint64_t id)
 {
+    client_sub **pp = &c->subs;
+    while (*pp && (*pp)->local_id != id)
+        pp = &(*pp)->next;
+    if (!*pp)
+        return fail(c, SPBE_NOT_FOUND, "no subscription %llu", (unsigned long long)id);
+    client_sub *sub = *pp;
+    *pp = sub->next;
+    uint64_t broker_id = sub->broker_id;
+    free(sub->pos);
+    free(sub);
+    if (!broker_id || !c->connected)
+        return SPBE_OK; /* nothing to end at the broker */
     Spbe__V1__Unsubscribe u = SPBE__V1__UNSUBSCRIBE__INIT;
-    u.subscription_id = id;
+    u.subscription_id = broker_id;
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_UNSUBSCRIBE;
     cmd.unsubscribe = &u;
@@ -784,6 +1121,13 @@ spbe_unsubscribe(spbe_client *c, uint64_t id)
     if (rc == SPBE_OK)
         spbe__v1__broker_frame__free_unpacked(owner, NULL);
     return rc;
+}
+
+/* 1 while a session with the broker is established. */
+int
+spbe_connected(const spbe_client *c)
+{
+    return c->connected && !c->closed_code;
 }
 
 int

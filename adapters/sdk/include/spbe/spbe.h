@@ -44,6 +44,11 @@ typedef struct spbe_options {
     int timeout_ms;
     /** Free text sent in HELLO (e.g. "bkn-adapter/1.2"). */
     const char *client_name;
+    /** 0 (default): when the broker restarts or the connection drops, say HELLO again,
+     *  resume every subscription where it stopped and resend every publish whose receipt
+     *  had not come (the broker's dedup stores it once; such a receipt reads OK with the
+     *  original sequence). 1: the session's end is final, reported as SPBE_UNAVAILABLE. */
+    int no_reconnect;
 } spbe_options;
 
 /** What one publish carries besides its topic and payload. All optional. */
@@ -147,6 +152,9 @@ int spbe_sign(spbe_client *client, const char *topic, const void *payload, size_
 int spbe_publish_signed(spbe_client *client, const uint8_t *signed_message, size_t len,
                         uint64_t *token);
 
+/** 1 while a session with the broker is established (0 while reconnecting or closed). */
+int spbe_connected(const spbe_client *client);
+
 /** Number of async publishes whose receipts have not arrived. */
 size_t spbe_in_flight(const spbe_client *client);
 
@@ -155,7 +163,11 @@ int spbe_flush(spbe_client *client, int timeout_ms);
 
 /**
  * Subscribes to a pattern. Deliveries come through the delivery handler. *id (may be
- * NULL) gets the subscription id. Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN.
+ * NULL) gets the subscription id. After a reconnect the subscription goes on from the
+ * next sequence of each topic it had received from; topics it had received nothing from
+ * follow start again (with SPBE_START_NEW, what they got meanwhile is not replayed —
+ * durable consumers give that guarantee). Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN,
+ * SPBE_UNAVAILABLE while reconnecting.
  */
 int spbe_subscribe(spbe_client *client, const char *pattern, spbe_start start,
                    uint64_t start_sequence, uint64_t *id);
@@ -163,9 +175,10 @@ int spbe_unsubscribe(spbe_client *client, uint64_t id);
 
 /**
  * Waits up to timeout_ms (0: only what is ready, -1: forever) for events and runs
- * their handlers; keeps the session alive with heartbeats. *events (may be NULL)
- * gets the number handled. SPBE_OK, or the session's end: SPBE_REVOKED,
- * SPBE_UNAVAILABLE (broker gone or shutting down).
+ * their handlers; keeps the session alive with heartbeats and, unless no_reconnect,
+ * re-establishes it after a broker restart (publishes queue meanwhile). *events (may be
+ * NULL) gets the number handled. SPBE_OK, or the session's final end: SPBE_REVOKED,
+ * SPBE_UNAVAILABLE (broker gone or shutting down, with no_reconnect).
  */
 int spbe_dispatch(spbe_client *client, int timeout_ms, int *events);
 
