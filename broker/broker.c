@@ -18,10 +18,12 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "consumer.h"
 #include "identity.h"
 #include "log.h"
 #include "registry.h"
 #include "router.h"
+#include "service.h"
 #include "workpool.h"
 #include "writer.h"
 #include "spbe/errors.h"
@@ -32,6 +34,9 @@
 #define GROUPS 3         /* commit groups: one filling, up to two with the writer */
 #define PUMP_BUDGET 2048 /* catch-up deliveries per loop turn */
 #define ROUTING_MAX 256
+#define LETTERS_MAX 256 /* dead letters committed with one group (consumer.c's bound) */
+#define REQUEST_TIMEOUT_DEFAULT_MS 30000
+#define REQUEST_TIMEOUT_MAX_MS 300000
 
 typedef struct session {
     uint8_t routing[ROUTING_MAX];
@@ -42,10 +47,19 @@ typedef struct session {
     int64_t opened_ns;
 } session;
 
+/* What a signed message arriving from a client is: a publish, a request to a service,
+ * or a server's reply to one. All three are checked, stored and receipted alike. */
+enum signed_kind { KIND_PUBLISH, KIND_REQUEST, KIND_RESPOND };
+
 typedef struct pending_publish {
     uint8_t routing[ROUTING_MAX];
     size_t routing_len;
     uint64_t request_id;
+    enum signed_kind kind;
+    uint64_t ref;        /* KIND_RESPOND: the request it answers */
+    uint32_t timeout_ms; /* KIND_REQUEST */
+    char service[WIRE_TOPIC_MAX_BYTES + 1];
+    char member[WIRE_MEMBER_MAX_BYTES + 1]; /* the session's */
     zmq_msg_t body;
     Spbe__V1__SignedMessage *signed_message;
     Spbe__V1__Message *message;
@@ -61,8 +75,10 @@ typedef struct pending_publish {
 /* Publishes that share one durable commit. */
 typedef struct group {
     pending_publish batch[DRAIN_MAX];
-    store_append_item items[DRAIN_MAX];
+    store_append_item items[DRAIN_MAX + LETTERS_MAX];
     size_t n_batch;
+    size_t n_items;           /* items[0, n_items) publishes, then the dead letters */
+    consumer_batch consumers; /* consumer bookkeeping committed with the group */
     writer_job job;
     uint64_t check_ns, verify_ns;
     struct group *next; /* in the free list */
@@ -91,7 +107,12 @@ struct broker {
     uint64_t accepted, rejected, duplicates, commits;
     workpool *workers;
     stage_clock clock;
+    consumer_set *consumers;
+    service_table *services;
+    uint64_t requests, responses, request_timeouts;
 };
+
+static void requests_fail(broker *b, pending_request *list, int code, const char *reason);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -125,6 +146,11 @@ static void
 session_close(broker *b, session *s)
 {
     router_drop_owner(b->router, s);
+    if (b->consumers)
+        consumer_detach_session(b->consumers, s);
+    if (b->services)
+        requests_fail(b, service_drop_session(b->services, s), SPBE_UNAVAILABLE,
+                      "the serving member went away before answering");
     for (size_t i = 0; i < b->n_sessions; i++)
         if (b->sessions[i] == s) {
             b->sessions[i] = b->sessions[--b->n_sessions];
@@ -221,6 +247,35 @@ send_delivery(void *ctx, void *owner, uint64_t subscription_id, const char *topi
     return rc;
 }
 
+/* The consumers' way out: a Delivery that names the consumer, to acknowledge. */
+static int
+send_consumer_delivery(void *ctx, void *owner, uint64_t attachment, const char *consumer,
+                       const char *topic, uint64_t sequence, int64_t accepted_ns,
+                       uint32_t delivery_count, int64_t ack_deadline_ns, const uint8_t *data,
+                       size_t len)
+{
+    broker *b = ctx;
+    session *s = owner;
+    Spbe__V1__Delivery d = SPBE__V1__DELIVERY__INIT;
+    d.subscription_id = attachment;
+    d.topic = (char *)topic;
+    d.sequence = sequence;
+    d.accepted_ns = accepted_ns;
+    d.consumer = (char *)consumer;
+    d.delivery_count = delivery_count;
+    d.ack_deadline_ns = ack_deadline_ns;
+    Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
+    ev.body_case = SPBE__V1__EVENT__BODY_DELIVERY;
+    ev.delivery = &d;
+    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
+    f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
+    f.event = &ev;
+    int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
+    if (rc == EHOSTUNREACH)
+        log_event(LOG_INFO, "session_gone", "member=%s consumer=%s", s->member, consumer);
+    return rc;
+}
+
 /* ------------------------------------------------------------ first start */
 
 static int
@@ -313,11 +368,18 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         goto fail;
     }
     b->router = router_new(b->store, send_delivery, b);
+    b->consumers = consumer_set_new(b->store, &b->key, send_consumer_delivery, b);
+    b->services = service_table_new();
     b->workers = workpool_new(0);
     b->ctx = zmq_ctx_new();
-    if (!b->router || !b->ctx)
+    if (!b->router || !b->ctx || !b->consumers || !b->services)
         goto fail_msg;
-    b->writer = writer_new(b->ctx, b->store, config->dedup_window_ns);
+    if (consumer_set_load(b->consumers) != SPBE_OK) {
+        snprintf(err, err_len, "cannot load the consumers");
+        goto fail;
+    }
+    b->writer = writer_new(b->ctx, b->store, config->dedup_window_ns, b->config.retention,
+                           b->config.n_retention);
     if (!b->writer)
         goto fail_msg;
 
@@ -370,6 +432,8 @@ broker_destroy(broker **bp)
     free(b->sessions);
     router_destroy(&b->router);
     writer_destroy(&b->writer);
+    consumer_set_destroy(&b->consumers);
+    service_table_destroy(&b->services);
     workpool_destroy(&b->workers);
     if (b->socket)
         zmq_close(b->socket);
@@ -493,13 +557,89 @@ reject_publish(broker *b, session *s, uint64_t request_id, int code, const char 
     receipt_send(b, s->routing, s->routing_len, request_id, code, reason, &receipt);
 }
 
-/* Checks a publish in the order cheapest first; one that passes joins the commit group
- * (taking the body frame), where its signature is verified on the workers. */
+/* What the command says besides the signed message: kind-specific checks. */
+typedef struct admission {
+    enum signed_kind kind;
+    const char *service; /* KIND_REQUEST */
+    uint32_t timeout_ms; /* KIND_REQUEST */
+    uint64_t ref;        /* KIND_RESPOND */
+} admission;
+
+/* The kind-specific checks of a decoded message from a registered, live sender:
+ * SPBE_OK or a code with *reason. */
+static int
+admit_kind(broker *b, session *s, const admission *a, const Spbe__V1__Member *sender,
+           const Spbe__V1__Message *m, const char **reason)
+{
+    char expect[WIRE_TOPIC_MAX_BYTES + 16];
+    switch (a->kind) {
+    case KIND_PUBLISH:
+        if (strncmp(m->topic, "$sys.", 5) == 0) {
+            *reason = "topics beginning $sys. are the broker's own";
+            return SPBE_FORBIDDEN;
+        }
+        if (!registry_may_publish(sender, m->topic)) {
+            *reason = "no right to publish to this topic";
+            return SPBE_FORBIDDEN;
+        }
+        return SPBE_OK;
+    case KIND_REQUEST:
+        if (!a->service || !wire_topic_valid(a->service) || strncmp(a->service, "$sys.", 5) == 0) {
+            *reason = "service name is not valid (topic syntax, not $sys.)";
+            return SPBE_INVALID_TOPIC;
+        }
+        snprintf(expect, sizeof expect, "$sys.svc.%s", a->service);
+        if (strcmp(m->topic, expect) != 0) {
+            *reason = "a request's topic must be $sys.svc.<service>";
+            return SPBE_BAD_REQUEST;
+        }
+        if (!registry_may_call(sender, a->service)) {
+            *reason = "no right to call this service";
+            return SPBE_FORBIDDEN;
+        }
+        if (a->timeout_ms > REQUEST_TIMEOUT_MAX_MS) {
+            *reason = "timeout is at most 300000 ms";
+            return SPBE_BAD_REQUEST;
+        }
+        if (service_servers(b->services, a->service) == 0) {
+            *reason = "no member serves this service now";
+            return SPBE_UNAVAILABLE;
+        }
+        return SPBE_OK;
+    case KIND_RESPOND: {
+        pending_request *pr = service_pending_find(b->services, a->ref);
+        if (!pr) {
+            *reason = "no request with this reference is waiting (answered or timed out)";
+            return SPBE_NOT_FOUND;
+        }
+        if (pr->server != s) {
+            *reason = "the request was sent to another session";
+            return SPBE_FORBIDDEN;
+        }
+        snprintf(expect, sizeof expect, "$sys.svc.%s", pr->service);
+        if (strcmp(m->topic, expect) != 0) {
+            *reason = "a reply's topic must be the request's $sys.svc.<service>";
+            return SPBE_BAD_REQUEST;
+        }
+        if (m->correlation_id.len != WIRE_ID_BYTES ||
+            memcmp(m->correlation_id.data, pr->message_id, WIRE_ID_BYTES) != 0) {
+            *reason = "a reply's correlation id must be the request's message id";
+            return SPBE_BAD_REQUEST;
+        }
+        return SPBE_OK;
+    }
+    }
+    return SPBE_INTERNAL;
+}
+
+/* Checks a signed message (publish, request or reply) in the order cheapest first; one
+ * that passes joins the commit group (taking the body frame), where its signature is
+ * verified on the workers. */
 static void
-handle_publish(broker *b, session *s, uint64_t request_id, zmq_msg_t *body)
+admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admission *a)
 {
     if (!body) {
-        reject_publish(b, s, request_id, SPBE_BAD_REQUEST, "publish needs a body frame", NULL,
+        reject_publish(b, s, request_id, SPBE_BAD_REQUEST, "this command needs a body frame", NULL,
                        NULL);
         return;
     }
@@ -534,9 +674,8 @@ handle_publish(broker *b, session *s, uint64_t request_id, zmq_msg_t *body)
         } else if (strcmp(m->sender, s->member) != 0) {
             code = SPBE_FORBIDDEN;
             reason = "sender differs from the session's member";
-        } else if (!registry_may_publish(sender, m->topic)) {
-            code = SPBE_FORBIDDEN;
-            reason = "no right to publish to this topic";
+        } else {
+            code = admit_kind(b, s, a, sender, m, &reason);
         }
     }
     if (code != SPBE_OK) {
@@ -549,6 +688,11 @@ handle_publish(broker *b, session *s, uint64_t request_id, zmq_msg_t *body)
     memcpy(p->routing, s->routing, s->routing_len);
     p->routing_len = s->routing_len;
     p->request_id = request_id;
+    p->kind = a->kind;
+    p->ref = a->ref;
+    p->timeout_ms = a->timeout_ms ? a->timeout_ms : REQUEST_TIMEOUT_DEFAULT_MS;
+    snprintf(p->service, sizeof p->service, "%s", a->kind == KIND_REQUEST ? a->service : "");
+    snprintf(p->member, sizeof p->member, "%s", s->member);
     zmq_msg_init(&p->body);
     zmq_msg_move(&p->body, body);
     p->signed_message = sm;
@@ -599,6 +743,101 @@ publish_reason(int code)
     }
 }
 
+/* ------------------------------------------------------------ services */
+
+static void
+requests_fail(broker *b, pending_request *list, int code, const char *reason)
+{
+    while (list) {
+        pending_request *pr = list;
+        list = pr->next;
+        send_error(b, pr->caller, pr->caller_len, pr->caller_request, code, reason);
+        log_event(LOG_INFO, "request_failed", "service=%s sequence=%llu code=%s", pr->service,
+                  (unsigned long long)pr->request_sequence, spbe_error_name(code));
+        service_pending_free(pr);
+    }
+}
+
+/* A stored request goes to one serving session, which answers with Respond. */
+static void
+request_forward(broker *b, pending_publish *p)
+{
+    session *server = service_pick(b->services, p->service);
+    if (!server) {
+        receipt_send(b, p->routing, p->routing_len, p->request_id, SPBE_UNAVAILABLE,
+                     "no member serves this service now", &p->receipt);
+        return;
+    }
+    pending_request pr;
+    memset(&pr, 0, sizeof pr);
+    memcpy(pr.caller, p->routing, p->routing_len);
+    pr.caller_len = p->routing_len;
+    pr.caller_request = p->request_id;
+    pr.server = server;
+    snprintf(pr.service, sizeof pr.service, "%s", p->service);
+    pr.deadline_ns = wire_now_ns() + (int64_t)p->timeout_ms * 1000000;
+    pr.request_sequence = p->item->sequence;
+    memcpy(pr.message_id, p->message->id.data, WIRE_ID_BYTES);
+    if (p->receipt.receipt.data) {
+        pr.receipt_len = spbe__v1__signed_receipt__get_packed_size(&p->receipt);
+        pr.receipt = malloc(pr.receipt_len);
+        if (pr.receipt)
+            spbe__v1__signed_receipt__pack(&p->receipt, pr.receipt);
+    }
+    free(p->receipt.receipt.data);
+    p->receipt.receipt.data = NULL;
+    if (service_pending_add(b->services, &pr) != SPBE_OK) {
+        free(pr.receipt);
+        send_error(b, p->routing, p->routing_len, p->request_id, SPBE_INTERNAL, "out of memory");
+        return;
+    }
+    Spbe__V1__RequestEvent re = SPBE__V1__REQUEST_EVENT__INIT;
+    re.service = p->service;
+    re.request_ref = pr.ref;
+    re.sequence = pr.request_sequence;
+    re.deadline_ns = pr.deadline_ns;
+    Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
+    ev.body_case = SPBE__V1__EVENT__BODY_REQUEST;
+    ev.request = &re;
+    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
+    f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
+    f.event = &ev;
+    int rc = send_frame(b, server->routing, server->routing_len, &f, p->item->data, p->item->len);
+    if (rc) {
+        requests_fail(b, service_pending_take(b->services, pr.ref), SPBE_UNAVAILABLE,
+                      "the serving member cannot take the request now");
+        return;
+    }
+    b->requests++;
+}
+
+/* A stored reply goes to the caller waiting for it, with both receipts. */
+static void
+response_forward(broker *b, pending_publish *p)
+{
+    pending_request *pr = service_pending_take(b->services, p->ref);
+    if (!pr)
+        return; /* timed out while the reply was being stored: logged all the same */
+    Spbe__V1__SignedReceipt *request_receipt =
+        pr->receipt ? spbe__v1__signed_receipt__unpack(NULL, pr->receipt_len, pr->receipt) : NULL;
+    Spbe__V1__Response resp = SPBE__V1__RESPONSE__INIT;
+    resp.service = pr->service;
+    resp.request_sequence = pr->request_sequence;
+    resp.reply_sequence = p->item->sequence;
+    resp.server = p->member;
+    resp.request_receipt = request_receipt;
+    resp.reply_receipt = p->receipt.receipt.data ? &p->receipt : NULL;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = pr->caller_request;
+    reply.body_case = SPBE__V1__REPLY__BODY_RESPONSE;
+    reply.response = &resp;
+    send_reply(b, pr->caller, pr->caller_len, &reply, p->item->data, p->item->len);
+    if (request_receipt)
+        spbe__v1__signed_receipt__free_unpacked(request_receipt, NULL);
+    service_pending_free(pr);
+    b->responses++;
+}
+
 /* After the commit (or without one, if nothing in the group passed): receipts signed in
  * parallel and sent in arrival order, then fan-out to subscribers. */
 static void
@@ -631,18 +870,41 @@ group_finish(broker *b, group *g)
     workpool_run(b->workers, receipt_one, &w, g->n_batch, 4);
     for (size_t i = 0; i < g->n_batch; i++) {
         pending_publish *p = &g->batch[i];
+        if (p->kind == KIND_REQUEST && p->code == SPBE_OK) {
+            request_forward(b, p);
+            continue;
+        }
+        if (p->kind == KIND_RESPOND && p->code == SPBE_OK)
+            response_forward(b, p);
         receipt_send(b, p->routing, p->routing_len, p->request_id, p->code, publish_reason(p->code),
                      &p->receipt);
     }
     uint64_t t1 = mono_ns();
     for (size_t i = 0; i < g->n_batch; i++) {
         pending_publish *p = &g->batch[i];
-        if (p->code == SPBE_OK)
+        if (p->code == SPBE_OK) {
             router_publish(b->router, p->item->topic_id, p->message->topic, p->item->sequence,
                            p->item->accepted_ns, p->item->data, p->item->len);
+            consumer_publish(b->consumers, p->item->topic_id, p->message->topic, p->item->sequence);
+        }
         zmq_msg_close(&p->body);
         wire_envelope_free(&p->signed_message, &p->message);
     }
+    /* the dead letters committed with the group */
+    consumer_batch *cb = &g->consumers;
+    for (size_t i = 0; i < cb->n_letters; i++) {
+        store_append_item *it = &g->items[g->n_items + i];
+        cb->letters[i].code = it->code;
+        cb->letters[i].topic_id = it->topic_id;
+        cb->letters[i].sequence = it->sequence;
+        if (it->code == SPBE_OK)
+            router_publish(b->router, it->topic_id, it->topic, it->sequence, it->accepted_ns,
+                           it->data, it->len);
+    }
+    if ((cb->n_ops || cb->n_letters) && g->job.ops_rc != SPBE_OK)
+        log_event(LOG_ERROR, "consumer_state_not_stored", "ops=%zu code=%s", cb->n_ops,
+                  spbe_error_name(g->job.ops_rc));
+    consumer_batch_done(b->consumers, cb);
     uint64_t t2 = mono_ns();
     b->clock.messages += g->n_batch;
     b->clock.groups++;
@@ -684,11 +946,22 @@ group_submit(broker *b)
         it->len = zmq_msg_size(&p->body);
         p->item = it;
     }
+    g->n_items = n_items;
+    memset(&g->consumers, 0, sizeof g->consumers);
+    if (consumer_dirty(b->consumers))
+        consumer_take(b->consumers, &g->consumers);
+    for (size_t i = 0; i < g->consumers.n_letters && i < LETTERS_MAX; i++)
+        g->items[n_items + i] = g->consumers.letters[i];
     g->job.items = g->items;
-    g->job.count = n_items;
-    if (n_items == 0 || writer_submit(b->writer, &g->job) != SPBE_OK) {
-        for (size_t i = 0; n_items && i < n_items; i++)
+    g->job.count = n_items + g->consumers.n_letters;
+    g->job.ops = g->consumers.ops;
+    g->job.n_ops = g->consumers.n_ops;
+    g->job.rc = g->job.ops_rc = SPBE_OK;
+    if ((g->job.count == 0 && g->job.n_ops == 0) || writer_submit(b->writer, &g->job) != SPBE_OK) {
+        for (size_t i = 0; i < g->job.count; i++)
             g->items[i].code = SPBE_INTERNAL;
+        if (g->job.count || g->job.n_ops)
+            g->job.rc = g->job.ops_rc = SPBE_INTERNAL;
         group_finish(b, g);
         return;
     }
@@ -716,8 +989,19 @@ may_read_topic(const broker *b, const session *s, const char *topic)
     const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
     if (!m)
         return 0;
-    return registry_has_role(m, "ops") || registry_has_role(m, "admin") ||
-           registry_may_subscribe(m, topic);
+    if (registry_has_role(m, "ops") || registry_has_role(m, "admin"))
+        return 1;
+    if (strncmp(topic, "$sys.dlq.", 9) == 0) { /* a consumer's owner reads its dead letters */
+        const Spbe__V1__ConsumerConfig *cfg = consumer_config(b->consumers, topic + 9);
+        Spbe__V1__ConsumerInfo *info = NULL;
+        int own = cfg && consumer_info(b->consumers, topic + 9, &info) == SPBE_OK &&
+                  strcmp(info->owner, s->member) == 0;
+        if (info)
+            spbe__v1__consumer_info__free_unpacked(info, NULL);
+        if (own)
+            return 1;
+    }
+    return registry_may_subscribe(m, topic);
 }
 
 /* 1 if topic is valid and the session may read it; otherwise answers the error, 0. */
@@ -877,7 +1161,9 @@ handle_member_add(broker *b, session *s, uint64_t request_id, const Spbe__V1__Me
              wire_curve_public(add->public_key.data, curve))
         bad = "public key must be a valid Ed25519 key of 32 bytes";
     else if (add->rights && (!valid_patterns(add->rights->publish, add->rights->n_publish) ||
-                             !valid_patterns(add->rights->subscribe, add->rights->n_subscribe)))
+                             !valid_patterns(add->rights->subscribe, add->rights->n_subscribe) ||
+                             !valid_patterns(add->rights->serve, add->rights->n_serve) ||
+                             !valid_patterns(add->rights->call, add->rights->n_call)))
         bad = "rights contain an invalid topic pattern";
     else if (registry_find_member(b->registry, add->name))
         bad = "member already exists";
@@ -943,6 +1229,9 @@ handle_member_revoke(broker *b, session *s, uint64_t request_id, const Spbe__V1_
         if (strcmp(t->member, rv->name) == 0 && !t->revoked) {
             t->revoked = 1;
             router_drop_owner(b->router, t);
+            consumer_detach_session(b->consumers, t);
+            requests_fail(b, service_drop_session(b->services, t), SPBE_UNAVAILABLE,
+                          "the serving member has been revoked");
             send_goodbye(b, t, SPBE_REVOKED, "member has been revoked");
         }
     }
@@ -1173,6 +1462,394 @@ require_admin(broker *b, session *s, uint64_t request_id)
     return 0;
 }
 
+/* ------------------------------------------------------------ services, consumers */
+
+/* Waits until the writer has handed back every group: for the rare changes the I/O
+ * thread commits itself (consumers created or deleted, dead letters moved), so that
+ * they land after everything submitted before them. */
+static void
+writer_drain(broker *b)
+{
+    while (b->in_writer > 0) {
+        zmq_pollitem_t item = {writer_socket(b->writer), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 1000);
+        groups_collect(b);
+    }
+}
+
+static void
+send_ok(broker *b, session *s, uint64_t request_id)
+{
+    Spbe__V1__Reply ok = SPBE__V1__REPLY__INIT;
+    ok.request_id = request_id;
+    send_reply(b, s->routing, s->routing_len, &ok, NULL, 0);
+}
+
+static void
+handle_serve(broker *b, session *s, uint64_t request_id, const char *service, int serve)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    if (!wire_topic_valid(service) || strncmp(service, "$sys.", 5) == 0) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INVALID_TOPIC,
+                   "service name is not valid (topic syntax, not $sys.)");
+        return;
+    }
+    if (!serve) {
+        if (service_unserve(b->services, service, s) == SPBE_OK)
+            send_ok(b, s, request_id);
+        else
+            send_error(b, s->routing, s->routing_len, request_id, SPBE_NOT_FOUND,
+                       "this session does not serve the service");
+        return;
+    }
+    if (!m || !registry_may_serve(m, service)) {
+        log_event(LOG_INFO, "serve_rejected", "member=%s service=%s code=FORBIDDEN", s->member,
+                  service);
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+                   "no right to serve this service");
+        return;
+    }
+    if (service_serve(b->services, service, s) != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INTERNAL, "out of memory");
+        return;
+    }
+    log_event(LOG_INFO, "serving", "member=%s service=%s", s->member, service);
+    send_ok(b, s, request_id);
+}
+
+/* The owner of a consumer, admins, and members who may subscribe to its pattern see it. */
+static int
+may_see_consumer(broker *b, session *s, const Spbe__V1__ConsumerInfo *info)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    return m && (registry_has_role(m, "ops") || registry_has_role(m, "admin") ||
+                 strcmp(info->owner, s->member) == 0 ||
+                 registry_may_subscribe(m, info->config->pattern));
+}
+
+/* Changing a consumer (delete, dead letters) is for its owner and admins. */
+static int
+may_change_consumer(broker *b, session *s, const char *name)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    if (m && registry_has_role(m, "admin"))
+        return 1;
+    Spbe__V1__ConsumerInfo *info = NULL;
+    int own =
+        consumer_info(b->consumers, name, &info) == SPBE_OK && strcmp(info->owner, s->member) == 0;
+    if (info)
+        spbe__v1__consumer_info__free_unpacked(info, NULL);
+    return own;
+}
+
+static void
+handle_consume(broker *b, session *s, uint64_t request_id, const Spbe__V1__Consume *consume)
+{
+    const Spbe__V1__ConsumerConfig *cfg = consume->config;
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    const char *bad = NULL;
+    int code = SPBE_BAD_REQUEST;
+    if (!cfg || !consumer_name_valid(cfg->name))
+        bad = "consumer name must be 1 to 64 of [a-z0-9_-]";
+    const Spbe__V1__ConsumerConfig *existing =
+        bad ? NULL : consumer_config(b->consumers, cfg->name);
+    if (bad) {
+    } else if (existing) {
+        if (cfg->pattern[0] && strcmp(cfg->pattern, existing->pattern) != 0)
+            bad = "the consumer exists with another pattern";
+        else if (!m || !registry_may_subscribe(m, existing->pattern))
+            code = SPBE_FORBIDDEN, bad = "no right to subscribe to the consumer's pattern";
+    } else if (!wire_pattern_valid(cfg->pattern)) {
+        code = SPBE_INVALID_TOPIC, bad = "a new consumer needs a valid topic pattern";
+    } else if (!m || !registry_may_subscribe(m, cfg->pattern)) {
+        code = SPBE_FORBIDDEN, bad = "no right to subscribe to this pattern";
+    } else if (cfg->start == SPBE__V1__START_POSITION__START_TIME && cfg->start_time_ns <= 0) {
+        bad = "start at a time needs start_time_ns";
+    } else if (cfg->ack_wait_ms && (cfg->ack_wait_ms < 100 || cfg->ack_wait_ms > 86400000)) {
+        bad = "ack wait must be 100 ms to 1 day";
+    } else if (cfg->max_deliveries > 10000 || cfg->max_in_flight > 100000) {
+        bad = "max deliveries is at most 10000, max in flight at most 100000";
+    } else {
+        writer_drain(b);
+        int rc = consumer_create(b->consumers, cfg, s->member);
+        if (rc != SPBE_OK) {
+            send_error(b, s->routing, s->routing_len, request_id, rc, "cannot create the consumer");
+            return;
+        }
+    }
+    if (bad) {
+        log_event(LOG_INFO, "consume_rejected", "member=%s consumer=%s code=%s reason=\"%s\"",
+                  s->member, cfg && cfg->name ? cfg->name : "-", spbe_error_name(code), bad);
+        send_error(b, s->routing, s->routing_len, request_id, code, bad);
+        return;
+    }
+    uint64_t id;
+    if (consumer_attach(b->consumers, cfg->name, s, &id) != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INTERNAL, "cannot attach");
+        return;
+    }
+    log_event(LOG_INFO, "consumer_attached", "member=%s consumer=%s attachment=%llu", s->member,
+              cfg->name, (unsigned long long)id);
+    Spbe__V1__Subscribed ok = SPBE__V1__SUBSCRIBED__INIT;
+    ok.subscription_id = id;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_SUBSCRIBED;
+    reply.subscribed = &ok;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
+static void
+handle_ack(broker *b, session *s, uint64_t request_id, const Spbe__V1__Ack *ack)
+{
+    const Spbe__V1__ConsumerConfig *cfg = consumer_config(b->consumers, ack->consumer);
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    int code = SPBE_OK;
+    const char *reason = NULL;
+    if (!cfg) {
+        code = SPBE_NOT_FOUND, reason = "no such consumer";
+    } else if (!m || !registry_may_subscribe(m, cfg->pattern)) {
+        code = SPBE_FORBIDDEN, reason = "no right to the consumer's pattern";
+    } else {
+        for (size_t i = 0; i < ack->n_items; i++) {
+            const Spbe__V1__AckItem *it = ack->items[i];
+            int rc = consumer_ack(b->consumers, ack->consumer, it->topic, it->sequence,
+                                  (int)it->kind, it->delay_ms);
+            if (rc != SPBE_OK && code == SPBE_OK) {
+                code = rc;
+                reason = "the message is not pending for this consumer (acknowledged already?)";
+            }
+        }
+    }
+    if (request_id == 0)
+        return; /* fire and forget */
+    if (code == SPBE_OK)
+        send_ok(b, s, request_id);
+    else
+        send_error(b, s->routing, s->routing_len, request_id, code, reason);
+}
+
+static void
+consumer_reply(broker *b, session *s, uint64_t request_id, Spbe__V1__ConsumerInfo *info)
+{
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_CONSUMER;
+    reply.consumer = info;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
+static void
+handle_consumer_get(broker *b, session *s, uint64_t request_id, const char *name)
+{
+    Spbe__V1__ConsumerInfo *info = NULL;
+    int rc = consumer_info(b->consumers, name, &info);
+    if (rc == SPBE_OK && !may_see_consumer(b, s, info))
+        rc = SPBE_FORBIDDEN;
+    if (rc == SPBE_OK)
+        consumer_reply(b, s, request_id, info);
+    else
+        send_error(b, s->routing, s->routing_len, request_id, rc,
+                   rc == SPBE_NOT_FOUND   ? "no such consumer"
+                   : rc == SPBE_FORBIDDEN ? "no right to see this consumer"
+                                          : NULL);
+    if (info)
+        spbe__v1__consumer_info__free_unpacked(info, NULL);
+}
+
+typedef struct consumer_collect {
+    broker *b;
+    session *s;
+    collect c;
+} consumer_collect;
+
+static void
+collect_consumer(Spbe__V1__ConsumerInfo *info, void *arg)
+{
+    consumer_collect *cc = arg;
+    if (!may_see_consumer(cc->b, cc->s, info) || collect_push(&cc->c, info))
+        spbe__v1__consumer_info__free_unpacked(info, NULL);
+}
+
+static void
+handle_consumer_list(broker *b, session *s, uint64_t request_id)
+{
+    consumer_collect cc = {.b = b, .s = s};
+    consumer_each(b->consumers, collect_consumer, &cc);
+    Spbe__V1__Consumers list = SPBE__V1__CONSUMERS__INIT;
+    list.consumers = (Spbe__V1__ConsumerInfo **)cc.c.items;
+    list.n_consumers = cc.c.n;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_CONSUMERS;
+    reply.consumers = &list;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    for (size_t i = 0; i < cc.c.n; i++)
+        spbe__v1__consumer_info__free_unpacked(cc.c.items[i], NULL);
+    free(cc.c.items);
+}
+
+static void
+send_count(broker *b, session *s, uint64_t request_id, uint64_t n)
+{
+    Spbe__V1__Count count = SPBE__V1__COUNT__INIT;
+    count.count = n;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_COUNT;
+    reply.count = &count;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
+static void
+handle_consumer_delete(broker *b, session *s, uint64_t request_id, const char *name)
+{
+    if (!consumer_config(b->consumers, name)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_NOT_FOUND, "no such consumer");
+        return;
+    }
+    if (!may_change_consumer(b, s, name)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+                   "only the consumer's owner or an admin may delete it");
+        return;
+    }
+    writer_drain(b);
+    int rc = consumer_delete(b->consumers, name);
+    if (rc == SPBE_OK)
+        send_ok(b, s, request_id);
+    else
+        send_error(b, s->routing, s->routing_len, request_id, rc, "cannot delete the consumer");
+}
+
+typedef struct dlq_scan {
+    uint64_t want, last;
+    store_append_item *items;
+    size_t n;
+    int code;
+} dlq_scan;
+
+/* Copies one dead letter's original message out of the map, as an item to append again. */
+static int
+dlq_take(const store_message *m, void *arg)
+{
+    dlq_scan *d = arg;
+    Spbe__V1__SignedMessage *sm = NULL, *osm = NULL;
+    Spbe__V1__Message *msg = NULL, *orig = NULL;
+    Spbe__V1__DeadLetter *dl = NULL;
+    d->last = m->sequence;
+    if (wire_envelope_decode(m->data, m->len, &sm, &msg, NULL) == SPBE_OK &&
+        (dl = spbe__v1__dead_letter__unpack(NULL, msg->payload.len, msg->payload.data)) != NULL &&
+        wire_envelope_decode(dl->message.data, dl->message.len, &osm, &orig, NULL) == SPBE_OK) {
+        store_append_item *it = &d->items[d->n];
+        memset(it, 0, sizeof *it);
+        it->topic = strdup(orig->topic);
+        it->sender = strdup(orig->sender);
+        uint8_t *id = malloc(WIRE_ID_BYTES), *data = malloc(dl->message.len ? dl->message.len : 1);
+        if (id && data && it->topic && it->sender) {
+            memcpy(id, orig->id.data, WIRE_ID_BYTES);
+            memcpy(data, dl->message.data, dl->message.len);
+            it->id = id;
+            it->data = data;
+            it->len = dl->message.len;
+            it->no_dedup = 1;
+            d->n++;
+        } else {
+            free(id);
+            free(data);
+            free((void *)it->topic);
+            free((void *)it->sender);
+            d->code = SPBE_INTERNAL;
+        }
+    } /* a dead letter that does not decode is dropped with the others: it cannot go back */
+    if (dl)
+        spbe__v1__dead_letter__free_unpacked(dl, NULL);
+    wire_envelope_free(&osm, &orig);
+    wire_envelope_free(&sm, &msg);
+    return d->code != SPBE_OK || d->n >= d->want;
+}
+
+#define DLQ_REPLAY_MAX 10000
+
+/* Moves dead letters (replay: back into their topics) or drops them (purge), oldest first. */
+static void
+handle_dlq(broker *b, session *s, uint64_t request_id, const char *consumer, uint64_t count,
+           int replay)
+{
+    if (!consumer_name_valid(consumer)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_BAD_REQUEST,
+                   "consumer name must be 1 to 64 of [a-z0-9_-]");
+        return;
+    }
+    if (!may_change_consumer(b, s, consumer)) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+                   "only the consumer's owner or an admin may change its dead letters");
+        return;
+    }
+    char topic[WIRE_TOPIC_MAX_BYTES + 16];
+    snprintf(topic, sizeof topic, "$sys.dlq.%s", consumer);
+    writer_drain(b);
+    store_reader *rd;
+    store_topic_info t;
+    int rc = store_reader_begin(b->store, &rd);
+    if (rc == SPBE_OK && store_topic_get(rd, topic, &t) != SPBE_OK) {
+        store_reader_end(&rd);
+        send_count(b, s, request_id, 0); /* no dead letters */
+        return;
+    }
+    dlq_scan d = {.want = count && count < DLQ_REPLAY_MAX ? count : DLQ_REPLAY_MAX,
+                  .code = SPBE_OK};
+    uint64_t n_messages = t.messages;
+    if (rc == SPBE_OK && replay) {
+        d.items = calloc(d.want, sizeof *d.items);
+        uint64_t next;
+        if (!d.items)
+            d.code = SPBE_INTERNAL;
+        else
+            store_read_from(rd, t.id, t.first_sequence, (size_t)d.want, dlq_take, &d, &next);
+    } else if (rc == SPBE_OK) {
+        d.last = count && t.first_sequence + count - 1 < t.last_sequence
+                     ? t.first_sequence + count - 1
+                     : t.last_sequence;
+        n_messages = t.messages ? d.last - t.first_sequence + 1 : 0;
+    }
+    store_reader_end(&rd);
+    if (rc == SPBE_OK)
+        rc = d.code;
+    if (rc == SPBE_OK && d.last) {
+        store_op trim;
+        memset(&trim, 0, sizeof trim);
+        trim.kind = STORE_OP_TRIM;
+        trim.topic_id = t.id;
+        trim.sequence = d.last;
+        int ops_rc = SPBE_INTERNAL;
+        int items_rc = store_apply(b->store, d.items, d.n, &trim, 1, 0, &ops_rc);
+        rc = items_rc != SPBE_OK ? items_rc : ops_rc;
+    }
+    uint64_t moved = replay ? d.n : n_messages;
+    for (size_t i = 0; i < d.n; i++) {
+        store_append_item *it = &d.items[i];
+        if (rc == SPBE_OK) {
+            router_publish(b->router, it->topic_id, it->topic, it->sequence, it->accepted_ns,
+                           it->data, it->len);
+            consumer_publish(b->consumers, it->topic_id, it->topic, it->sequence);
+        }
+        free((void *)it->topic);
+        free((void *)it->sender);
+        free((void *)it->id);
+        free((void *)it->data);
+    }
+    free(d.items);
+    if (rc != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, rc,
+                   rc == SPBE_STORAGE_FULL ? "no room to replay the dead letters"
+                                           : "cannot change the dead letters");
+        return;
+    }
+    log_event(LOG_INFO, replay ? "dead_letters_replayed" : "dead_letters_purged",
+              "consumer=%s messages=%llu by=%s", consumer, (unsigned long long)moved, s->member);
+    send_count(b, s, request_id, moved);
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 /* Handles one message from a peer: frames[0] routing id, [1] control, [2] body. */
@@ -1228,23 +1905,65 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
         spbe__v1__command__free_unpacked(cmd, NULL);
         return;
     }
-    if (body && cmd->body_case != SPBE__V1__COMMAND__BODY_PUBLISH) {
+    if (body && cmd->body_case != SPBE__V1__COMMAND__BODY_PUBLISH &&
+        cmd->body_case != SPBE__V1__COMMAND__BODY_REQUEST &&
+        cmd->body_case != SPBE__V1__COMMAND__BODY_RESPOND) {
         send_error(b, routing, routing_len, rid, SPBE_BAD_REQUEST,
-                   "only publish carries a body frame");
+                   "only publish, request and respond carry a body frame");
         spbe__v1__command__free_unpacked(cmd, NULL);
         return;
     }
     Spbe__V1__Reply ok = SPBE__V1__REPLY__INIT;
     ok.request_id = rid;
+    admission adm = {.kind = KIND_PUBLISH};
     switch (cmd->body_case) {
     case SPBE__V1__COMMAND__BODY_PUBLISH:
-        handle_publish(b, s, rid, body);
+        admit(b, s, rid, body, &adm);
+        break;
+    case SPBE__V1__COMMAND__BODY_REQUEST:
+        adm.kind = KIND_REQUEST;
+        adm.service = cmd->request->service;
+        adm.timeout_ms = cmd->request->timeout_ms;
+        admit(b, s, rid, body, &adm);
+        break;
+    case SPBE__V1__COMMAND__BODY_RESPOND:
+        adm.kind = KIND_RESPOND;
+        adm.ref = cmd->respond->request_ref;
+        admit(b, s, rid, body, &adm);
+        break;
+    case SPBE__V1__COMMAND__BODY_SERVE:
+        handle_serve(b, s, rid, cmd->serve->service, 1);
+        break;
+    case SPBE__V1__COMMAND__BODY_UNSERVE:
+        handle_serve(b, s, rid, cmd->unserve->service, 0);
+        break;
+    case SPBE__V1__COMMAND__BODY_CONSUME:
+        handle_consume(b, s, rid, cmd->consume);
+        break;
+    case SPBE__V1__COMMAND__BODY_ACK:
+        handle_ack(b, s, rid, cmd->ack);
+        break;
+    case SPBE__V1__COMMAND__BODY_CONSUMER_GET:
+        handle_consumer_get(b, s, rid, cmd->consumer_get->name);
+        break;
+    case SPBE__V1__COMMAND__BODY_CONSUMER_LIST:
+        handle_consumer_list(b, s, rid);
+        break;
+    case SPBE__V1__COMMAND__BODY_CONSUMER_DELETE:
+        handle_consumer_delete(b, s, rid, cmd->consumer_delete->name);
+        break;
+    case SPBE__V1__COMMAND__BODY_DLQ_REPLAY:
+        handle_dlq(b, s, rid, cmd->dlq_replay->consumer, cmd->dlq_replay->count, 1);
+        break;
+    case SPBE__V1__COMMAND__BODY_DLQ_PURGE:
+        handle_dlq(b, s, rid, cmd->dlq_purge->consumer, 0, 0);
         break;
     case SPBE__V1__COMMAND__BODY_SUBSCRIBE:
         handle_subscribe(b, s, rid, cmd->subscribe);
         break;
     case SPBE__V1__COMMAND__BODY_UNSUBSCRIBE:
-        if (router_unsubscribe(b->router, s, cmd->unsubscribe->subscription_id) == SPBE_OK)
+        if (router_unsubscribe(b->router, s, cmd->unsubscribe->subscription_id) == SPBE_OK ||
+            consumer_detach(b->consumers, s, cmd->unsubscribe->subscription_id) == SPBE_OK)
             send_reply(b, routing, routing_len, &ok, NULL, 0);
         else
             send_error(b, routing, routing_len, rid, SPBE_NOT_FOUND, "no such subscription");
@@ -1337,6 +2056,17 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
                                   {b->zap, 0, ZMQ_POLLIN, 0},
                                   {writer_socket(b->writer), 0, ZMQ_POLLIN, 0}};
         long timeout = pump == 1 ? 0 : pump == 2 ? 5 : 200;
+        long due = consumer_next_due_ms(b->consumers);
+        if (due >= 0 && due < timeout)
+            timeout = due;
+        int64_t deadline = service_next_deadline(b->services);
+        if (deadline != INT64_MAX) {
+            int64_t left = (deadline - wire_now_ns()) / 1000000 + 1;
+            if (left < timeout)
+                timeout = left < 0 ? 0 : (long)left;
+        }
+        if (b->free_groups && consumer_dirty(b->consumers) && timeout > 1)
+            timeout = 1; /* let acks gather for a moment, then commit them */
         if (zmq_poll(items, 3, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -1362,7 +2092,7 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
                     zmq_msg_close(&frames[k]);
             }
             b->filling->check_ns = mono_ns() - t_check;
-            if (b->filling->n_batch) {
+            if (b->filling->n_batch || consumer_dirty(b->consumers)) {
                 group_submit(b);
             } else {
                 b->filling->next = b->free_groups;
@@ -1371,6 +2101,14 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
             }
         }
         pump = router_pump(b->router, PUMP_BUDGET);
+        if (consumer_pump(b->consumers, PUMP_BUDGET))
+            pump = 1;
+        pending_request *late;
+        while ((late = service_pending_expired(b->services, wire_now_ns())) != NULL) {
+            b->request_timeouts++;
+            late->next = NULL;
+            requests_fail(b, late, SPBE_TIMEOUT, "no reply from the serving member in time");
+        }
         int64_t now = now_ms();
         if (now >= next_expire) {
             expire_sessions(b, now);
@@ -1383,6 +2121,16 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
         zmq_poll(&item, 1, 1000);
         groups_collect(b);
     }
+    if (consumer_dirty(b->consumers)) { /* the last acknowledgements and positions */
+        consumer_batch cb;
+        consumer_take(b->consumers, &cb);
+        for (size_t i = 0; i < cb.n_letters; i++)
+            cb.letters[i].code = SPBE_UNAVAILABLE;
+        int ops_rc = SPBE_OK;
+        store_apply(b->store, cb.letters, cb.n_letters, cb.ops, cb.n_ops, b->config.dedup_window_ns,
+                    &ops_rc);
+        consumer_batch_done(b->consumers, &cb);
+    }
     for (size_t i = 0; i < b->n_sessions; i++)
         send_goodbye(b, b->sessions[i], SPBE_UNAVAILABLE, "broker shutting down");
     uint64_t delivered, deferred, caught_up;
@@ -1390,6 +2138,9 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
     log_event(LOG_INFO, "delivery_totals", "delivered=%llu deferred=%llu from_store=%llu",
               (unsigned long long)delivered, (unsigned long long)deferred,
               (unsigned long long)caught_up);
+    log_event(LOG_INFO, "service_totals", "requests=%llu responses=%llu timeouts=%llu",
+              (unsigned long long)b->requests, (unsigned long long)b->responses,
+              (unsigned long long)b->request_timeouts);
     stage_clock *c = &b->clock;
     double per = c->messages ? 1e3 * (double)c->messages : 1;
     log_event(LOG_INFO, "stopped",

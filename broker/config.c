@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "wire.h"
 
 void
 config_defaults(broker_config *c)
@@ -39,6 +40,11 @@ usage(FILE *f)
             "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
             "      --heartbeat-ms N       client heartbeat interval (default 5000)\n"
             "      --max-store-bytes N    storage limit; publishes then get STORAGE_FULL\n"
+            "      --retain RULE          retention for matching topics, repeatable, first\n"
+            "                             match applies; unlimited by default. RULE is\n"
+            "                             PATTERN:max-age=DURATION,max-messages=N,max-bytes=SIZE\n"
+            "                             (any of the three), e.g. 'ikn.>:max-age=30d'.\n"
+            "                             DURATION: N[s|m|h|d]; SIZE: N[k|M|G]\n"
             "  -v, --verbose              log debug events\n"
             "  -q, --quiet                log warnings and errors only\n"
             "  -h, --help                 this help\n"
@@ -56,10 +62,86 @@ parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* N with an optional unit from units ("s m h d" or "k M G") and its multipliers. */
+static int
+parse_scaled(const char *s, size_t len, const char *units, const uint64_t *mult, uint64_t *out)
+{
+    char buf[32];
+    if (len == 0 || len >= sizeof buf)
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    uint64_t m = 1;
+    const char *u = strchr(units, buf[len - 1]);
+    if (u && buf[len - 1] != '\0') {
+        m = mult[u - units];
+        buf[len - 1] = '\0';
+    }
+    uint64_t v;
+    if (parse_u64(buf, &v) || (m && v > UINT64_MAX / m))
+        return -1;
+    *out = v * m;
+    return 0;
+}
+
+int
+config_parse_retention(const char *text, store_retention *r, char *err, size_t err_len)
+{
+    memset(r, 0, sizeof *r);
+    const char *colon = strchr(text, ':');
+    if (!colon || (size_t)(colon - text) >= sizeof r->pattern) {
+        snprintf(err, err_len, "retention rule '%s' is not PATTERN:LIMITS", text);
+        return -1;
+    }
+    memcpy(r->pattern, text, (size_t)(colon - text));
+    r->pattern[colon - text] = '\0';
+    if (!wire_pattern_valid(r->pattern)) {
+        snprintf(err, err_len, "retention rule '%s': invalid topic pattern", text);
+        return -1;
+    }
+    static const uint64_t time_mult[] = {1000000000ull, 60000000000ull, 3600000000000ull,
+                                         86400000000000ull};
+    static const uint64_t size_mult[] = {1024ull, 1048576ull, 1073741824ull};
+    const char *p = colon + 1;
+    int any = 0;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        uint64_t v = 0;
+        int bad = !eq;
+        if (!bad && strncmp(p, "max-age=", 8) == 0)
+            bad = parse_scaled(eq + 1, len - 8, "smhd", time_mult, &v) ||
+                  (r->max_age_ns = (int64_t)v) <= 0;
+        else if (!bad && strncmp(p, "max-messages=", 13) == 0)
+            bad =
+                parse_scaled(eq + 1, len - 13, "", NULL, &r->max_messages) || r->max_messages == 0;
+        else if (!bad && strncmp(p, "max-bytes=", 10) == 0)
+            bad = parse_scaled(eq + 1, len - 10, "kMG", size_mult, &r->max_bytes) ||
+                  r->max_bytes == 0;
+        else
+            bad = 1;
+        if (bad) {
+            snprintf(err, err_len,
+                     "retention rule '%s': limits are max-age=N[s|m|h|d], max-messages=N, "
+                     "max-bytes=N[k|M|G], each above 0",
+                     text);
+            return -1;
+        }
+        any = 1;
+        p += len + (end ? 1 : 0);
+    }
+    if (!any) {
+        snprintf(err, err_len, "retention rule '%s' sets no limit", text);
+        return -1;
+    }
+    return 0;
+}
+
 int
 config_parse_args(broker_config *c, int argc, char **argv)
 {
-    enum { OPT_NAME = 256, OPT_MAX, OPT_DEDUP, OPT_HEARTBEAT, OPT_STORE, OPT_VERSION };
+    enum { OPT_NAME = 256, OPT_MAX, OPT_DEDUP, OPT_HEARTBEAT, OPT_STORE, OPT_RETAIN, OPT_VERSION };
     static const struct option options[] = {
         {"data", required_argument, 0, 'd'},
         {"listen", required_argument, 0, 'l'},
@@ -68,6 +150,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"dedup-window", required_argument, 0, OPT_DEDUP},
         {"heartbeat-ms", required_argument, 0, OPT_HEARTBEAT},
         {"max-store-bytes", required_argument, 0, OPT_STORE},
+        {"retain", required_argument, 0, OPT_RETAIN},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -119,6 +202,19 @@ config_parse_args(broker_config *c, int argc, char **argv)
             }
             c->max_store_bytes = v;
             break;
+        case OPT_RETAIN: {
+            char err[256];
+            if (c->n_retention == CONFIG_RETENTION_MAX) {
+                fprintf(stderr, "spbe-broker: at most %d retention rules\n", CONFIG_RETENTION_MAX);
+                return 2;
+            }
+            if (config_parse_retention(optarg, &c->retention[c->n_retention], err, sizeof err)) {
+                fprintf(stderr, "spbe-broker: %s\n", err);
+                return 2;
+            }
+            c->n_retention++;
+            break;
+        }
         case 'v':
             c->log_level = LOG_DEBUG;
             break;

@@ -2,7 +2,12 @@
 #ifndef SPBE_CONFIG_H
 #define SPBE_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "store.h"
+
+#define CONFIG_RETENTION_MAX 64
 
 typedef struct broker_config {
     char data_dir[1024];
@@ -12,6 +17,8 @@ typedef struct broker_config {
     int64_t dedup_window_ns;
     int heartbeat_ms;         /* sessions silent for 3 heartbeats are closed */
     uint64_t max_store_bytes; /* 0: unlimited */
+    store_retention retention[CONFIG_RETENTION_MAX]; /* first match applies */
+    size_t n_retention;
     int log_level;
 } broker_config;
 
@@ -23,5 +30,9 @@ void config_defaults(broker_config *c);
  * printed (exit 0), 2 on bad usage (message printed to stderr).
  */
 int config_parse_args(broker_config *c, int argc, char **argv);
+
+/* Parses one retention rule "PATTERN:max-age=30d,max-messages=N,max-bytes=SIZE" into r.
+ * 0 on success; -1 with a reason in err. */
+int config_parse_retention(const char *text, store_retention *r, char *err, size_t err_len);
 
 #endif

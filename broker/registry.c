@@ -151,3 +151,26 @@ registry_may_subscribe(const Spbe__V1__Member *m, const char *pattern)
             return 1;
     return 0;
 }
+
+static int
+matches_any(char **patterns, size_t n, const char *name)
+{
+    if (strncmp(name, "$sys.", 5) == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (wire_pattern_match(patterns[i], name))
+            return 1;
+    return 0;
+}
+
+int
+registry_may_serve(const Spbe__V1__Member *m, const char *service)
+{
+    return m->rights && matches_any(m->rights->serve, m->rights->n_serve, service);
+}
+
+int
+registry_may_call(const Spbe__V1__Member *m, const char *service)
+{
+    return m->rights && matches_any(m->rights->call, m->rights->n_call, service);
+}

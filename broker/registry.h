@@ -34,4 +34,9 @@ int registry_may_publish(const Spbe__V1__Member *m, const char *topic);
 /* 1 if every topic pattern matches is covered by one of the member's subscribe rights. */
 int registry_may_subscribe(const Spbe__V1__Member *m, const char *pattern);
 
+/* 1 if the member may serve service (a name with topic syntax, not "$sys."). */
+int registry_may_serve(const Spbe__V1__Member *m, const char *service);
+/* 1 if the member may call service. */
+int registry_may_call(const Spbe__V1__Member *m, const char *service);
+
 #endif

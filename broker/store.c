@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 #include "spbe/errors.h"
@@ -23,9 +24,12 @@ struct store {
     MDB_env *env;
     int read_only;
     uint64_t map_bytes;
-    uint64_t max_map_bytes;
+    uint64_t max_map_bytes;       /* the map may grow up to this: the limit and a reserve */
+    uint64_t limit_bytes;         /* storage limit for appends; 0: none */
+    atomic_int over_limit;        /* set by the writer, read by the I/O thread */
     pthread_rwlock_t resize_lock; /* readers: every txn; writer: mdb_env_set_mapsize */
     MDB_dbi meta, topics, topic_ids, messages, dedup, dedup_time, members, member_keys;
+    MDB_dbi consumers, consumer_topics, consumer_pending;
 };
 
 struct store_reader {
@@ -127,6 +131,22 @@ message_key(uint8_t key[12], uint32_t topic_id, uint64_t sequence)
     put_be64(key + 4, sequence);
 }
 
+static int
+message_decode(const MDB_val *key, const MDB_val *val, store_message *m)
+{
+    if (key->mv_size != 12 || val->mv_size < MESSAGE_HEADER_BYTES)
+        return SPBE_INTERNAL;
+    const uint8_t *rec = val->mv_data;
+    if (rec[0] != 1)
+        return SPBE_INTERNAL;
+    m->topic_id = get_be32(key->mv_data);
+    m->sequence = get_be64((const uint8_t *)key->mv_data + 4);
+    m->accepted_ns = (int64_t)get_le64(rec + 8);
+    m->data = rec + MESSAGE_HEADER_BYTES;
+    m->len = val->mv_size - MESSAGE_HEADER_BYTES;
+    return SPBE_OK;
+}
+
 /* ------------------------------------------------------------ environment */
 
 static int
@@ -211,12 +231,24 @@ open_databases(store *s, char *err, size_t err_len)
     struct {
         const char *name;
         MDB_dbi *dbi;
-    } dbs[] = {{"meta", &s->meta},           {"topics", &s->topics},
-               {"topic_ids", &s->topic_ids}, {"messages", &s->messages},
-               {"dedup", &s->dedup},         {"dedup_time", &s->dedup_time},
-               {"members", &s->members},     {"member_keys", &s->member_keys}};
+    } dbs[] = {{"meta", &s->meta},
+               {"topics", &s->topics},
+               {"topic_ids", &s->topic_ids},
+               {"messages", &s->messages},
+               {"dedup", &s->dedup},
+               {"dedup_time", &s->dedup_time},
+               {"members", &s->members},
+               {"member_keys", &s->member_keys},
+               {"consumers", &s->consumers},
+               {"consumer_topics", &s->consumer_topics},
+               {"consumer_pending", &s->consumer_pending}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
+        if (rc == MDB_NOTFOUND && s->read_only && dbs[i].dbi == &s->consumers) {
+            /* written by a broker before consumers existed: none to read */
+            s->consumers = s->consumer_topics = s->consumer_pending = 0;
+            break;
+        }
         if (rc) {
             snprintf(err, err_len, "%s: database '%s': %s",
                      rc == MDB_NOTFOUND ? "not an spbe data directory" : "cannot open", dbs[i].name,
@@ -267,7 +299,11 @@ store_open(const char *dir, const store_options *options, store **out, char *err
         return SPBE_INTERNAL;
     }
     s->read_only = options->read_only;
-    s->max_map_bytes = options->max_map_bytes;
+    s->limit_bytes = options->max_map_bytes;
+    if (s->limit_bytes) {
+        uint64_t reserve = s->limit_bytes / 8 > (2u << 20) ? s->limit_bytes / 8 : (2u << 20);
+        s->max_map_bytes = s->limit_bytes + reserve;
+    }
     s->map_bytes = options->initial_map_bytes ? options->initial_map_bytes : DEFAULT_MAP_BYTES;
     if (s->max_map_bytes && s->map_bytes > s->max_map_bytes)
         s->map_bytes = s->max_map_bytes;
@@ -415,7 +451,7 @@ append_one(store *s, MDB_txn *txn, append_state *st, store_append_item *it, int6
     uint8_t dkey[WIRE_HASH_BYTES];
     dedup_key(it->sender, it->id, dkey);
     MDB_val key = {sizeof dkey, dkey}, val;
-    int rc = mdb_get(txn, s->dedup, &key, &val);
+    int rc = it->no_dedup ? MDB_NOTFOUND : mdb_get(txn, s->dedup, &key, &val);
     if (rc == 0 && val.mv_size == DEDUP_VALUE_BYTES) {
         const uint8_t *p = val.mv_data;
         int64_t when = (int64_t)get_le64(p + 12);
@@ -450,6 +486,8 @@ append_one(store *s, MDB_txn *txn, append_state *st, store_append_item *it, int6
     put_le64(rec + 8, (uint64_t)accepted);
     memcpy(rec + MESSAGE_HEADER_BYTES, it->data, it->len);
 
+    if (it->no_dedup)
+        goto counted;
     uint8_t dval[DEDUP_VALUE_BYTES];
     put_le32(dval, t->id);
     put_le64(dval + 4, seq);
@@ -465,7 +503,7 @@ append_one(store *s, MDB_txn *txn, append_state *st, store_append_item *it, int6
     rc = mdb_put(txn, s->dedup_time, &tk, &tv, 0);
     if (rc)
         return rc;
-
+counted:
     if (t->messages == 0) {
         t->first_sequence = seq;
         t->first_ns = accepted;
@@ -514,11 +552,180 @@ append_flush(store *s, MDB_txn *txn, append_state *st)
     return 0;
 }
 
-int
-store_append(store *s, store_append_item *items, size_t count, int64_t window_ns)
+/* Deletes the oldest messages of a topic (in the append state) up to sequence. */
+static int
+trim_topic(store *s, MDB_txn *txn, topic_slot *slot, uint64_t upto, size_t limit, size_t *removed)
 {
+    store_topic_info *t = &slot->info;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->messages, &cur);
+    if (rc)
+        return rc;
+    uint8_t k[12];
+    while (*removed < limit) {
+        message_key(k, t->id, t->first_sequence);
+        MDB_val key = {12, k}, val;
+        if ((rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE)) != 0)
+            break;
+        store_message m;
+        if (key.mv_size != 12 || get_be32(key.mv_data) != t->id ||
+            message_decode(&key, &val, &m) != SPBE_OK || m.sequence > upto)
+            break;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc)
+            break;
+        (*removed)++;
+        t->messages--;
+        t->bytes -= m.len;
+        t->first_sequence = m.sequence + 1;
+        slot->dirty = 1;
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND || rc == 0)
+        rc = 0;
+    if (t->messages == 0) {
+        t->first_sequence = 0;
+        t->first_ns = 0;
+    } else if (slot->dirty) {
+        store_message m;
+        message_key(k, t->id, t->first_sequence);
+        MDB_val fk = {12, k}, fv;
+        if (mdb_get(txn, s->messages, &fk, &fv) == 0 && message_decode(&fk, &fv, &m) == SPBE_OK)
+            t->first_ns = m.accepted_ns;
+    }
+    return rc;
+}
+
+static size_t
+consumer_key(uint8_t *key, const char *consumer, uint32_t topic_id, int with_topic,
+             uint64_t sequence, int with_sequence)
+{
+    size_t n = strnlen(consumer, STORE_CONSUMER_NAME_MAX);
+    memcpy(key, consumer, n);
+    key[n++] = 0;
+    if (with_topic) {
+        put_be32(key + n, topic_id);
+        n += 4;
+    }
+    if (with_sequence) {
+        put_be64(key + n, sequence);
+        n += 8;
+    }
+    return n;
+}
+
+/* Deletes every key of db that begins with prefix. */
+static int
+delete_prefix(MDB_txn *txn, MDB_dbi db, const uint8_t *prefix, size_t len)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, db, &cur);
+    if (rc)
+        return rc;
+    for (;;) {
+        MDB_val key = {len, (void *)prefix}, val;
+        if ((rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE)) != 0)
+            break;
+        if (key.mv_size < len || memcmp(key.mv_data, prefix, len) != 0)
+            break;
+        if ((rc = mdb_cursor_del(cur, 0)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int
+apply_op(store *s, MDB_txn *txn, append_state *st, const store_op *op)
+{
+    uint8_t key[STORE_CONSUMER_NAME_MAX + 1 + 12];
+    int rc;
+    switch (op->kind) {
+    case STORE_OP_CONSUMER_PUT: {
+        MDB_val k = {strnlen(op->consumer, STORE_CONSUMER_NAME_MAX), (void *)op->consumer};
+        MDB_val v = {op->record_len, op->record};
+        return mdb_put(txn, s->consumers, &k, &v, 0);
+    }
+    case STORE_OP_CONSUMER_DEL: {
+        MDB_val k = {strnlen(op->consumer, STORE_CONSUMER_NAME_MAX), (void *)op->consumer};
+        rc = mdb_del(txn, s->consumers, &k, NULL);
+        if (rc && rc != MDB_NOTFOUND)
+            return rc;
+        size_t n = consumer_key(key, op->consumer, 0, 0, 0, 0);
+        rc = delete_prefix(txn, s->consumer_topics, key, n);
+        return rc ? rc : delete_prefix(txn, s->consumer_pending, key, n);
+    }
+    case STORE_OP_CURSOR_PUT: {
+        uint8_t v8[8];
+        put_le64(v8, op->sequence);
+        MDB_val k = {consumer_key(key, op->consumer, op->topic_id, 1, 0, 0), key};
+        MDB_val v = {8, v8};
+        return mdb_put(txn, s->consumer_topics, &k, &v, 0);
+    }
+    case STORE_OP_PENDING_PUT: {
+        uint8_t v16[16];
+        put_le32(v16, op->deliveries);
+        put_le32(v16 + 4, op->flags);
+        put_le64(v16 + 8, (uint64_t)op->due_ns);
+        MDB_val k = {consumer_key(key, op->consumer, op->topic_id, 1, op->sequence, 1), key};
+        MDB_val v = {16, v16};
+        return mdb_put(txn, s->consumer_pending, &k, &v, 0);
+    }
+    case STORE_OP_PENDING_DEL: {
+        MDB_val k = {consumer_key(key, op->consumer, op->topic_id, 1, op->sequence, 1), key};
+        rc = mdb_del(txn, s->consumer_pending, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    case STORE_OP_TRIM: {
+        uint8_t id[4];
+        put_be32(id, op->topic_id);
+        MDB_val ik = {4, id}, iv;
+        rc = mdb_get(txn, s->topic_ids, &ik, &iv);
+        if (rc == MDB_NOTFOUND)
+            return 0;
+        char name[256];
+        if (rc || iv.mv_size >= sizeof name)
+            return rc ? rc : MDB_CORRUPTED;
+        memcpy(name, iv.mv_data, iv.mv_size);
+        name[iv.mv_size] = '\0';
+        topic_slot *slot;
+        if ((rc = topic_slot_find(s, txn, st, name, &slot)) != 0)
+            return rc;
+        size_t removed = 0;
+        return trim_topic(s, txn, slot, op->sequence, SIZE_MAX, &removed);
+    }
+    }
+    return EINVAL;
+}
+
+/* Recomputes whether the pages in use reach the storage limit (after a commit). */
+static void
+usage_update(store *s)
+{
+    if (!s->limit_bytes)
+        return;
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    if (((uint64_t)info.me_last_pgno + 1) * st.ms_psize < s->limit_bytes) {
+        atomic_store(&s->over_limit, 0); /* below the limit even without free pages */
+        return;
+    }
+    uint64_t used;
+    store_usage(s, &used, NULL);
+    atomic_store(&s->over_limit, used >= s->limit_bytes);
+}
+
+int
+store_apply(store *s, store_append_item *items, size_t count, const store_op *ops, size_t n_ops,
+            int64_t window_ns, int *ops_rc)
+{
+    if (ops_rc)
+        *ops_rc = SPBE_INTERNAL;
     if (s->read_only)
         return SPBE_INTERNAL;
+    int refuse = atomic_load(&s->over_limit);
     for (int attempt = 0;; attempt++) {
         append_state st = {0};
         MDB_txn *txn;
@@ -526,11 +733,19 @@ store_append(store *s, store_append_item *items, size_t count, int64_t window_ns
         if (rc) {
             for (size_t i = 0; i < count; i++)
                 items[i].code = map_error(rc);
+            if (ops_rc)
+                *ops_rc = map_error(rc);
             return map_error(rc);
         }
         int64_t now = wire_now_ns();
-        for (size_t i = 0; i < count && rc == 0; i++)
-            rc = append_one(s, txn, &st, &items[i], now, window_ns);
+        for (size_t i = 0; i < count && rc == 0; i++) {
+            if (refuse)
+                items[i].code = SPBE_STORAGE_FULL;
+            else
+                rc = append_one(s, txn, &st, &items[i], now, window_ns);
+        }
+        for (size_t i = 0; i < n_ops && rc == 0; i++)
+            rc = apply_op(s, txn, &st, &ops[i]);
         if (rc == 0)
             rc = append_flush(s, txn, &st);
         free(st.slots);
@@ -541,14 +756,179 @@ store_append(store *s, store_append_item *items, size_t count, int64_t window_ns
         }
         if (rc == MDB_MAP_FULL && store_grow(s) == SPBE_OK)
             continue;
+        if (rc == MDB_MAP_FULL && !refuse && count > 0) {
+            refuse = 1; /* the items do not fit: the ops alone may */
+            continue;
+        }
         if (rc) {
             int code = map_error(rc);
             for (size_t i = 0; i < count; i++)
                 items[i].code = code;
+            if (ops_rc)
+                *ops_rc = code;
             return code;
         }
-        return SPBE_OK;
+        if (ops_rc)
+            *ops_rc = SPBE_OK;
+        usage_update(s);
+        return refuse && count ? SPBE_STORAGE_FULL : SPBE_OK;
     }
+}
+
+int
+store_append(store *s, store_append_item *items, size_t count, int64_t window_ns)
+{
+    return store_apply(s, items, count, NULL, 0, window_ns, NULL);
+}
+
+int
+store_full(store *s)
+{
+    return atomic_load(&s->over_limit);
+}
+
+void
+store_usage(store *s, uint64_t *used, uint64_t *limit)
+{
+    if (limit)
+        *limit = s->limit_bytes;
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    uint64_t pages = (uint64_t)info.me_last_pgno + 1, free_pages = 0;
+    MDB_txn *txn;
+    if (txn_begin(s, MDB_RDONLY, &txn) == 0) {
+        MDB_cursor *cur;
+        if (mdb_cursor_open(txn, 0 /* the free list */, &cur) == 0) {
+            MDB_val key, val;
+            for (int rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+                 rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT))
+                if (val.mv_size >= sizeof(size_t))
+                    free_pages += *(const size_t *)val.mv_data; /* count, then page numbers */
+            mdb_cursor_close(cur);
+        }
+        txn_abort(s, txn);
+    }
+    *used = (pages > free_pages ? pages - free_pages : 0) * st.ms_psize;
+}
+
+static const store_retention *
+retention_rule(const store_retention *rules, size_t n, const char *topic)
+{
+    for (size_t i = 0; i < n; i++)
+        if (wire_pattern_match(rules[i].pattern, topic))
+            return &rules[i];
+    return NULL;
+}
+
+typedef struct retain_scan {
+    const store_retention *rules;
+    size_t n_rules;
+    char (*names)[256];
+    size_t n, cap;
+} retain_scan;
+
+static int
+retain_collect(const store_topic_info *t, void *arg)
+{
+    retain_scan *rs = arg;
+    if (t->messages == 0 || !retention_rule(rs->rules, rs->n_rules, t->name))
+        return 0;
+    if (rs->n == rs->cap) {
+        size_t cap = rs->cap ? 2 * rs->cap : 16;
+        char(*n)[256] = realloc(rs->names, cap * sizeof *n);
+        if (!n)
+            return 1;
+        rs->names = n;
+        rs->cap = cap;
+    }
+    memcpy(rs->names[rs->n++], t->name, 256);
+    return 0;
+}
+
+int
+store_retain(store *s, const store_retention *rules, size_t n_rules, int64_t now_ns, size_t limit,
+             size_t *removed)
+{
+    *removed = 0;
+    if (!n_rules || s->read_only)
+        return SPBE_OK;
+    retain_scan rs = {.rules = rules, .n_rules = n_rules};
+    store_reader *r;
+    int code = store_reader_begin(s, &r);
+    if (code != SPBE_OK)
+        return code;
+    store_topic_each(r, retain_collect, &rs);
+    store_reader_end(&r);
+    for (int attempt = 0; rs.n; attempt++) {
+        MDB_txn *txn;
+        int rc = txn_begin(s, 0, &txn);
+        if (rc)
+            break;
+        append_state st = {0};
+        *removed = 0;
+        for (size_t i = 0; i < rs.n && rc == 0 && *removed < limit; i++) {
+            topic_slot *slot;
+            if ((rc = topic_slot_find(s, txn, &st, rs.names[i], &slot)) != 0)
+                break;
+            const store_retention *rule = retention_rule(rules, n_rules, rs.names[i]);
+            store_topic_info *t = &slot->info;
+            uint64_t upto = 0; /* delete up to and including this sequence */
+            if (rule->max_messages && t->messages > rule->max_messages)
+                upto = t->first_sequence + (t->messages - rule->max_messages) - 1;
+            if (rule->max_age_ns || (rule->max_bytes && t->bytes > rule->max_bytes)) {
+                /* walk from the oldest while too old or too many bytes */
+                MDB_cursor *cur;
+                if ((rc = mdb_cursor_open(txn, s->messages, &cur)) != 0)
+                    break;
+                uint8_t k[12];
+                message_key(k, t->id, t->first_sequence);
+                MDB_val key = {12, k}, val;
+                uint64_t bytes = t->bytes;
+                size_t walked = 0;
+                for (int c = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+                     c == 0 && walked < limit; c = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+                    store_message m;
+                    if (key.mv_size != 12 || get_be32(key.mv_data) != t->id ||
+                        message_decode(&key, &val, &m) != SPBE_OK)
+                        break;
+                    int old = rule->max_age_ns && now_ns - m.accepted_ns > rule->max_age_ns;
+                    int big = rule->max_bytes && bytes > rule->max_bytes;
+                    if (!old && !big)
+                        break;
+                    if (m.sequence > upto)
+                        upto = m.sequence;
+                    bytes -= m.len;
+                    walked++;
+                }
+                mdb_cursor_close(cur);
+            }
+            if (upto >= t->first_sequence)
+                rc = trim_topic(s, txn, slot, upto, limit, removed);
+        }
+        if (rc == 0)
+            rc = append_flush(s, txn, &st);
+        free(st.slots);
+        if (rc == 0 && *removed == 0) {
+            txn_abort(s, txn);
+            break;
+        }
+        if (rc == 0)
+            rc = txn_commit(s, txn);
+        else
+            txn_abort(s, txn);
+        if (rc == MDB_MAP_FULL && attempt == 0 && store_grow(s) == SPBE_OK)
+            continue;
+        if (rc) {
+            *removed = 0;
+            code = map_error(rc);
+        }
+        break;
+    }
+    free(rs.names);
+    usage_update(s);
+    return code;
 }
 
 int
@@ -705,22 +1085,6 @@ store_topic_each(store_reader *r, int (*fn)(const store_topic_info *, void *), v
     return code;
 }
 
-static int
-message_decode(const MDB_val *key, const MDB_val *val, store_message *m)
-{
-    if (key->mv_size != 12 || val->mv_size < MESSAGE_HEADER_BYTES)
-        return SPBE_INTERNAL;
-    const uint8_t *rec = val->mv_data;
-    if (rec[0] != 1)
-        return SPBE_INTERNAL;
-    m->topic_id = get_be32(key->mv_data);
-    m->sequence = get_be64((const uint8_t *)key->mv_data + 4);
-    m->accepted_ns = (int64_t)get_le64(rec + 8);
-    m->data = rec + MESSAGE_HEADER_BYTES;
-    m->len = val->mv_size - MESSAGE_HEADER_BYTES;
-    return SPBE_OK;
-}
-
 int
 store_message_get(store_reader *r, uint32_t topic_id, uint64_t sequence, store_message *out)
 {
@@ -814,6 +1178,125 @@ store_member_each(store_reader *r, int (*fn)(const Spbe__V1__Member *, void *), 
     }
     mdb_cursor_close(cur);
     return code;
+}
+
+int
+store_sequence_at(store_reader *r, uint32_t topic_id, int64_t t_ns, uint64_t *sequence)
+{
+    store_topic_info t;
+    int rc = store_topic_get_by_id(r, topic_id, &t);
+    if (rc != SPBE_OK)
+        return rc;
+    /* acceptance times do not decrease within a topic: binary search */
+    uint64_t lo = t.first_sequence ? t.first_sequence : t.last_sequence + 1;
+    uint64_t hi = t.last_sequence + 1;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        store_message m;
+        if (store_message_get(r, topic_id, mid, &m) != SPBE_OK || m.accepted_ns >= t_ns)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *sequence = lo;
+    return SPBE_OK;
+}
+
+int
+store_consumer_each(store_reader *r, int (*fn)(const Spbe__V1__ConsumerInfo *, void *), void *arg)
+{
+    if (!r->s->consumers)
+        return SPBE_OK;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->consumers, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        Spbe__V1__ConsumerInfo *c = spbe__v1__consumer_info__unpack(NULL, val.mv_size, val.mv_data);
+        if (!c || !c->config) {
+            if (c)
+                spbe__v1__consumer_info__free_unpacked(c, NULL);
+            code = SPBE_INTERNAL;
+            break;
+        }
+        int stop = fn(c, arg);
+        spbe__v1__consumer_info__free_unpacked(c, NULL);
+        if (stop)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+/* Calls fn(key suffix, value) for the keys of db under consumer's prefix. */
+static int
+consumer_scan(store_reader *r, MDB_dbi db, const char *consumer, size_t suffix, size_t value,
+              int (*fn)(const uint8_t *, const uint8_t *, void *), void *arg)
+{
+    if (!db)
+        return SPBE_OK;
+    uint8_t prefix[STORE_CONSUMER_NAME_MAX + 1];
+    size_t n = consumer_key(prefix, consumer, 0, 0, 0, 0);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, db, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key = {n, prefix}, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size < n || memcmp(key.mv_data, prefix, n) != 0)
+            break;
+        if (key.mv_size != n + suffix || val.mv_size != value) {
+            code = SPBE_INTERNAL;
+            break;
+        }
+        if (fn((const uint8_t *)key.mv_data + n, val.mv_data, arg))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+typedef struct cursor_cb {
+    int (*fn)(uint32_t, uint64_t, void *);
+    int (*pfn)(const store_pending *, void *);
+    void *arg;
+} cursor_cb;
+
+static int
+cursor_one(const uint8_t *k, const uint8_t *v, void *arg)
+{
+    cursor_cb *cb = arg;
+    return cb->fn(get_be32(k), get_le64(v), cb->arg);
+}
+
+static int
+pending_one(const uint8_t *k, const uint8_t *v, void *arg)
+{
+    cursor_cb *cb = arg;
+    store_pending p = {get_be32(k), get_be64(k + 4), get_le32(v), get_le32(v + 4),
+                       (int64_t)get_le64(v + 8)};
+    return cb->pfn(&p, cb->arg);
+}
+
+int
+store_cursor_each(store_reader *r, const char *consumer, int (*fn)(uint32_t, uint64_t, void *),
+                  void *arg)
+{
+    cursor_cb cb = {.fn = fn, .arg = arg};
+    return consumer_scan(r, r->s->consumer_topics, consumer, 4, 8, cursor_one, &cb);
+}
+
+int
+store_pending_each(store_reader *r, const char *consumer, int (*fn)(const store_pending *, void *),
+                   void *arg)
+{
+    cursor_cb cb = {.pfn = fn, .arg = arg};
+    return consumer_scan(r, r->s->consumer_pending, consumer, 12, 16, pending_one, &cb);
 }
 
 /* ------------------------------------------------------------ checking */

@@ -16,6 +16,14 @@
  *   dedup_time  i64 accepted_ns BE || dedup key -> empty (for expiry)
  *   members     name -> encoded spbe.v1.Member
  *   member_keys X25519 public key (32 bytes) -> name
+ *   consumers   name -> encoded spbe.v1.ConsumerInfo (config, owner, counters)
+ *   consumer_topics  name "\0" u32 topic id BE -> u64 next sequence LE
+ *   consumer_pending name "\0" u32 topic id BE || u64 sequence BE
+ *                    -> u32 deliveries, u32 flags, i64 due_ns (LE)
+ *
+ * Storage limit: with max_map_bytes set, appends are refused (STORAGE_FULL) while the
+ * pages in use reach it; the map itself may grow by a reserve above the limit so that
+ * deleting (retention, purge) and consumer bookkeeping still work when it is reached.
  */
 #ifndef SPBE_STORE_H
 #define SPBE_STORE_H
@@ -55,6 +63,7 @@ typedef struct store_append_item {
     const uint8_t *id; /* 16 bytes */
     const uint8_t *data;
     size_t len;
+    int no_dedup; /* a replay: appended again even if (sender, id) was seen */
     /* outputs */
     int code; /* SPBE_OK, SPBE_DUPLICATE or SPBE_STORAGE_FULL/INTERNAL */
     uint32_t topic_id;
@@ -86,6 +95,57 @@ void store_close(store **s);
  * other return nothing of the group is stored and every item carries that code.
  */
 int store_append(store *s, store_append_item *items, size_t count, int64_t window_ns);
+
+#define STORE_CONSUMER_NAME_MAX 64
+
+/* Consumer bookkeeping and log trimming, applied in the transaction of a group. */
+typedef enum store_op_kind {
+    STORE_OP_CONSUMER_PUT, /* record: encoded spbe.v1.ConsumerInfo */
+    STORE_OP_CONSUMER_DEL, /* the consumer with its cursors and pending entries */
+    STORE_OP_CURSOR_PUT,   /* topic_id, sequence = next sequence to deliver */
+    STORE_OP_PENDING_PUT,  /* topic_id, sequence, deliveries, flags, due_ns */
+    STORE_OP_PENDING_DEL,  /* topic_id, sequence */
+    STORE_OP_TRIM,         /* deletes messages of topic_id up to sequence (inclusive) */
+} store_op_kind;
+
+typedef struct store_op {
+    store_op_kind kind;
+    char consumer[STORE_CONSUMER_NAME_MAX + 1];
+    uint32_t topic_id;
+    uint64_t sequence;
+    uint32_t deliveries;
+    uint32_t flags;
+    int64_t due_ns;
+    uint8_t *record; /* CONSUMER_PUT; owned by whoever built the op */
+    size_t record_len;
+} store_op;
+
+/*
+ * store_append plus ops in the same transaction and durable commit (ops after the
+ * items). Returns the items' code as store_append does; *ops_rc (may be NULL) gets
+ * SPBE_OK when the ops are durable. Past the storage limit the items are refused
+ * with STORAGE_FULL while the ops still apply.
+ */
+int store_apply(store *s, store_append_item *items, size_t count, const store_op *ops, size_t n_ops,
+                int64_t window_ns, int *ops_rc);
+
+/* A retention rule: topics matching pattern keep at most this much (0: no limit). */
+typedef struct store_retention {
+    char pattern[256];
+    int64_t max_age_ns;
+    uint64_t max_messages;
+    uint64_t max_bytes;
+} store_retention;
+
+/* Deletes the oldest messages of topics beyond their rule (the first matching rule
+ * applies), at most limit messages in one transaction. *removed gets the count. */
+int store_retain(store *s, const store_retention *rules, size_t n_rules, int64_t now_ns,
+                 size_t limit, size_t *removed);
+
+/* 1 while appends are refused for the storage limit. */
+int store_full(store *s);
+/* Bytes of the data file in use (pages not on the free list), and the limit (0: none). */
+void store_usage(store *s, uint64_t *used, uint64_t *limit);
 
 /* Puts (adds or replaces) a member with a durable commit. */
 int store_member_put(store *s, const Spbe__V1__Member *member);
@@ -122,6 +182,26 @@ int store_member_by_curve_key(store_reader *r, const uint8_t curve_key[32], char
                               size_t name_len);
 /* Calls fn for every member in name order (member freed after fn returns). */
 int store_member_each(store_reader *r, int (*fn)(const Spbe__V1__Member *, void *), void *arg);
+
+/* The first sequence of a topic accepted at or after t_ns (last + 1 if none). */
+int store_sequence_at(store_reader *r, uint32_t topic_id, int64_t t_ns, uint64_t *sequence);
+
+/* Calls fn for every stored consumer (record freed after fn returns). */
+int store_consumer_each(store_reader *r, int (*fn)(const Spbe__V1__ConsumerInfo *, void *),
+                        void *arg);
+/* Cursors of one consumer: fn(topic_id, next_sequence). */
+int store_cursor_each(store_reader *r, const char *consumer, int (*fn)(uint32_t, uint64_t, void *),
+                      void *arg);
+/* Pending deliveries of one consumer. */
+typedef struct store_pending {
+    uint32_t topic_id;
+    uint64_t sequence;
+    uint32_t deliveries;
+    uint32_t flags;
+    int64_t due_ns;
+} store_pending;
+int store_pending_each(store_reader *r, const char *consumer,
+                       int (*fn)(const store_pending *, void *), void *arg);
 
 /*
  * Walks every database and checks the invariants of the layout: topic records match

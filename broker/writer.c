@@ -14,6 +14,8 @@
 
 #define EXPIRE_IDLE_MS 2000 /* expire dedup entries after this long without work */
 #define EXPIRE_BATCH 10000
+#define RETAIN_BATCH 2000         /* deletions per transaction: short, publishes go between */
+#define RETAIN_EVERY_NS 250000000 /* look for work at most this often while busy */
 
 struct writer {
     void *ctx;
@@ -21,6 +23,8 @@ struct writer {
     void *thread_side; /* the writer thread's end */
     store *store;
     int64_t window_ns;
+    const store_retention *rules;
+    size_t n_rules;
     pthread_t thread;
     int started;
     char endpoint[64];
@@ -34,13 +38,35 @@ mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Retention: one bounded transaction; returns 1 if there may be more to delete. */
+static int
+retain_some(writer *w)
+{
+    if (!w->n_rules)
+        return 0;
+    size_t removed = 0;
+    store_retain(w->store, w->rules, w->n_rules, wire_now_ns(), RETAIN_BATCH, &removed);
+    if (removed)
+        log_event(LOG_DEBUG, "retention", "deleted=%zu", removed);
+    return removed == RETAIN_BATCH;
+}
+
 static void *
 writer_main(void *arg)
 {
     writer *w = arg;
+    uint64_t next_retain = 0;
+    int retain_more = 0;
     for (;;) {
+        uint64_t now = mono_ns();
+        if (w->n_rules && (retain_more || now >= next_retain)) {
+            retain_more = retain_some(w);
+            next_retain = now + RETAIN_EVERY_NS;
+        }
         zmq_pollitem_t item = {w->thread_side, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&item, 1, EXPIRE_IDLE_MS);
+        int n = zmq_poll(&item, 1, retain_more ? 0 : w->n_rules ? 250 : EXPIRE_IDLE_MS);
+        if (n == 0 && retain_more)
+            continue;
         if (n == 0) {
             if (w->window_ns > 0) {
                 size_t removed = 0;
@@ -56,22 +82,26 @@ writer_main(void *arg)
         if (!job)
             break; /* stop */
         uint64_t t0 = mono_ns();
-        job->rc = store_append(w->store, job->items, job->count, w->window_ns);
+        job->rc = store_apply(w->store, job->items, job->count, job->ops, job->n_ops, w->window_ns,
+                              &job->ops_rc);
         job->commit_ns = mono_ns() - t0;
         if (job->rc != SPBE_OK)
-            log_event(LOG_ERROR, "commit_failed", "messages=%zu code=%s", job->count,
-                      spbe_error_name(job->rc));
+            log_event(job->rc == SPBE_STORAGE_FULL ? LOG_WARN : LOG_ERROR, "commit_failed",
+                      "messages=%zu code=%s", job->count, spbe_error_name(job->rc));
         zmq_send(w->thread_side, &job, sizeof job, 0);
     }
     return NULL;
 }
 
 writer *
-writer_new(void *zmq_ctx, store *s, int64_t dedup_window_ns)
+writer_new(void *zmq_ctx, store *s, int64_t dedup_window_ns, const store_retention *rules,
+           size_t n_rules)
 {
     writer *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
+    w->rules = rules;
+    w->n_rules = n_rules;
     w->ctx = zmq_ctx;
     w->store = s;
     w->window_ns = dedup_window_ns;

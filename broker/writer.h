@@ -3,7 +3,8 @@
  * of verified publishes; it appends the group in one LMDB transaction with one
  * durable commit and hands the group back, in submission order. While it waits on
  * the disk the I/O thread receives and verifies the next group, so fsync and
- * signature checks overlap. When idle it expires old dedup entries.
+ * signature checks overlap. Between jobs it applies retention (a bounded number of
+ * deletions at a time); when idle it also expires old dedup entries.
  */
 #ifndef SPBE_WRITER_H
 #define SPBE_WRITER_H
@@ -18,12 +19,18 @@ typedef struct writer writer;
 typedef struct writer_job {
     store_append_item *items; /* borrowed until the job comes back */
     size_t count;
-    int rc;             /* store_append's result */
+    const store_op *ops; /* consumer bookkeeping in the same commit; borrowed */
+    size_t n_ops;
+    int rc;             /* the items' result (store_apply) */
+    int ops_rc;         /* the ops' result */
     uint64_t commit_ns; /* time the append and commit took */
 } writer_job;
 
-/* Starts the thread. zmq_ctx is the broker's ZeroMQ context. NULL on failure. */
-writer *writer_new(void *zmq_ctx, store *s, int64_t dedup_window_ns);
+/* Starts the thread. zmq_ctx is the broker's ZeroMQ context. rules (borrowed for the
+ * writer's life): retention, applied in idle time in small transactions so that it
+ * never holds publishes up. NULL on failure. */
+writer *writer_new(void *zmq_ctx, store *s, int64_t dedup_window_ns, const store_retention *rules,
+                   size_t n_rules);
 /* Finishes the jobs already submitted, stops and joins the thread; NULL-safe. */
 void writer_destroy(writer **w);
 /* The socket to poll (ZMQ_POLLIN) for finished jobs. */

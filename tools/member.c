@@ -9,6 +9,7 @@
 static const char usage_text[] =
     "usage: spbe member add NAME (--key-file FILE.pub | --public-key HEX)\n"
     "                       [--pub PATTERN]... [--sub PATTERN]... [--role admin|ops]...\n"
+    "                       [--serve SERVICE]... [--call SERVICE]...\n"
     "       spbe member ls [--json] [--data DIR]\n"
     "       spbe member show NAME [--json] [--data DIR]\n"
     "       spbe member revoke NAME [--reason TEXT]\n"
@@ -16,14 +17,15 @@ static const char usage_text[] =
     "The registry of members (agency applications), their keys and rights. Changes\n"
     "need an identity with the admin role; ls and show work offline with --data.\n"
     "Nothing is allowed that is not granted: --pub and --sub take topic patterns\n"
-    "('*' one token, '>' the rest).\n";
+    "('*' one token, '>' the rest); --serve and --call service name patterns.\n";
 
 #define MAX_RIGHTS 32
 
 typedef struct member_args {
     const char *key_file, *public_key, *reason;
-    char *pub[MAX_RIGHTS], *sub[MAX_RIGHTS], *roles[MAX_RIGHTS];
-    size_t n_pub, n_sub, n_roles;
+    char *pub[MAX_RIGHTS], *sub[MAX_RIGHTS], *roles[MAX_RIGHTS], *serve[MAX_RIGHTS],
+        *call[MAX_RIGHTS];
+    size_t n_pub, n_sub, n_roles, n_serve, n_call;
 } member_args;
 
 static int
@@ -54,6 +56,16 @@ member_option(int opt, const char *arg, void *ctx)
         return 0;
     case 6:
         a->reason = arg;
+        return 0;
+    case 7:
+        if (a->n_serve == MAX_RIGHTS)
+            return 1;
+        a->serve[a->n_serve++] = (char *)arg;
+        return 0;
+    case 8:
+        if (a->n_call == MAX_RIGHTS)
+            return 1;
+        a->call[a->n_call++] = (char *)arg;
         return 0;
     }
     return 1;
@@ -100,6 +112,10 @@ member_json(const Spbe__V1__Member *m)
         print_list_json(stdout, m->rights->subscribe, m->rights->n_subscribe);
         printf(",\"roles\":");
         print_list_json(stdout, m->rights->roles, m->rights->n_roles);
+        printf(",\"serve\":");
+        print_list_json(stdout, m->rights->serve, m->rights->n_serve);
+        printf(",\"call\":");
+        print_list_json(stdout, m->rights->call, m->rights->n_call);
     }
     char t[40];
     cli_time(m->created_ns, t, sizeof t);
@@ -125,6 +141,10 @@ member_show(const Spbe__V1__Member *m, int json)
         print_list(stdout, m->rights->publish, m->rights->n_publish);
         printf("\nsubscribe   ");
         print_list(stdout, m->rights->subscribe, m->rights->n_subscribe);
+        printf("\nserve       ");
+        print_list(stdout, m->rights->serve, m->rights->n_serve);
+        printf("\ncall        ");
+        print_list(stdout, m->rights->call, m->rights->n_call);
         printf("\nroles       ");
         print_list(stdout, m->rights->roles, m->rights->n_roles);
         printf("\n");
@@ -206,6 +226,8 @@ cmd_member(int argc, char **argv)
                                          {"sub", required_argument, 0, 4},
                                          {"role", required_argument, 0, 5},
                                          {"reason", required_argument, 0, 6},
+                                         {"serve", required_argument, 0, 7},
+                                         {"call", required_argument, 0, 8},
                                          {0, 0, 0, 0}};
     if (argc < 2 || argv[1][0] == '-') {
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -278,6 +300,10 @@ cmd_member(int argc, char **argv)
         rights.n_subscribe = a.n_sub;
         rights.roles = a.roles;
         rights.n_roles = a.n_roles;
+        rights.serve = a.serve;
+        rights.n_serve = a.n_serve;
+        rights.call = a.call;
+        rights.n_call = a.n_call;
         add.rights = &rights;
         cmd.body_case = SPBE__V1__COMMAND__BODY_MEMBER_ADD;
         cmd.member_add = &add;

@@ -1,6 +1,7 @@
 /* messaging.c - spbe pub and spbe sub. */
 #include <getopt.h>
 #include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,15 @@ static const char sub_usage[] =
     "  --count N             exit after N messages\n"
     "  --idle-ms N           exit after N ms without a message\n"
     "  --verify              verify each message's signature against the sender's key\n"
+    "  --consumer NAME       through the durable consumer NAME (created on PATTERN if it\n"
+    "                        does not exist; PATTERN may be '-' to attach to it): the\n"
+    "                        broker keeps its position, and clients of one consumer share\n"
+    "                        its messages. --from then also takes a time (RFC 3339 UTC,\n"
+    "                        e.g. 2026-11-22T08:00:00Z)\n"
+    "  --ack | --no-ack      acknowledge each message printed (default), or leave them\n"
+    "                        unacknowledged: delivered again after the ack wait\n"
+    "  --ack-wait-ms N --max-deliveries N --max-in-flight N --dead-letter-expired\n"
+    "                        settings of a consumer created here\n"
     "  --key FILE --broker EP --broker-key HEX --json --timeout-ms N\n";
 
 typedef struct pub_args {
@@ -208,6 +218,7 @@ typedef struct sub_state {
     int json, verify;
     long count, seen;
     int bad;
+    int no_ack;
 } sub_state;
 
 static volatile sig_atomic_t sub_stop;
@@ -224,7 +235,7 @@ on_delivery(const spbe_delivery *d, void *arg)
 {
     sub_state *st = arg;
     if (st->count && st->seen >= st->count)
-        return;
+        return; /* a consumer's: delivered again once this client has gone */
     st->seen++;
     const char *verdict = "unchecked";
     if (st->verify) {
@@ -246,22 +257,40 @@ on_delivery(const spbe_delivery *d, void *arg)
         cli_json_string(stdout, d->schema);
         printf(",\"signature\":\"%s\",\"payload\":", verdict);
         cli_json_bytes(stdout, d->payload, d->payload_len);
+        if (d->consumer)
+            printf(",\"consumer\":\"%s\",\"delivery_count\":%u", d->consumer, d->delivery_count);
         printf("}\n");
     } else {
         printf("%s #%llu %s from %s: ", d->topic, (unsigned long long)d->sequence, t, d->sender);
+        if (d->consumer && d->delivery_count > 1)
+            printf("(delivery %u) ", d->delivery_count);
         cli_print_bytes(stdout, d->payload, d->payload_len, 200);
         if (st->verify)
             printf("  [signature %s]", verdict);
         printf("\n");
     }
     fflush(stdout);
+    if (d->consumer && !st->no_ack)
+        spbe_ack(st->client, d->consumer, d->topic, d->sequence, SPBE_ACK, 0, 0);
 }
 
 typedef struct sub_args {
-    const char *from;
+    const char *from, *consumer;
     long count, idle_ms;
-    int verify;
+    int verify, no_ack;
+    spbe_consumer_options copt;
 } sub_args;
+
+static int
+parse_u32(const char *arg, uint32_t *out)
+{
+    char *end;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (*end || arg[0] == '-' || v == 0 || v > UINT32_MAX)
+        return 1;
+    *out = (uint32_t)v;
+    return 0;
+}
 
 static int
 sub_option(int opt, const char *arg, void *ctx)
@@ -281,8 +310,44 @@ sub_option(int opt, const char *arg, void *ctx)
     case 4:
         a->verify = 1;
         return 0;
+    case 5:
+        a->consumer = arg;
+        return 0;
+    case 6:
+        a->no_ack = 0;
+        return 0;
+    case 7:
+        a->no_ack = 1;
+        return 0;
+    case 8:
+        return parse_u32(arg, &a->copt.ack_wait_ms);
+    case 9:
+        return parse_u32(arg, &a->copt.max_deliveries);
+    case 10:
+        return parse_u32(arg, &a->copt.max_in_flight);
+    case 11:
+        a->copt.dead_letter_expired = 1;
+        return 0;
     }
     return 1;
+}
+
+/* RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.fff]Z" to ns; -1 if it is not one. */
+static int64_t
+parse_time(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return -1;
+    int64_t frac = 0, scale = 100000000;
+    if (*rest == '.')
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, scale /= 10)
+            frac += (*rest - '0') * scale;
+    if (strcmp(rest, "Z") != 0)
+        return -1;
+    return (int64_t)timegm(&tm) * 1000000000 + frac;
 }
 
 int
@@ -292,6 +357,13 @@ cmd_sub(int argc, char **argv)
                                          {"count", required_argument, 0, 2},
                                          {"idle-ms", required_argument, 0, 3},
                                          {"verify", no_argument, 0, 4},
+                                         {"consumer", required_argument, 0, 5},
+                                         {"ack", no_argument, 0, 6},
+                                         {"no-ack", no_argument, 0, 7},
+                                         {"ack-wait-ms", required_argument, 0, 8},
+                                         {"max-deliveries", required_argument, 0, 9},
+                                         {"max-in-flight", required_argument, 0, 10},
+                                         {"dead-letter-expired", no_argument, 0, 11},
                                          {0, 0, 0, 0}};
     cli_common common;
     sub_args a = {0};
@@ -304,13 +376,17 @@ cmd_sub(int argc, char **argv)
     }
     spbe_start start = SPBE_START_NEW;
     uint64_t seq = 0;
+    int64_t start_time = 0;
     if (a.from && strcmp(a.from, "first") == 0) {
         start = SPBE_START_FIRST;
+    } else if (a.from && a.consumer && (start_time = parse_time(a.from)) > 0) {
+        start = SPBE_START_TIME;
     } else if (a.from && strcmp(a.from, "new") != 0) {
         char *end;
         seq = strtoull(a.from, &end, 10);
         if (*end || seq == 0 || a.from[0] == '-') {
-            fprintf(stderr, "spbe sub: --from takes new, first or a sequence (1 or more)\n");
+            fprintf(stderr, "spbe sub: --from takes new, first, a sequence (1 or more) or, with "
+                            "--consumer, a time (2026-11-22T08:00:00Z)\n");
             return EXIT_USAGE;
         }
         start = SPBE_START_SEQUENCE;
@@ -318,9 +394,17 @@ cmd_sub(int argc, char **argv)
     spbe_client *c = cli_connect(&common, "sub");
     if (!c)
         return EXIT_ERROR;
-    sub_state st = {c, common.json, a.verify, a.count, 0, 0};
+    sub_state st = {c, common.json, a.verify, a.count, 0, 0, a.no_ack};
     spbe_set_delivery_handler(c, on_delivery, &st);
-    int rc = spbe_subscribe(c, argv[i], start, seq, NULL);
+    int rc;
+    if (a.consumer) {
+        a.copt.start = start;
+        a.copt.start_sequence = seq;
+        a.copt.start_time_ns = start_time;
+        rc = spbe_consume(c, a.consumer, strcmp(argv[i], "-") ? argv[i] : NULL, &a.copt, NULL);
+    } else {
+        rc = spbe_subscribe(c, argv[i], start, seq, NULL);
+    }
     if (rc != SPBE_OK) {
         int e = cli_fail("sub", rc, "%s", spbe_last_error(c));
         spbe_close(&c);

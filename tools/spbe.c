@@ -16,7 +16,11 @@ static const struct {
     {"sub", cmd_sub, "subscribe to a topic pattern, live or from a sequence"},
     {"topic", cmd_topic, "topics: topic ls|info"},
     {"msg", cmd_msg, "stored messages: msg get TOPIC SEQ"},
-    {"bench", cmd_bench, "load: bench pub"},
+    {"req", cmd_req, "call a service with a signed request, print the signed reply"},
+    {"serve", cmd_serve, "serve a service with a command: serve SERVICE -- COMMAND"},
+    {"consumer", cmd_consumer, "durable consumers: consumer ls|info|rm"},
+    {"dlq", cmd_dlq, "dead letters of a consumer: dlq ls|replay|purge"},
+    {"bench", cmd_bench, "load: bench pub|consume|req"},
 };
 
 static void

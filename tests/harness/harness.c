@@ -253,7 +253,22 @@ harness_member(test_broker *b, const char *name, const char *publish, const char
     }
     split_flags(pubf, sizeof pubf, "--pub", publish);
     split_flags(subf, sizeof subf, "--sub", subscribe);
-    split_flags(rolef, sizeof rolef, "--role", roles);
+    /* roles: "admin", "ops", and service rights as "serve:PATTERN" / "call:PATTERN" */
+    rolef[0] = '\0';
+    if (roles) {
+        char copy[512];
+        size_t used = 0;
+        snprintf(copy, sizeof copy, "%s", roles);
+        for (char *save, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            const char *flag = "--role", *value = tok;
+            if (strncmp(tok, "serve:", 6) == 0)
+                flag = "--serve", value = tok + 6;
+            else if (strncmp(tok, "call:", 5) == 0)
+                flag = "--call", value = tok + 5;
+            used += (size_t)snprintf(rolef + used, sizeof rolef > used ? sizeof rolef - used : 0,
+                                     " %s '%s'", flag, value);
+        }
+    }
     rc = harness_run(NULL, 0, err, sizeof err, "%s member add %s --key %s --key-file %s.pub%s%s%s",
                      SPBE_CLI_BIN, name, b->admin_key, key_path, pubf, subf, rolef);
     if (rc != 0)

@@ -35,7 +35,8 @@ int harness_broker_signal(test_broker *b, int sig);
 int harness_broker_stop(test_broker *b);
 
 /* Creates an identity for name in the test directory and registers it with rights
- * (comma-separated patterns, NULL for none; roles likewise). Writes the identity
+ * (comma-separated patterns, NULL for none; roles likewise: "admin", "ops", and
+ * service rights as "serve:PATTERN" and "call:PATTERN"). Writes the identity
  * path into key_path (400 bytes). 0 on success. */
 int harness_member(test_broker *b, const char *name, const char *publish, const char *subscribe,
                    const char *roles, char *key_path);

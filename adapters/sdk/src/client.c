@@ -37,6 +37,7 @@ typedef struct in_flight {
     uint64_t token;      /* what the caller holds, stable across resends */
     uint8_t *bytes;
     size_t len;
+    uint64_t respond_ref; /* a reply to this request (Respond), not a publish */
     int done, resent;
     spbe_receipt *sync_out; /* a synchronous publish waits for this one */
     int *sync_done;
@@ -49,9 +50,10 @@ typedef struct position {
 } position;
 
 typedef struct client_sub {
-    uint64_t local_id;       /* what the caller holds */
-    uint64_t broker_id;      /* the broker's id in the current session; 0 while pending */
-    uint64_t resub_request;  /* the Subscribe sent after a reconnect */
+    int is_consumer;        /* a durable consumer's attachment (named by pattern) */
+    uint64_t local_id;      /* what the caller holds */
+    uint64_t broker_id;     /* the broker's id in the current session; 0 while pending */
+    uint64_t resub_request; /* the Subscribe sent after a reconnect */
     char pattern[256];
     spbe_start start;
     uint64_t start_sequence;
@@ -83,12 +85,21 @@ struct spbe_client {
     uint64_t in_flight, next_token;
     client_sub *subs;
     uint64_t next_local_sub;
+    struct served *served;
     spbe_receipt_fn on_receipt;
     void *receipt_arg;
     spbe_delivery_fn on_delivery;
     void *delivery_arg;
     char error[512];
 };
+
+/* A service this client serves. */
+typedef struct served {
+    char service[256];
+    spbe_request_fn fn;
+    void *arg;
+    struct served *next;
+} served;
 
 static void session_lost(spbe_client *c, const char *why);
 
@@ -286,11 +297,12 @@ enqueue(spbe_client *c, Spbe__V1__BrokerFrame *f, uint8_t *body, size_t body_len
     c->tail = q;
 }
 
-/* Sends cmd and waits for the reply with its request id, queueing other frames. */
+/* Sends cmd and waits up to timeout_ms for the reply with its request id, queueing
+ * other frames. */
 static int
-request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body_len,
-        Spbe__V1__Reply **reply, uint8_t **reply_body, size_t *reply_body_len,
-        Spbe__V1__BrokerFrame **owner)
+request_within(spbe_client *c, int timeout_ms, Spbe__V1__Command *cmd, const uint8_t *body,
+               size_t body_len, Spbe__V1__Reply **reply, uint8_t **reply_body,
+               size_t *reply_body_len, Spbe__V1__BrokerFrame **owner)
 {
     *owner = NULL;
     if (c->closed_code)
@@ -301,11 +313,11 @@ request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body
     int rc = send_command(c, cmd, body, body_len);
     if (rc != SPBE_OK)
         return rc;
-    int64_t deadline = now_ms() + c->timeout_ms;
+    int64_t deadline = now_ms() + timeout_ms;
     for (;;) {
         int64_t left = deadline - now_ms();
         if (left < 0)
-            return fail(c, SPBE_TIMEOUT, "no reply from the broker within %d ms", c->timeout_ms);
+            return fail(c, SPBE_TIMEOUT, "no reply from the broker within %d ms", timeout_ms);
         Spbe__V1__BrokerFrame *f;
         uint8_t *b;
         size_t blen;
@@ -316,7 +328,9 @@ request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body
             return rc;
         if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
             f->reply->request_id == cmd->request_id) {
-            if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected) {
+            if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected &&
+                (cmd->body_case != SPBE__V1__COMMAND__BODY_REQUEST ||
+                 strncmp(f->reply->error, "no session", 10) == 0)) {
                 session_lost(c, f->reply->error);
                 spbe__v1__broker_frame__free_unpacked(f, NULL);
                 free(b);
@@ -346,6 +360,15 @@ request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body
         }
         enqueue(c, f, b, blen);
     }
+}
+
+static int
+request(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body_len,
+        Spbe__V1__Reply **reply, uint8_t **reply_body, size_t *reply_body_len,
+        Spbe__V1__BrokerFrame **owner)
+{
+    return request_within(c, c->timeout_ms, cmd, body, body_len, reply, reply_body, reply_body_len,
+                          owner);
 }
 
 /* ------------------------------------------------------------ connect */
@@ -589,6 +612,8 @@ spbe_sign(spbe_client *c, const char *topic, const void *payload, size_t len,
     m.correlation_id.data = (uint8_t *)o->correlation_id;
     m.correlation_id.len = o->correlation_id ? o->correlation_len : 0;
     m.reply_to = (char *)(o->reply_to ? o->reply_to : "");
+    m.not_before_ns = o->not_before_ns;
+    m.expires_ns = o->expires_ns;
     m.payload.data = (uint8_t *)payload;
     m.payload.len = payload ? len : 0;
     int rc = wire_message_sign(&m, c->id.secret_key, out, out_len);
@@ -668,9 +693,16 @@ flights_send(spbe_client *c)
             continue;
         }
         Spbe__V1__Publish pub = SPBE__V1__PUBLISH__INIT;
+        Spbe__V1__Respond respond = SPBE__V1__RESPOND__INIT;
         Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
-        cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH;
-        cmd.publish = &pub;
+        if (e->respond_ref) {
+            respond.request_ref = e->respond_ref;
+            cmd.body_case = SPBE__V1__COMMAND__BODY_RESPOND;
+            cmd.respond = &respond;
+        } else {
+            cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH;
+            cmd.publish = &pub;
+        }
         cmd.request_id = ++c->next_request;
         int rc = send_command(c, &cmd, e->bytes, e->len);
         if (rc != SPBE_OK)
@@ -705,7 +737,28 @@ session_resume(spbe_client *c)
 {
     c->connected = 1;
     c->last_received_ms = now_ms();
+    for (served *sv = c->served; sv; sv = sv->next) {
+        Spbe__V1__Serve serve = SPBE__V1__SERVE__INIT;
+        serve.service = sv->service;
+        Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+        cmd.request_id = ++c->next_request;
+        cmd.body_case = SPBE__V1__COMMAND__BODY_SERVE;
+        cmd.serve = &serve;
+        send_command(c, &cmd, NULL, 0);
+    }
     for (client_sub *sub = c->subs; sub; sub = sub->next) {
+        if (sub->is_consumer) { /* attach again; what was held comes again */
+            Spbe__V1__ConsumerConfig cfg = SPBE__V1__CONSUMER_CONFIG__INIT;
+            cfg.name = sub->pattern;
+            Spbe__V1__Consume consume = SPBE__V1__CONSUME__INIT;
+            consume.config = &cfg;
+            Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+            cmd.request_id = sub->resub_request = ++c->next_request;
+            cmd.body_case = SPBE__V1__COMMAND__BODY_CONSUME;
+            cmd.consume = &consume;
+            send_command(c, &cmd, NULL, 0);
+            continue;
+        }
         Spbe__V1__Subscribe msg = SPBE__V1__SUBSCRIBE__INIT;
         msg.pattern = sub->pattern;
         msg.start = (Spbe__V1__StartPosition)sub->start;
@@ -880,8 +933,8 @@ handle_reply(spbe_client *c, Spbe__V1__Reply *reply)
             memcmp(reply->welcome->broker_key.data, c->broker_key, WIRE_KEY_BYTES) == 0) {
             c->heartbeat_ms = (int)reply->welcome->heartbeat_ms;
             session_resume(c);
-        } else if (code == SPBE_REVOKED || code == SPBE_UNKNOWN_SENDER ||
-                   code == SPBE_FORBIDDEN || code == SPBE_OK) {
+        } else if (code == SPBE_REVOKED || code == SPBE_UNKNOWN_SENDER || code == SPBE_FORBIDDEN ||
+                   code == SPBE_OK) {
             c->closed_code = code == SPBE_OK ? SPBE_BAD_REQUEST : code;
             fail(c, c->closed_code, "broker refused the session again: %s", reply->error);
         }
@@ -926,6 +979,40 @@ handle_reply(spbe_client *c, Spbe__V1__Reply *reply)
     return 1;
 }
 
+/* A request for a service this client serves. */
+static int
+handle_request_event(spbe_client *c, const Spbe__V1__RequestEvent *re, const uint8_t *body,
+                     size_t body_len)
+{
+    served *sv = c->served;
+    while (sv && strcmp(sv->service, re->service) != 0)
+        sv = sv->next;
+    if (!sv)
+        return 0; /* stopped serving meanwhile: the caller times out */
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *m;
+    if (wire_envelope_decode(body, body_len, &sm, &m, NULL) != SPBE_OK) {
+        wire_envelope_free(&sm, &m);
+        return 0;
+    }
+    spbe_service_request r = {
+        .service = re->service,
+        .ref = re->request_ref,
+        .sequence = re->sequence,
+        .deadline_ns = re->deadline_ns,
+        .sender = m->sender,
+        .id = m->id.data,
+        .schema = m->schema,
+        .payload = m->payload.data,
+        .payload_len = m->payload.len,
+        .raw = body,
+        .raw_len = body_len,
+    };
+    sv->fn(c, &r, sv->arg);
+    wire_envelope_free(&sm, &m);
+    return 1;
+}
+
 /* Runs the handler of one frame; returns 1 if it was an event for the user. */
 static int
 handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size_t body_len)
@@ -945,12 +1032,14 @@ handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size
         }
         return 0;
     }
+    if (ev->body_case == SPBE__V1__EVENT__BODY_REQUEST && body)
+        return handle_request_event(c, ev->request, body, body_len);
     if (ev->body_case != SPBE__V1__EVENT__BODY_DELIVERY || !body)
         return 0;
     client_sub *sub = sub_by_broker_id(c, ev->delivery->subscription_id);
     if (!sub)
         return 0; /* of a subscription ended or from a session before a reconnect */
-    position *pos = sub_position(sub, ev->delivery->topic);
+    position *pos = sub->is_consumer ? NULL : sub_position(sub, ev->delivery->topic);
     if (pos && pos->next && ev->delivery->sequence < pos->next)
         return 0; /* already delivered before a reconnect */
     Spbe__V1__SignedMessage *sm;
@@ -977,6 +1066,11 @@ handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size
         .payload_len = m->payload.len,
         .raw = body,
         .raw_len = body_len,
+        .consumer = sub->is_consumer ? sub->pattern : NULL,
+        .delivery_count = ev->delivery->delivery_count,
+        .ack_deadline_ns = ev->delivery->ack_deadline_ns,
+        .not_before_ns = m->not_before_ns,
+        .expires_ns = m->expires_ns,
     };
     if (c->on_delivery)
         c->on_delivery(&d, c->delivery_arg);
@@ -1082,8 +1176,9 @@ spbe_subscribe(spbe_client *c, const char *pattern, spbe_start start, uint64_t s
         return fail(c, SPBE_INTERNAL, "out of memory");
     }
     sub->local_id = ++c->next_local_sub;
-    sub->broker_id =
-        reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED ? reply->subscribed->subscription_id : 0;
+    sub->broker_id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED
+                         ? reply->subscribed->subscription_id
+                         : 0;
     snprintf(sub->pattern, sizeof sub->pattern, "%s", pattern);
     sub->start = start;
     sub->start_sequence = start_sequence;
@@ -1128,6 +1223,14 @@ int
 spbe_connected(const spbe_client *c)
 {
     return c->connected && !c->closed_code;
+}
+
+/* Verifies raw (a SignedMessage) against the registered key of sender. */
+static int
+verify_signed(spbe_client *c, const char *sender, const uint8_t *raw, size_t raw_len)
+{
+    spbe_delivery one = {.sender = sender, .raw = raw, .raw_len = raw_len};
+    return spbe_verify(c, &one);
 }
 
 int
@@ -1207,4 +1310,312 @@ spbe_call(spbe_client *c, const uint8_t *command, size_t command_len, const uint
         free(b);
     }
     return *reply_out ? SPBE_OK : fail(c, SPBE_INTERNAL, "out of memory");
+}
+
+/* ------------------------------------------------------------ consumers */
+
+int
+spbe_consume(spbe_client *c, const char *name, const char *pattern, const spbe_consumer_options *o,
+             uint64_t *id)
+{
+    static const spbe_consumer_options none = {0};
+    if (!o)
+        o = &none;
+    if (!name || strlen(name) > 64)
+        return fail(c, SPBE_BAD_REQUEST, "consumer name must be 1 to 64 of [a-z0-9_-]");
+    Spbe__V1__ConsumerConfig cfg = SPBE__V1__CONSUMER_CONFIG__INIT;
+    cfg.name = (char *)name;
+    cfg.pattern = (char *)(pattern ? pattern : "");
+    cfg.start = (Spbe__V1__StartPosition)o->start;
+    cfg.start_sequence = o->start_sequence;
+    cfg.start_time_ns = o->start_time_ns;
+    cfg.ack_wait_ms = o->ack_wait_ms;
+    cfg.max_deliveries = o->max_deliveries;
+    cfg.max_in_flight = o->max_in_flight;
+    cfg.dead_letter_expired = o->dead_letter_expired != 0;
+    Spbe__V1__Consume consume = SPBE__V1__CONSUME__INIT;
+    consume.config = &cfg;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_CONSUME;
+    cmd.consume = &consume;
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, &cmd, &reply, &owner);
+    if (rc != SPBE_OK)
+        return rc;
+    client_sub *sub = calloc(1, sizeof *sub);
+    if (!sub) {
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+        return fail(c, SPBE_INTERNAL, "out of memory");
+    }
+    sub->is_consumer = 1;
+    sub->local_id = ++c->next_local_sub;
+    sub->broker_id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED
+                         ? reply->subscribed->subscription_id
+                         : 0;
+    snprintf(sub->pattern, sizeof sub->pattern, "%s", name); /* a consumer is named */
+    sub->next = c->subs;
+    c->subs = sub;
+    if (id)
+        *id = sub->local_id;
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    return SPBE_OK;
+}
+
+int
+spbe_ack(spbe_client *c, const char *consumer, const char *topic, uint64_t sequence,
+         spbe_ack_kind kind, uint32_t delay_ms, int wait)
+{
+    Spbe__V1__AckItem item = SPBE__V1__ACK_ITEM__INIT;
+    item.topic = (char *)topic;
+    item.sequence = sequence;
+    item.kind = (Spbe__V1__AckKind)kind;
+    item.delay_ms = delay_ms;
+    Spbe__V1__AckItem *items[] = {&item};
+    Spbe__V1__Ack ack = SPBE__V1__ACK__INIT;
+    ack.consumer = (char *)consumer;
+    ack.items = items;
+    ack.n_items = 1;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_ACK;
+    cmd.ack = &ack;
+    if (!wait) {
+        if (!c->connected || c->closed_code)
+            return fail(c, SPBE_UNAVAILABLE, "not connected: the message will come again");
+        cmd.request_id = 0; /* no answer */
+        return send_command(c, &cmd, NULL, 0);
+    }
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, &cmd, &reply, &owner);
+    if (rc == SPBE_OK)
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    return rc;
+}
+
+/* ------------------------------------------------------------ services */
+
+static int
+serve_command(spbe_client *c, const char *service, int serve)
+{
+    Spbe__V1__Serve sv = SPBE__V1__SERVE__INIT;
+    Spbe__V1__Unserve un = SPBE__V1__UNSERVE__INIT;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    if (serve) {
+        sv.service = (char *)service;
+        cmd.body_case = SPBE__V1__COMMAND__BODY_SERVE;
+        cmd.serve = &sv;
+    } else {
+        un.service = (char *)service;
+        cmd.body_case = SPBE__V1__COMMAND__BODY_UNSERVE;
+        cmd.unserve = &un;
+    }
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, &cmd, &reply, &owner);
+    if (rc == SPBE_OK)
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    return rc;
+}
+
+int
+spbe_serve(spbe_client *c, const char *service, spbe_request_fn fn, void *arg)
+{
+    if (!service || !fn || strlen(service) > 255)
+        return fail(c, SPBE_BAD_REQUEST, "spbe_serve needs a service name and a handler");
+    int rc = serve_command(c, service, 1);
+    if (rc != SPBE_OK)
+        return rc;
+    served *sv = c->served;
+    while (sv && strcmp(sv->service, service) != 0)
+        sv = sv->next;
+    if (!sv) {
+        sv = calloc(1, sizeof *sv);
+        if (!sv)
+            return fail(c, SPBE_INTERNAL, "out of memory");
+        snprintf(sv->service, sizeof sv->service, "%s", service);
+        sv->next = c->served;
+        c->served = sv;
+    }
+    sv->fn = fn;
+    sv->arg = arg;
+    return SPBE_OK;
+}
+
+int
+spbe_unserve(spbe_client *c, const char *service)
+{
+    served **pp = &c->served;
+    while (*pp && strcmp((*pp)->service, service) != 0)
+        pp = &(*pp)->next;
+    if (!*pp)
+        return fail(c, SPBE_NOT_FOUND, "not serving %s", service);
+    served *sv = *pp;
+    *pp = sv->next;
+    free(sv);
+    return c->connected ? serve_command(c, service, 0) : SPBE_OK;
+}
+
+static int
+service_topic(spbe_client *c, const char *service, char *topic, size_t n)
+{
+    if (!service || !wire_topic_valid(service) || strncmp(service, "$sys.", 5) == 0 ||
+        snprintf(topic, n, "$sys.svc.%s", service) >= (int)n)
+        return fail(c, SPBE_INVALID_TOPIC, "invalid service name '%s'", service ? service : "");
+    return SPBE_OK;
+}
+
+int
+spbe_respond(spbe_client *c, const char *service, uint64_t ref,
+             const uint8_t request_id[SPBE_ID_BYTES], const void *payload, size_t len,
+             const spbe_message_options *o, uint64_t *token)
+{
+    char topic[WIRE_TOPIC_MAX_BYTES + 16];
+    int rc = service_topic(c, service, topic, sizeof topic);
+    if (rc != SPBE_OK)
+        return rc;
+    spbe_message_options opt = o ? *o : (spbe_message_options){0};
+    opt.correlation_id = request_id;
+    opt.correlation_len = SPBE_ID_BYTES;
+    uint8_t *bytes;
+    size_t blen;
+    if ((rc = spbe_sign(c, topic, payload, len, &opt, &bytes, &blen)) != SPBE_OK)
+        return rc;
+    if (c->closed_code) {
+        free(bytes);
+        return fail(c, c->closed_code, "session closed by the broker");
+    }
+    in_flight *e = flight_append(c, bytes, blen);
+    free(bytes);
+    if (!e)
+        return fail(c, SPBE_INTERNAL, "out of memory");
+    e->respond_ref = ref;
+    if (token)
+        *token = e->token;
+    return flights_send(c);
+}
+
+void
+spbe_response_free(spbe_response *r)
+{
+    if (!r)
+        return;
+    free(r->payload);
+    free(r->raw);
+    r->payload = r->raw = NULL;
+    r->payload_len = r->raw_len = 0;
+}
+
+static int
+receipt_ok(spbe_client *c, const Spbe__V1__SignedReceipt *sr)
+{
+    Spbe__V1__Receipt *r;
+    if (!sr || wire_receipt_verify(sr, c->broker_key, &r) != SPBE_OK)
+        return 0;
+    int ok = r->code == SPBE__V1__ERROR_CODE__OK;
+    spbe__v1__receipt__free_unpacked(r, NULL);
+    return ok;
+}
+
+int
+spbe_request(spbe_client *c, const char *service, const void *payload, size_t len, int timeout_ms,
+             const spbe_message_options *o, spbe_response *out)
+{
+    memset(out, 0, sizeof *out);
+    if (timeout_ms <= 0)
+        timeout_ms = 30000;
+    char topic[WIRE_TOPIC_MAX_BYTES + 16];
+    int rc = service_topic(c, service, topic, sizeof topic);
+    uint8_t *bytes = NULL;
+    size_t blen = 0;
+    if (rc == SPBE_OK)
+        rc = spbe_sign(c, topic, payload, len, o, &bytes, &blen);
+    if (rc != SPBE_OK) {
+        out->code = rc;
+        snprintf(out->error, sizeof out->error, "%.255s", c->error);
+        return rc;
+    }
+    Spbe__V1__Request req = SPBE__V1__REQUEST__INIT;
+    req.service = (char *)service;
+    req.timeout_ms = (uint32_t)timeout_ms;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_REQUEST;
+    cmd.request = &req;
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    uint8_t *body = NULL;
+    size_t body_len = 0;
+    /* the broker answers TIMEOUT at the deadline; wait a little longer for that */
+    rc = request_within(c, timeout_ms + 2000, &cmd, bytes, blen, &reply, &body, &body_len, &owner);
+    free(bytes);
+    if (rc != SPBE_OK) {
+        out->code = rc;
+        snprintf(out->error, sizeof out->error, "%.255s", c->error);
+        return rc;
+    }
+    out->code = (int)reply->code;
+    snprintf(out->error, sizeof out->error, "%s", reply->error ? reply->error : "");
+    if (out->code == SPBE_OK && (reply->body_case != SPBE__V1__REPLY__BODY_RESPONSE || !body)) {
+        out->code = SPBE_BAD_REQUEST;
+        snprintf(out->error, sizeof out->error, "the broker's answer carries no reply");
+    }
+    if (out->code == SPBE_OK) {
+        Spbe__V1__Response *resp = reply->response;
+        Spbe__V1__SignedMessage *sm;
+        Spbe__V1__Message *m;
+        if (wire_envelope_decode(body, body_len, &sm, &m, NULL) != SPBE_OK ||
+            strcmp(m->sender, resp->server) != 0) {
+            out->code = SPBE_BAD_REQUEST;
+            snprintf(out->error, sizeof out->error, "the reply is malformed");
+        } else {
+            snprintf(out->server, sizeof out->server, "%s", m->sender);
+            snprintf(out->schema, sizeof out->schema, "%s", m->schema);
+            out->request_sequence = resp->request_sequence;
+            out->reply_sequence = resp->reply_sequence;
+            out->payload = malloc(m->payload.len ? m->payload.len : 1);
+            if (out->payload) {
+                memcpy(out->payload, m->payload.data, m->payload.len);
+                out->payload_len = m->payload.len;
+            }
+            out->raw = body;
+            out->raw_len = body_len;
+            body = NULL;
+            out->receipts_verified =
+                receipt_ok(c, resp->request_receipt) && receipt_ok(c, resp->reply_receipt);
+        }
+        wire_envelope_free(&sm, &m);
+    }
+    free(body);
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    if (out->code == SPBE_OK && verify_signed(c, out->server, out->raw, out->raw_len) != SPBE_OK) {
+        out->code = SPBE_BAD_SIGNATURE;
+        snprintf(out->error, sizeof out->error, "the reply's signature does not verify");
+    }
+    if (out->code != SPBE_OK)
+        fail(c, out->code, "%s", out->error);
+    return out->code;
+}
+
+/* ------------------------------------------------------------ event loops */
+
+int
+spbe_fd(spbe_client *c)
+{
+    int fd = -1;
+    size_t len = sizeof fd;
+    if (zmq_getsockopt(c->socket, ZMQ_FD, &fd, &len) != 0)
+        return fail(c, SPBE_INTERNAL, "no descriptor: %s", zmq_strerror(errno)), -1;
+    return fd;
+}
+
+int
+spbe_next_timeout_ms(spbe_client *c)
+{
+    if (c->head)
+        return 0;
+    if (!c->connected)
+        return 250; /* reconnecting: say hello again soon */
+    int64_t idle = now_ms() - c->last_sent_ms;
+    int64_t left = c->heartbeat_ms > 0 ? c->heartbeat_ms - idle : 1000;
+    return left < 0 ? 0 : (int)(left > 1000 ? 1000 : left);
 }

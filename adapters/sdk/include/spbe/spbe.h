@@ -58,6 +58,8 @@ typedef struct spbe_message_options {
     const uint8_t *correlation_id; /**< with correlation_len */
     size_t correlation_len;
     const char *reply_to;
+    int64_t not_before_ns; /**< consumers get it only from then on (0: at once) */
+    int64_t expires_ns;    /**< consumers never get it after then (0: never expires) */
 } spbe_message_options;
 
 /** The broker's answer to one publish, verified against the broker's key. */
@@ -90,6 +92,11 @@ typedef struct spbe_delivery {
     size_t payload_len;
     const uint8_t *raw; /**< the sender's exact SignedMessage bytes */
     size_t raw_len;
+    const char *consumer;    /**< a consumer's delivery: acknowledge it (spbe_ack); else NULL */
+    uint32_t delivery_count; /**< 1 the first time, more when delivered again */
+    int64_t ack_deadline_ns; /**< delivered again if not acknowledged by then */
+    int64_t not_before_ns;
+    int64_t expires_ns;
 } spbe_delivery;
 
 typedef void (*spbe_receipt_fn)(const spbe_receipt *receipt, void *arg);
@@ -99,7 +106,60 @@ typedef enum spbe_start {
     SPBE_START_NEW = 0,      /**< messages accepted from now on */
     SPBE_START_FIRST = 1,    /**< from the first stored message of each matching topic */
     SPBE_START_SEQUENCE = 2, /**< from a sequence on each matching topic */
+    SPBE_START_TIME = 3,     /**< consumers: from the first message accepted at a time */
 } spbe_start;
+
+/** A request to a service this client serves. Pointers are valid during the handler;
+ *  to answer later keep service, ref and id (spbe_respond takes them). */
+typedef struct spbe_request {
+    const char *service;
+    uint64_t ref;        /**< the broker's reference, quoted by spbe_respond */
+    uint64_t sequence;   /**< the request's sequence in $sys.svc.<service> */
+    int64_t deadline_ns; /**< the caller stops waiting then */
+    const char *sender;  /**< the calling member (signature verified by the broker) */
+    const uint8_t *id;   /**< 16 bytes, the request message's id */
+    const char *schema;
+    const uint8_t *payload;
+    size_t payload_len;
+    const uint8_t *raw; /**< the caller's exact SignedMessage bytes */
+    size_t raw_len;
+} spbe_service_request;
+
+typedef void (*spbe_request_fn)(spbe_client *client, const spbe_service_request *request,
+                                void *arg);
+
+/** The answer to spbe_request(); free with spbe_response_free(). */
+typedef struct spbe_response {
+    int code; /**< SPBE_OK, or why there is no answer (TIMEOUT, UNAVAILABLE, FORBIDDEN...) */
+    char error[256];
+    char server[65];                           /**< the member that answered */
+    uint64_t request_sequence, reply_sequence; /**< both logged in $sys.svc.<service> */
+    char schema[256];
+    uint8_t *payload; /**< malloc'ed */
+    size_t payload_len;
+    uint8_t *raw; /**< the server's exact SignedMessage bytes (malloc'ed) */
+    size_t raw_len;
+    int receipts_verified; /**< 1 if the broker's receipts for both verified */
+} spbe_response;
+
+/** Durable consumer settings; zero-initialise: start new, ack wait 30 s, 5 deliveries,
+ *  1000 in flight per attached client. */
+typedef struct spbe_consumer_options {
+    spbe_start start;
+    uint64_t start_sequence;
+    int64_t start_time_ns;
+    uint32_t ack_wait_ms;
+    uint32_t max_deliveries;
+    uint32_t max_in_flight;
+    int dead_letter_expired; /**< expired messages go to $sys.dlq.<consumer> too */
+} spbe_consumer_options;
+
+typedef enum spbe_ack_kind {
+    SPBE_ACK = 0,      /**< done */
+    SPBE_NAK = 1,      /**< deliver again after delay_ms */
+    SPBE_PROGRESS = 2, /**< still working: the ack wait starts again */
+    SPBE_TERM = 3,     /**< never again: to the dead letters */
+} spbe_ack_kind;
 
 /**
  * Connects with the identity file at identity_path (NULL: $SPBE_KEY).
@@ -181,6 +241,63 @@ int spbe_unsubscribe(spbe_client *client, uint64_t id);
  * SPBE_UNAVAILABLE (broker gone or shutting down, with no_reconnect).
  */
 int spbe_dispatch(spbe_client *client, int timeout_ms, int *events);
+
+/**
+ * Creates the durable consumer name on pattern if it does not exist (with options, NULL
+ * for defaults) and attaches this client to it; pattern NULL attaches to an existing
+ * one. Deliveries come through the delivery handler with d->consumer set; acknowledge
+ * each with spbe_ack(). Clients attached to one consumer share its messages. After a
+ * reconnect the client attaches again; what it held unacknowledged is delivered again.
+ * Errors: SPBE_BAD_REQUEST (name, or another pattern), SPBE_INVALID_TOPIC, SPBE_FORBIDDEN.
+ */
+int spbe_consume(spbe_client *client, const char *name, const char *pattern,
+                 const spbe_consumer_options *options, uint64_t *id);
+
+/**
+ * Acknowledges a consumer's delivery (of consumer, topic, sequence: as in the delivery).
+ * wait 0 sends and returns (the broker does not answer; what is lost is delivered
+ * again); wait 1 waits for the broker: SPBE_NOT_FOUND if the message is not pending.
+ */
+int spbe_ack(spbe_client *client, const char *consumer, const char *topic, uint64_t sequence,
+             spbe_ack_kind kind, uint32_t delay_ms, int wait);
+
+/**
+ * Serves a service: requests come to fn during spbe_dispatch(); answer each with
+ * spbe_respond() (in the handler or later). Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN.
+ * Served again after a reconnect.
+ */
+int spbe_serve(spbe_client *client, const char *service, spbe_request_fn fn, void *arg);
+int spbe_unserve(spbe_client *client, const char *service);
+
+/**
+ * Answers request ref of service (request_id: the request's 16-byte id) with a signed
+ * reply. Does not wait: the broker's receipt comes through the receipt handler with
+ * *token (may be NULL), like spbe_publish_async.
+ */
+int spbe_respond(spbe_client *client, const char *service, uint64_t ref,
+                 const uint8_t request_id[SPBE_ID_BYTES], const void *payload, size_t len,
+                 const spbe_message_options *options, uint64_t *token);
+
+/**
+ * Calls service with a signed request and waits up to timeout_ms (0: 30000) for the
+ * signed reply, which *response gets (free it with spbe_response_free). Returns
+ * response->code: SPBE_OK, SPBE_UNAVAILABLE (nobody serves it), SPBE_TIMEOUT (no reply
+ * in time), SPBE_FORBIDDEN (no right to call it), or another error.
+ */
+int spbe_request(spbe_client *client, const char *service, const void *payload, size_t len,
+                 int timeout_ms, const spbe_message_options *options, spbe_response *response);
+void spbe_response_free(spbe_response *response);
+
+/**
+ * Event loop integration: a file descriptor that becomes readable when the broker has
+ * sent something. Poll it (with spbe_next_timeout_ms() as the timeout, for heartbeats),
+ * then call spbe_dispatch(client, 0, NULL), which handles everything ready. The
+ * descriptor is edge-triggered (ZeroMQ's ZMQ_FD): call spbe_dispatch(client, 0, NULL)
+ * also after every other call into the library before polling again. -1 on error.
+ */
+int spbe_fd(spbe_client *client);
+/** Milliseconds until the client needs spbe_dispatch for heartbeats or reconnecting. */
+int spbe_next_timeout_ms(spbe_client *client);
 
 /**
  * Verifies a delivery's signature end to end against the sender's registered key
