@@ -383,9 +383,17 @@ initial_cursor(const consumer *c, store_reader *rd, const store_topic_info *t)
     switch (cfg->start) {
     case SPBE__V1__START_POSITION__START_FIRST:
         break;
-    case SPBE__V1__START_POSITION__START_SEQUENCE:
+    case SPBE__V1__START_POSITION__START_SEQUENCE: {
+        /* from that sequence on, and whatever the topic got since the consumer was
+         * created: a topic that appears later is read from its start */
+        uint64_t since;
+        if (store_sequence_at(rd, t->id, c->info->created_ns, &since) != SPBE_OK)
+            since = t->last_sequence + 1;
         seq = cfg->start_sequence > first ? cfg->start_sequence : first;
+        if (since < seq)
+            seq = since;
         break;
+    }
     case SPBE__V1__START_POSITION__START_TIME:
         if (store_sequence_at(rd, t->id, cfg->start_time_ns, &seq) != SPBE_OK)
             seq = first;
@@ -903,50 +911,77 @@ settle_if_done(consumer_set *cs, consumer *c, pend *p, const ctopic *t, const st
 }
 
 /* Redeliveries and scheduled deliveries that are due. */
+static int
+pend_order(const void *a, const void *b)
+{
+    const pend *x = *(pend *const *)a, *y = *(pend *const *)b;
+    if (x->topic_id != y->topic_id)
+        return x->topic_id < y->topic_id ? -1 : 1;
+    return x->sequence < y->sequence ? -1 : x->sequence > y->sequence;
+}
+
+/* Delivers again what is due, in sequence order per topic. */
 static size_t
 pump_due(consumer_set *cs, consumer *c, store_reader *rd, int64_t now, size_t budget)
 {
     if (now < c->next_due_ns)
         return 0;
-    size_t sent = 0;
     int64_t next = INT64_MAX;
-    for (size_t k = 0; k < c->table_size; k++) {
-        for (pend *p = c->table[k], *n; p; p = n) {
-            n = p->next;
+    size_t n_due = 0, cap = 0;
+    pend **due = NULL;
+    for (size_t k = 0; k < c->table_size; k++)
+        for (pend *p = c->table[k]; p; p = p->next) {
             if (p->due_ns > now) {
                 if (p->due_ns < next)
                     next = p->due_ns;
                 continue;
             }
-            if (p->holder_id) /* its ack wait ran out */
-                release(c, p);
-            const ctopic *t = topic_find(c, p->topic_id);
-            store_message m;
-            if (!t || store_message_get(rd, p->topic_id, p->sequence, &m) != SPBE_OK) {
-                op_pending_del(cs, c, p->topic_id, p->sequence); /* gone by retention */
-                pend_remove(c, p);
-                continue;
+            if (n_due == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                pend **grown = realloc(due, ncap * sizeof *due);
+                if (!grown) {
+                    next = now; /* try again next time */
+                    goto process;
+                }
+                due = grown;
+                cap = ncap;
             }
-            msg_times tm;
-            times_of(&m, &tm);
-            int done =
-                (tm.expires_ns && now >= tm.expires_ns) || p->deliveries >= max_deliveries(c);
-            if (done && cs->n_letters >= LETTERS_MAX) {
-                next = now; /* the dead letters of this commit are full: next time */
-                continue;
-            }
-            if (done && settle_if_done(cs, c, p, t, &m, &tm, now))
-                continue;
-            attachment *a = sent < budget ? pick(c) : NULL;
-            if (!a || send_to(cs, c, a, p, t, &m, now) != 0) {
-                next = now; /* due, waiting for room */
-                continue;
-            }
-            sent++;
-            if (p->due_ns < next)
-                next = p->due_ns;
+            due[n_due++] = p;
         }
+process:
+    if (n_due > 1)
+        qsort(due, n_due, sizeof *due, pend_order);
+    size_t sent = 0;
+    for (size_t i = 0; i < n_due; i++) {
+        pend *p = due[i];
+        if (p->holder_id) /* its ack wait ran out */
+            release(c, p);
+        const ctopic *t = topic_find(c, p->topic_id);
+        store_message m;
+        if (!t || store_message_get(rd, p->topic_id, p->sequence, &m) != SPBE_OK) {
+            op_pending_del(cs, c, p->topic_id, p->sequence); /* gone by retention */
+            pend_remove(c, p);
+            continue;
+        }
+        msg_times tm;
+        times_of(&m, &tm);
+        int done = (tm.expires_ns && now >= tm.expires_ns) || p->deliveries >= max_deliveries(c);
+        if (done && cs->n_letters >= LETTERS_MAX) {
+            next = now; /* the dead letters of this commit are full: next time */
+            continue;
+        }
+        if (done && settle_if_done(cs, c, p, t, &m, &tm, now))
+            continue;
+        attachment *a = sent < budget ? pick(c) : NULL;
+        if (!a || send_to(cs, c, a, p, t, &m, now) != 0) {
+            next = now; /* due, waiting for room */
+            continue;
+        }
+        sent++;
+        if (p->due_ns < next)
+            next = p->due_ns;
     }
+    free(due);
     c->next_due_ns = next;
     return sent;
 }

@@ -4,6 +4,9 @@
  * several times over. Their sessions reconnect and resend what had no receipt. At the
  * end every message got a positive receipt, each is present exactly once at the
  * sequence its receipt named, sequences have no gap, and the environment is consistent.
+ * Meanwhile two members attached to one durable consumer acknowledge whatever comes:
+ * after the restarts every acknowledged publish has reached them (at least once), none
+ * skipped, and nothing stays pending.
  * SPBE_CRASH_ROUNDS sets the number of kills (default 5), SPBE_CRASH_SEED the seed.
  */
 #include <pthread.h>
@@ -80,6 +83,52 @@ publisher_run(void *arg)
     return NULL;
 }
 
+/* A member attached to the consumer "crash", acknowledging everything at once. */
+typedef struct taker {
+    test_broker *broker;
+    const char *key;
+    uint8_t **seen; /* [publisher][sequence], set once delivered */
+    volatile int *stop;
+    long deliveries, redeliveries;
+    spbe_client *c;
+    int ok;
+} taker;
+
+static void
+on_consumed(const spbe_delivery *d, void *arg)
+{
+    taker *t = arg;
+    int i = atoi(d->topic + strlen("crash.topic"));
+    if (i >= 0 && i < PUBLISHERS && d->sequence < MAX_ACKED)
+        __atomic_store_n(&t->seen[i][d->sequence], 1, __ATOMIC_RELAXED);
+    t->deliveries++;
+    if (d->delivery_count > 1)
+        t->redeliveries++;
+    spbe_ack(t->c, d->consumer, d->topic, d->sequence, SPBE_ACK, 0, 0);
+}
+
+static void *
+taker_run(void *arg)
+{
+    taker *t = arg;
+    t->c = harness_connect(t->broker, t->key, 2000);
+    if (!t->c)
+        return NULL;
+    spbe_set_delivery_handler(t->c, on_consumed, t);
+    spbe_consumer_options o = {
+        .start = SPBE_START_FIRST, .ack_wait_ms = 1000, .max_deliveries = 1000};
+    if (spbe_consume(t->c, "crash", "crash.>", &o, NULL) != SPBE_OK)
+        return NULL;
+    t->ok = 1;
+    while (!*t->stop)
+        if (spbe_dispatch(t->c, 100, NULL) != SPBE_OK) {
+            t->ok = 0;
+            break;
+        }
+    spbe_close(&t->c);
+    return NULL;
+}
+
 static void
 sleep_ms(long ms)
 {
@@ -124,8 +173,20 @@ test_acknowledged_messages_survive_sigkill(void **state)
 
     test_broker b;
     assert_int_equal(harness_broker_start(&b, "--heartbeat-ms 300"), 0);
-    char key[400];
+    char key[400], reader_key[400];
     assert_int_equal(harness_member(&b, "bkn/siasn", "crash.>", NULL, NULL, key), 0);
+    assert_int_equal(harness_member(&b, "portal/status", NULL, "crash.>", NULL, reader_key), 0);
+    uint8_t *seen[PUBLISHERS];
+    for (int i = 0; i < PUBLISHERS; i++)
+        assert_non_null(seen[i] = calloc(MAX_ACKED, 1));
+    volatile int takers_stop = 0;
+    taker takers[2];
+    pthread_t taker_threads[2];
+    for (int i = 0; i < 2; i++) {
+        takers[i] = (taker){.broker = &b, .key = reader_key, .seen = seen, .stop = &takers_stop};
+        pthread_create(&taker_threads[i], NULL, taker_run, &takers[i]);
+        sleep_ms(100); /* the first creates the consumer */
+    }
 
     publisher pubs[PUBLISHERS];
     for (int i = 0; i < PUBLISHERS; i++) {
@@ -152,11 +213,49 @@ test_acknowledged_messages_survive_sigkill(void **state)
     stop = 1;
     for (int i = 0; i < PUBLISHERS; i++)
         pthread_join(threads[i], NULL);
-    assert_int_equal(harness_broker_signal(&b, SIGTERM), 0); /* a clean stop: exit 0 */
     for (int i = 0; i < PUBLISHERS; i++) {
         assert_true(pubs[i].flushed);
         assert_int_equal((long)pubs[i].n_acks, pubs[i].sent); /* every message acknowledged */
     }
+
+    /* the consumer gets every acknowledged publish, none skipped, and acks them all */
+    size_t missing = 1;
+    for (int wait = 0; wait < 600 && missing; wait++) {
+        missing = 0;
+        for (int i = 0; i < PUBLISHERS; i++)
+            for (size_t k = 0; k < pubs[i].n_acks; k++)
+                if (!__atomic_load_n(&seen[i][pubs[i].acks[k].sequence], __ATOMIC_RELAXED))
+                    missing++;
+        if (missing)
+            sleep_ms(100);
+    }
+    if (missing)
+        fail_msg("%zu acknowledged messages never reached the consumer", missing);
+    char out[8192], cli_err[1024];
+    const char *pending = NULL;
+    for (int wait = 0; wait < 100; wait++) {
+        assert_int_equal(harness_run(out, sizeof out, cli_err, sizeof cli_err,
+                                     "$SPBE consumer info crash --json --key %s", reader_key),
+                         0);
+        pending = strstr(out, "\"pending\":"); /* the consumer's, before its topics' */
+        if (pending && atoll(pending + 10) == 0)
+            break;
+        pending = NULL;
+        sleep_ms(100);
+    }
+    if (!pending)
+        fail_msg("the consumer still has pending deliveries: %s", out);
+    takers_stop = 1;
+    for (int i = 0; i < 2; i++) {
+        pthread_join(taker_threads[i], NULL);
+        assert_true(takers[i].ok);
+    }
+    printf("# consumer: %ld deliveries, %ld of them again after a kill or ack wait\n",
+           takers[0].deliveries + takers[1].deliveries,
+           takers[0].redeliveries + takers[1].redeliveries);
+    for (int i = 0; i < PUBLISHERS; i++)
+        free(seen[i]);
+    assert_int_equal(harness_broker_signal(&b, SIGTERM), 0); /* a clean stop: exit 0 */
 
     /* offline: consistent, every acknowledged message present once where its receipt said */
     store_options so = {.read_only = 1};
