@@ -1,5 +1,6 @@
 /*
- * bench.c - spbe bench pub: signed, durable publish throughput and latency.
+ * bench.c - spbe bench pub: signed, durable publish throughput and latency (consume
+ * and req are in bench_delivery.c).
  *
  * Each publisher is its own session (thread). Messages are signed before the timed
  * phase, so the figure is the bus's, not the client's signing speed. A subscriber
@@ -11,11 +12,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "cli.h"
 #include "wire.h"
 
 static const char bench_usage[] =
-    "usage: spbe bench pub [options]\n"
+    "usage: spbe bench pub|consume|req [options]   (spbe bench consume --help, ...)\n"
+    "       spbe bench pub [options]\n"
     "\n"
     "Measures signed, durable publish (every message verified by the broker, no receipt\n"
     "before its commit is on disk): throughput and publish-to-receipt and\n"
@@ -50,8 +53,8 @@ typedef struct publisher {
     uint64_t first_token;
 } publisher;
 
-static int64_t
-mono_ns(void)
+int64_t
+bench_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -64,14 +67,14 @@ on_bench_receipt(const spbe_receipt *r, void *arg)
     publisher *p = arg;
     long k = (long)(r->token - p->first_token);
     if (k >= 0 && k < p->count)
-        p->receipt_lat[k] = mono_ns() - __atomic_load_n(&p->sent_ns[k], __ATOMIC_RELAXED);
+        p->receipt_lat[k] = bench_now_ns() - __atomic_load_n(&p->sent_ns[k], __ATOMIC_RELAXED);
     p->receipts++;
     if (r->code != SPBE_OK)
         p->errors++;
 }
 
-static spbe_client *
-bench_connect(const cli_common *common)
+spbe_client *
+bench_client(const cli_common *common)
 {
     spbe_options o = {.endpoint = common->broker,
                       .broker_key_hex = common->broker_key,
@@ -92,7 +95,7 @@ static void *
 publisher_run(void *arg)
 {
     publisher *p = arg;
-    spbe_client *c = bench_connect(p->cfg->common);
+    spbe_client *c = bench_client(p->cfg->common);
     pthread_barrier_wait(&start_barrier);
     if (!c) {
         p->rc = SPBE_UNAVAILABLE;
@@ -109,7 +112,7 @@ publisher_run(void *arg)
                 return NULL;
             }
         }
-        __atomic_store_n(&p->sent_ns[k], mono_ns(), __ATOMIC_RELAXED);
+        __atomic_store_n(&p->sent_ns[k], bench_now_ns(), __ATOMIC_RELAXED);
         uint64_t token;
         int rc = spbe_publish_signed(c, p->signed_messages[k], p->lengths[k], &token);
         if (k == 0)
@@ -146,7 +149,7 @@ on_bench_delivery(const spbe_delivery *d, void *arg)
     uint32_t pi, k;
     memcpy(&pi, d->payload, 4);
     memcpy(&k, d->payload + 4, 4);
-    int64_t now = mono_ns();
+    int64_t now = bench_now_ns();
     if (s->received < s->expected)
         s->lat[s->received] = now - __atomic_load_n(&s->pubs[pi].sent_ns[k], __ATOMIC_RELAXED);
     s->received++;
@@ -163,20 +166,75 @@ subscriber_run(void *arg)
     return NULL;
 }
 
-static int
-cmp_i64(const void *a, const void *b)
+int
+bench_cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
 }
 
-static double
-pct(const int64_t *sorted, long n, double q)
+double
+bench_pct(const int64_t *sorted, long n, double q)
 {
     if (n == 0)
         return 0;
     long i = (long)(q * (double)(n - 1) + 0.5);
     return (double)sorted[i] / 1e3; /* microseconds */
+}
+
+typedef struct fill {
+    uint64_t first;
+    long receipts, errors;
+    char error[256];
+} fill;
+
+static void
+on_fill_receipt(const spbe_receipt *r, void *arg)
+{
+    fill *f = arg;
+    if (r->code == SPBE_OK && (f->first == 0 || r->sequence < f->first))
+        f->first = r->sequence;
+    if (r->code != SPBE_OK && !f->errors++)
+        snprintf(f->error, sizeof f->error, "%s: %.200s", spbe_error_name(r->code), r->error);
+    f->receipts++;
+}
+
+int
+bench_fill(spbe_client *c, const char *topic, long n, long size, uint64_t *first, double *rate)
+{
+    uint8_t *payload = calloc(1, (size_t)size);
+    uint8_t **msgs = calloc((size_t)n, sizeof *msgs);
+    size_t *lens = calloc((size_t)n, sizeof *lens);
+    int rc = payload && msgs && lens ? SPBE_OK : SPBE_INTERNAL;
+    for (long k = 0; k < n && rc == SPBE_OK; k++) {
+        uint32_t ki = (uint32_t)k;
+        memcpy(payload, &ki, size < 4 ? (size_t)size : 4);
+        rc = spbe_sign(c, topic, payload, (size_t)size, NULL, &msgs[k], &lens[k]);
+    }
+    fill f = {0};
+    spbe_set_receipt_handler(c, on_fill_receipt, &f);
+    int64_t t0 = bench_now_ns();
+    for (long k = 0; k < n && rc == SPBE_OK; k++) {
+        while (rc == SPBE_OK && spbe_in_flight(c) >= 1000)
+            rc = spbe_dispatch(c, 1000, NULL);
+        if (rc == SPBE_OK)
+            rc = spbe_publish_signed(c, msgs[k], lens[k], NULL);
+    }
+    if (rc == SPBE_OK)
+        rc = spbe_flush(c, 60000);
+    *rate = (double)n / ((double)(bench_now_ns() - t0) / 1e9);
+    spbe_set_receipt_handler(c, NULL, NULL);
+    if (rc == SPBE_OK && f.errors) {
+        fprintf(stderr, "spbe bench: %ld publishes refused, first: %s\n", f.errors, f.error);
+        rc = SPBE_INTERNAL;
+    }
+    *first = f.first;
+    for (long k = 0; msgs && k < n; k++)
+        free(msgs[k]);
+    free(msgs);
+    free(lens);
+    free(payload);
+    return rc;
 }
 
 static int
@@ -220,6 +278,8 @@ cmd_bench(int argc, char **argv)
                                          {"topic", required_argument, 0, 5},
                                          {"no-subscriber", no_argument, 0, 6},
                                          {0, 0, 0, 0}};
+    if (argc >= 2 && (strcmp(argv[1], "consume") == 0 || strcmp(argv[1], "req") == 0))
+        return bench_delivery(argv[1], argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "pub") != 0) {
         int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
         fputs(bench_usage, help ? stdout : stderr);
@@ -237,12 +297,12 @@ cmd_bench(int argc, char **argv)
     cfg.common = &common;
 
     /* sign everything before the timed phase */
-    spbe_client *signer = bench_connect(&common);
+    spbe_client *signer = bench_client(&common);
     if (!signer)
         return EXIT_ERROR;
     publisher *pubs = calloc((size_t)cfg.publishers, sizeof *pubs);
     uint8_t *payload = calloc(1, (size_t)cfg.size);
-    int64_t t_sign = mono_ns();
+    int64_t t_sign = bench_now_ns();
     for (int p = 0; p < cfg.publishers; p++) {
         publisher *pb = &pubs[p];
         pb->cfg = &cfg;
@@ -261,7 +321,7 @@ cmd_bench(int argc, char **argv)
                 return cli_fail("bench", SPBE_INVALID_TOPIC, "%s", spbe_last_error(signer));
         }
     }
-    double sign_s = (double)(mono_ns() - t_sign) / 1e9;
+    double sign_s = (double)(bench_now_ns() - t_sign) / 1e9;
 
     subscriber sub = {.pubs = pubs, .expected = cfg.messages};
     pthread_t sub_thread;
@@ -278,15 +338,15 @@ cmd_bench(int argc, char **argv)
     for (int p = 0; p < cfg.publishers; p++)
         pthread_create(&threads[p], NULL, publisher_run, &pubs[p]);
     pthread_barrier_wait(&start_barrier);
-    int64_t t0 = mono_ns();
+    int64_t t0 = bench_now_ns();
     if (!cfg.no_subscriber)
         pthread_create(&sub_thread, NULL, subscriber_run, &sub);
     for (int p = 0; p < cfg.publishers; p++)
         pthread_join(threads[p], NULL);
-    int64_t t1 = mono_ns();
+    int64_t t1 = bench_now_ns();
     if (!cfg.no_subscriber) {
-        int64_t wait_until = mono_ns() + 10000000000LL;
-        while (sub.received < sub.expected && mono_ns() < wait_until) {
+        int64_t wait_until = bench_now_ns() + 10000000000LL;
+        while (sub.received < sub.expected && bench_now_ns() < wait_until) {
             struct timespec ts = {0, 10000000};
             nanosleep(&ts, NULL);
         }
@@ -308,12 +368,12 @@ cmd_bench(int argc, char **argv)
         total += pubs[p].receipts < pubs[p].count ? pubs[p].receipts : pubs[p].count;
         errors += pubs[p].errors;
     }
-    qsort(lat, (size_t)total, sizeof *lat, cmp_i64);
+    qsort(lat, (size_t)total, sizeof *lat, bench_cmp_i64);
     double secs = (double)(t1 - t0) / 1e9;
     double rate = (double)total / secs;
     long delivered = sub.received < sub.expected ? sub.received : sub.expected;
     if (sub.lat)
-        qsort(sub.lat, (size_t)delivered, sizeof *sub.lat, cmp_i64);
+        qsort(sub.lat, (size_t)delivered, sizeof *sub.lat, bench_cmp_i64);
     if (common.json) {
         printf("{\"messages\":%ld,\"size\":%ld,\"publishers\":%ld,\"window\":%ld,\"seconds\":%.3f,"
                "\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"errors\":%ld,"
@@ -322,11 +382,11 @@ cmd_bench(int argc, char **argv)
                ".0f},"
                "\"client_sign_per_s\":%.0f}\n",
                total, cfg.size, cfg.publishers, cfg.window, secs, rate,
-               rate * (double)cfg.size / 1e6, errors, pct(lat, total, .5), pct(lat, total, .9),
-               pct(lat, total, .99), pct(lat, total, .999), pct(lat, total, 1), delivered,
-               pct(sub.lat, delivered, .5), pct(sub.lat, delivered, .9),
-               pct(sub.lat, delivered, .99), pct(sub.lat, delivered, 1),
-               (double)cfg.messages / sign_s);
+               rate * (double)cfg.size / 1e6, errors, bench_pct(lat, total, .5),
+               bench_pct(lat, total, .9), bench_pct(lat, total, .99), bench_pct(lat, total, .999),
+               bench_pct(lat, total, 1), delivered, bench_pct(sub.lat, delivered, .5),
+               bench_pct(sub.lat, delivered, .9), bench_pct(sub.lat, delivered, .99),
+               bench_pct(sub.lat, delivered, 1), (double)cfg.messages / sign_s);
     } else {
         printf("signed durable publish: %ld messages of %ld bytes, %ld publisher(s), window %ld\n",
                total, cfg.size, cfg.publishers, cfg.window);
@@ -334,13 +394,13 @@ cmd_bench(int argc, char **argv)
                rate * (double)cfg.size / 1e6, secs, errors);
         printf("  publish->receipt  p50 %.0f us  p90 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f "
                "us\n",
-               pct(lat, total, .5), pct(lat, total, .9), pct(lat, total, .99),
-               pct(lat, total, .999), pct(lat, total, 1));
+               bench_pct(lat, total, .5), bench_pct(lat, total, .9), bench_pct(lat, total, .99),
+               bench_pct(lat, total, .999), bench_pct(lat, total, 1));
         if (!cfg.no_subscriber)
             printf("  publish->delivery p50 %.0f us  p90 %.0f us  p99 %.0f us  max %.0f us  (%ld "
                    "delivered)\n",
-                   pct(sub.lat, delivered, .5), pct(sub.lat, delivered, .9),
-                   pct(sub.lat, delivered, .99), pct(sub.lat, delivered, 1), delivered);
+                   bench_pct(sub.lat, delivered, .5), bench_pct(sub.lat, delivered, .9),
+                   bench_pct(sub.lat, delivered, .99), bench_pct(sub.lat, delivered, 1), delivered);
         printf("  (client signing before the run: %.0f msgs/s on one core)\n",
                (double)cfg.messages / sign_s);
     }

@@ -577,6 +577,11 @@ spbe_close(spbe_client **cp)
         free(sub->pos);
         free(sub);
     }
+    while (c->served) {
+        served *sv = c->served;
+        c->served = sv->next;
+        free(sv);
+    }
     if (c->socket)
         zmq_close(c->socket);
     if (c->ctx)
