@@ -17,6 +17,9 @@ static const char pub_usage[] =
     "  --id HEX              message id (32 hex digits; default random). The same id\n"
     "                        from the same sender within the dedup window is stored once.\n"
     "  --count N             publish N messages (payload suffixed ' #i'), pipelined\n"
+    "  --not-before TIME     durable consumers get it only from TIME on (RFC 3339 UTC,\n"
+    "                        e.g. 2026-12-24T08:00:00Z); --delay-ms N: N ms from now\n"
+    "  --expires TIME        consumers never get it after TIME; --ttl-ms N: N ms from now\n"
     "  --key FILE --broker EP --broker-key HEX --json --timeout-ms N\n";
 
 static const char sub_usage[] =
@@ -39,10 +42,37 @@ static const char sub_usage[] =
     "                        settings of a consumer created here\n"
     "  --key FILE --broker EP --broker-key HEX --json --timeout-ms N\n";
 
+/* RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.fff]Z" to ns; -1 if it is not one. */
+static int64_t
+parse_time(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return -1;
+    int64_t frac = 0, scale = 100000000;
+    if (*rest == '.')
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, scale /= 10)
+            frac += (*rest - '0') * scale;
+    if (strcmp(rest, "Z") != 0)
+        return -1;
+    return (int64_t)timegm(&tm) * 1000000000 + frac;
+}
+
 typedef struct pub_args {
     const char *schema, *id_hex;
     long count;
+    int64_t not_before_ns, expires_ns;
 } pub_args;
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int
 pub_option(int opt, const char *arg, void *ctx)
@@ -59,6 +89,20 @@ pub_option(int opt, const char *arg, void *ctx)
     case 3:
         a->count = strtol(arg, &end, 10);
         return *end || a->count < 1;
+    case 4:
+        return (a->not_before_ns = parse_time(arg)) <= 0;
+    case 5: {
+        long ms = strtol(arg, &end, 10);
+        a->not_before_ns = now_ns() + (int64_t)ms * 1000000;
+        return *end || ms < 1;
+    }
+    case 6:
+        return (a->expires_ns = parse_time(arg)) <= 0;
+    case 7: {
+        long ms = strtol(arg, &end, 10);
+        a->expires_ns = now_ns() + (int64_t)ms * 1000000;
+        return *end || ms < 1;
+    }
     }
     return 1;
 }
@@ -132,10 +176,11 @@ read_stdin(size_t *len)
 int
 cmd_pub(int argc, char **argv)
 {
-    static const struct option opts[] = {{"schema", required_argument, 0, 1},
-                                         {"id", required_argument, 0, 2},
-                                         {"count", required_argument, 0, 3},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"schema", required_argument, 0, 1},   {"id", required_argument, 0, 2},
+        {"count", required_argument, 0, 3},    {"not-before", required_argument, 0, 4},
+        {"delay-ms", required_argument, 0, 5}, {"expires", required_argument, 0, 6},
+        {"ttl-ms", required_argument, 0, 7},   {0, 0, 0, 0}};
     cli_common common;
     pub_args a = {.count = 1};
     int i = cli_parse(argc, argv, &common, opts, "", pub_option, &a, pub_usage);
@@ -147,7 +192,8 @@ cmd_pub(int argc, char **argv)
     }
     const char *topic = argv[i];
     uint8_t id[16];
-    spbe_message_options mo = {.schema = a.schema};
+    spbe_message_options mo = {
+        .schema = a.schema, .not_before_ns = a.not_before_ns, .expires_ns = a.expires_ns};
     if (a.id_hex) {
         if (wire_hex_decode(a.id_hex, id, sizeof id) != SPBE_OK) {
             fprintf(stderr, "spbe pub: --id takes 32 hex digits\n");
@@ -330,24 +376,6 @@ sub_option(int opt, const char *arg, void *ctx)
         return 0;
     }
     return 1;
-}
-
-/* RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.fff]Z" to ns; -1 if it is not one. */
-static int64_t
-parse_time(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest)
-        return -1;
-    int64_t frac = 0, scale = 100000000;
-    if (*rest == '.')
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++, scale /= 10)
-            frac += (*rest - '0') * scale;
-    if (strcmp(rest, "Z") != 0)
-        return -1;
-    return (int64_t)timegm(&tm) * 1000000000 + frac;
 }
 
 int

@@ -464,12 +464,24 @@ test_delayed_delivery_and_expiry(void **state)
     assert_string_equal(t.g[1].payload, "nanti");
     if (t.g[1].at_ms - t0 < 750)
         fail_msg("delayed by 800 ms, delivered after %lld ms", (long long)(t.g[1].at_ms - t0));
+    /* the same from the CLI */
+    char out[8192], err[1024];
+    t0 = ms_now();
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
+                                 "$SPBE pub ikn.later.a cli --delay-ms 600 --key %s", f->producer),
+                     0);
+    assert_int_equal(pump1(&t, 3, 5000), 3);
+    assert_string_equal(t.g[2].payload, "cli");
+    assert_true(t.g[2].at_ms - t0 >= 550);
     spbe_close(&t.c);
 
     /* expiry: published with a short life, consumed after it */
     publish(p, "ikn.expire.a", "basi", 0, wall_ns() + 200000000, NULL);
     publish(p, "ikn.expire.a", "segar", 0, 0, NULL);
-    publish(p, "ikn.expire.b", "basi juga", 0, wall_ns() + 200000000, NULL);
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
+                                 "$SPBE pub ikn.expire.b 'basi juga' --ttl-ms 200 --key %s",
+                                 f->producer),
+                     0);
     usleep(500000);
     spbe_consumer_options o = {.start = SPBE_START_FIRST, .dead_letter_expired = 1};
     take(f, &t, f->reader, "kedaluwarsa", "ikn.expire.>", &o, 1);
@@ -485,7 +497,6 @@ test_delayed_delivery_and_expiry(void **state)
     assert_int_equal(info_field(f->reader, "tanpa-dlq", "expired"), 2);
     assert_int_equal(harness_stored(&f->broker, "$sys.dlq.kedaluwarsa"), 2);
     assert_int_equal(harness_stored(&f->broker, "$sys.dlq.tanpa-dlq"), 0);
-    char out[8192], err[1024];
     assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
                                  "$SPBE dlq ls kedaluwarsa --json --key %s", f->reader),
                      0);

@@ -262,6 +262,27 @@ test_forged_replies_are_refused(void **state)
     spbe_close(&sv.outsider);
 }
 
+/* The CLI, as a script uses it: serve answers with a command's output. */
+static void
+test_cli_serve_and_req(void **state)
+{
+    fixture *f = *state;
+    char out[4096], err[4096];
+    int rc = harness_run(out, sizeof out, err, sizeof err,
+                         "$SPBE serve svc.cli --count 1 --key %s -- tr a-z A-Z & "
+                         "for i in 1 2 3 4 5 6 7 8 9 10; do "
+                         "  $SPBE req svc.cli 'halo ikn' --timeout-ms 3000 --key %s && break; "
+                         "  sleep 0.3; "
+                         "done; wait",
+                         f->server, f->caller);
+    if (rc != 0 || strcmp(out, "HALO IKN") != 0)
+        fail_msg("exit %d, out '%s', err '%s'", rc, out, err);
+    /* nobody serves it now: UNAVAILABLE, exit 1 */
+    rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE req svc.cli x --key %s", f->caller);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "UNAVAILABLE"));
+}
+
 int
 main(void)
 {
@@ -271,6 +292,7 @@ main(void)
         cmocka_unit_test(test_no_reply_in_time_is_timeout),
         cmocka_unit_test(test_load_spreads_over_two_servers),
         cmocka_unit_test(test_forged_replies_are_refused),
+        cmocka_unit_test(test_cli_serve_and_req),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
