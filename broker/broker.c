@@ -222,29 +222,33 @@ send_goodbye(broker *b, session *s, int code, const char *reason)
 }
 
 /* The router's way out: one Delivery event plus the sender's bytes. */
+/* One Delivery event with the stored bytes as its body frame; logs a vanished peer. */
+static int
+send_delivery_event(broker *b, session *s, Spbe__V1__Delivery *d, const uint8_t *data, size_t len)
+{
+    Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
+    ev.body_case = SPBE__V1__EVENT__BODY_DELIVERY;
+    ev.delivery = d;
+    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
+    f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
+    f.event = &ev;
+    int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
+    if (rc == EHOSTUNREACH) /* the router or the consumer lets go; the idle timer the session */
+        log_event(LOG_INFO, "session_gone", "member=%s consumer=%s", s->member,
+                  d->consumer[0] ? d->consumer : "-");
+    return rc;
+}
+
 static int
 send_delivery(void *ctx, void *owner, uint64_t subscription_id, const char *topic,
               uint64_t sequence, int64_t accepted_ns, const uint8_t *data, size_t len)
 {
-    broker *b = ctx;
-    session *s = owner;
     Spbe__V1__Delivery d = SPBE__V1__DELIVERY__INIT;
     d.subscription_id = subscription_id;
     d.topic = (char *)topic;
     d.sequence = sequence;
     d.accepted_ns = accepted_ns;
-    Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
-    ev.body_case = SPBE__V1__EVENT__BODY_DELIVERY;
-    ev.delivery = &d;
-    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
-    f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
-    f.event = &ev;
-    int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
-    if (rc == EHOSTUNREACH) {
-        log_event(LOG_INFO, "session_gone", "member=%s", s->member);
-        return rc; /* the router drops the subscription; the idle timer the session */
-    }
-    return rc;
+    return send_delivery_event(ctx, owner, &d, data, len);
 }
 
 /* The consumers' way out: a Delivery that names the consumer, to acknowledge. */
@@ -254,8 +258,6 @@ send_consumer_delivery(void *ctx, void *owner, uint64_t attachment, const char *
                        uint32_t delivery_count, int64_t ack_deadline_ns, const uint8_t *data,
                        size_t len)
 {
-    broker *b = ctx;
-    session *s = owner;
     Spbe__V1__Delivery d = SPBE__V1__DELIVERY__INIT;
     d.subscription_id = attachment;
     d.topic = (char *)topic;
@@ -264,16 +266,7 @@ send_consumer_delivery(void *ctx, void *owner, uint64_t attachment, const char *
     d.consumer = (char *)consumer;
     d.delivery_count = delivery_count;
     d.ack_deadline_ns = ack_deadline_ns;
-    Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
-    ev.body_case = SPBE__V1__EVENT__BODY_DELIVERY;
-    ev.delivery = &d;
-    Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
-    f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
-    f.event = &ev;
-    int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
-    if (rc == EHOSTUNREACH)
-        log_event(LOG_INFO, "session_gone", "member=%s consumer=%s", s->member, consumer);
-    return rc;
+    return send_delivery_event(ctx, owner, &d, data, len);
 }
 
 /* ------------------------------------------------------------ first start */

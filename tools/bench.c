@@ -280,10 +280,12 @@ cmd_bench(int argc, char **argv)
                                          {0, 0, 0, 0}};
     if (argc >= 2 && (strcmp(argv[1], "consume") == 0 || strcmp(argv[1], "req") == 0))
         return bench_delivery(argv[1], argc - 1, argv + 1);
-    if (argc < 2 || strcmp(argv[1], "pub") != 0) {
-        int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
-        fputs(bench_usage, help ? stdout : stderr);
-        return help ? EXIT_OK : EXIT_USAGE;
+    int early = cli_subcommand(argc, argv, bench_usage);
+    if (early >= 0)
+        return early;
+    if (strcmp(argv[1], "pub") != 0) {
+        fputs(bench_usage, stderr);
+        return EXIT_USAGE;
     }
     cli_common common;
     bench_config cfg = {100000, 256, 1, 1000, "bench.pub", 0, &common};

@@ -235,3 +235,13 @@ cli_hex(const uint8_t *data, size_t n, char *out)
 {
     wire_hex_encode(data, n, out);
 }
+
+int
+cli_subcommand(int argc, char **argv, const char *usage)
+{
+    if (argc >= 2 && argv[1][0] != '-')
+        return -1;
+    int help = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
+    fputs(usage, help ? stdout : stderr);
+    return help ? EXIT_OK : EXIT_USAGE;
+}

@@ -32,6 +32,10 @@ typedef int (*cli_option_fn)(int opt, const char *arg, void *ctx);
 int cli_parse(int argc, char **argv, cli_common *common, const void *extra_options,
               const char *extra_short, cli_option_fn on_option, void *ctx, const char *usage);
 
+/* For command groups (spbe topic ls, ...): when argv[1] is no subcommand, prints usage
+ * (to stdout for --help/-h) and returns the exit status; else returns -1. */
+int cli_subcommand(int argc, char **argv, const char *usage);
+
 /* Connects with the common options; prints the error and returns NULL on failure. */
 spbe_client *cli_connect(const cli_common *common, const char *command);
 /* Opens the store of --data read-only; prints the error and returns NULL on failure. */

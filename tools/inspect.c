@@ -100,10 +100,9 @@ offline_topic(const cli_common *common, const char *name)
 int
 cmd_topic(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(topic_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : EXIT_OK;
-    }
+    int early = cli_subcommand(argc, argv, topic_usage);
+    if (early >= 0)
+        return early;
     const char *what = argv[1];
     cli_common common;
     int i = cli_parse(argc - 1, argv + 1, &common, NULL, NULL, NULL, NULL, topic_usage);

@@ -229,14 +229,9 @@ cmd_member(int argc, char **argv)
                                          {"serve", required_argument, 0, 7},
                                          {"call", required_argument, 0, 8},
                                          {0, 0, 0, 0}};
-    if (argc < 2 || argv[1][0] == '-') {
-        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-            fputs(usage_text, stdout);
-            return EXIT_OK;
-        }
-        fputs(usage_text, stderr);
-        return EXIT_USAGE;
-    }
+    int early = cli_subcommand(argc, argv, usage_text);
+    if (early >= 0)
+        return early;
     const char *what = argv[1];
     cli_common common;
     member_args a = {0};

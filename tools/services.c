@@ -437,11 +437,9 @@ offline_consumer(const Spbe__V1__ConsumerInfo *stored, void *arg)
 int
 cmd_consumer(int argc, char **argv)
 {
-    if (argc < 2 || argv[1][0] == '-') {
-        int help = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
-        fputs(consumer_usage, help ? stdout : stderr);
-        return help ? EXIT_OK : EXIT_USAGE;
-    }
+    int early = cli_subcommand(argc, argv, consumer_usage);
+    if (early >= 0)
+        return early;
     const char *what = argv[1];
     cli_common common;
     int i = cli_parse(argc - 1, argv + 1, &common, NULL, "", NULL, NULL, consumer_usage);
@@ -572,11 +570,9 @@ dlq_offline_row(const store_message *m, void *arg)
 int
 cmd_dlq(int argc, char **argv)
 {
-    if (argc < 2 || argv[1][0] == '-') {
-        int help = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
-        fputs(dlq_usage, help ? stdout : stderr);
-        return help ? EXIT_OK : EXIT_USAGE;
-    }
+    int early = cli_subcommand(argc, argv, dlq_usage);
+    if (early >= 0)
+        return early;
     const char *what = argv[1];
     cli_common common;
     long count = 0;

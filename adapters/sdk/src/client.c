@@ -1159,6 +1159,35 @@ simple_call(spbe_client *c, Spbe__V1__Command *cmd, Spbe__V1__Reply **reply,
     return rc;
 }
 
+/* Sends a Subscribe or Consume and remembers the subscription it opened (to resume it
+ * after a reconnect); *out is the new entry, first in c->subs. */
+static int
+sub_call(spbe_client *c, Spbe__V1__Command *cmd, const char *pattern, int is_consumer,
+         client_sub **out)
+{
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, cmd, &reply, &owner);
+    if (rc != SPBE_OK)
+        return rc;
+    client_sub *sub = calloc(1, sizeof *sub);
+    if (!sub) {
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+        return fail(c, SPBE_INTERNAL, "out of memory");
+    }
+    sub->is_consumer = is_consumer;
+    sub->local_id = ++c->next_local_sub;
+    sub->broker_id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED
+                         ? reply->subscribed->subscription_id
+                         : 0;
+    snprintf(sub->pattern, sizeof sub->pattern, "%s", pattern);
+    sub->next = c->subs;
+    c->subs = sub;
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    *out = sub;
+    return SPBE_OK;
+}
+
 int
 spbe_subscribe(spbe_client *c, const char *pattern, spbe_start start, uint64_t start_sequence,
                uint64_t *id)
@@ -1170,28 +1199,14 @@ spbe_subscribe(spbe_client *c, const char *pattern, spbe_start start, uint64_t s
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_SUBSCRIBE;
     cmd.subscribe = &msg;
-    Spbe__V1__Reply *reply;
-    Spbe__V1__BrokerFrame *owner;
-    int rc = simple_call(c, &cmd, &reply, &owner);
+    client_sub *sub;
+    int rc = sub_call(c, &cmd, pattern, 0, &sub);
     if (rc != SPBE_OK)
         return rc;
-    client_sub *sub = calloc(1, sizeof *sub);
-    if (!sub) {
-        spbe__v1__broker_frame__free_unpacked(owner, NULL);
-        return fail(c, SPBE_INTERNAL, "out of memory");
-    }
-    sub->local_id = ++c->next_local_sub;
-    sub->broker_id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED
-                         ? reply->subscribed->subscription_id
-                         : 0;
-    snprintf(sub->pattern, sizeof sub->pattern, "%s", pattern);
     sub->start = start;
     sub->start_sequence = start_sequence;
-    sub->next = c->subs;
-    c->subs = sub;
     if (id)
         *id = sub->local_id;
-    spbe__v1__broker_frame__free_unpacked(owner, NULL);
     return SPBE_OK;
 }
 
@@ -1343,28 +1358,11 @@ spbe_consume(spbe_client *c, const char *name, const char *pattern, const spbe_c
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_CONSUME;
     cmd.consume = &consume;
-    Spbe__V1__Reply *reply;
-    Spbe__V1__BrokerFrame *owner;
-    int rc = simple_call(c, &cmd, &reply, &owner);
-    if (rc != SPBE_OK)
-        return rc;
-    client_sub *sub = calloc(1, sizeof *sub);
-    if (!sub) {
-        spbe__v1__broker_frame__free_unpacked(owner, NULL);
-        return fail(c, SPBE_INTERNAL, "out of memory");
-    }
-    sub->is_consumer = 1;
-    sub->local_id = ++c->next_local_sub;
-    sub->broker_id = reply->body_case == SPBE__V1__REPLY__BODY_SUBSCRIBED
-                         ? reply->subscribed->subscription_id
-                         : 0;
-    snprintf(sub->pattern, sizeof sub->pattern, "%s", name); /* a consumer is named */
-    sub->next = c->subs;
-    c->subs = sub;
-    if (id)
+    client_sub *sub;
+    int rc = sub_call(c, &cmd, name, 1, &sub); /* a consumer is known by its name */
+    if (rc == SPBE_OK && id)
         *id = sub->local_id;
-    spbe__v1__broker_frame__free_unpacked(owner, NULL);
-    return SPBE_OK;
+    return rc;
 }
 
 int
