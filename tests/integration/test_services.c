@@ -1,5 +1,6 @@
 /* test_services.c - request/reply between members through the real broker: round
  * trip, UNAVAILABLE, TIMEOUT, spreading over two servers, forged replies refused. */
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,7 +18,7 @@
 
 typedef struct fixture {
     test_broker broker;
-    char server[400], server2[400], caller[400], outsider[400];
+    char server[400], server2[400], caller[400], outsider[400], adapter[400];
 } fixture;
 
 /* A server on its own thread: dispatches until told to stop. */
@@ -119,7 +120,9 @@ setup(void **state)
     if (harness_member(&f->broker, "bkn/layanan", NULL, NULL, "serve:svc.>", f->server) ||
         harness_member(&f->broker, "bkn/layanan2", NULL, NULL, "serve:svc.>", f->server2) ||
         harness_member(&f->broker, "kemenpan/app", NULL, NULL, "call:svc.>", f->caller) ||
-        harness_member(&f->broker, "other/app", NULL, NULL, "call:svc.>", f->outsider))
+        harness_member(&f->broker, "other/app", NULL, NULL, "call:svc.>", f->outsider) ||
+        harness_member(&f->broker, "bkn/adapter", "ikn.loop.>", "ikn.loop.>", "serve:svc.loop",
+                       f->adapter))
         return -1;
     *state = f;
     return 0;
@@ -262,6 +265,96 @@ test_forged_replies_are_refused(void **state)
     spbe_close(&sv.outsider);
 }
 
+/* An adapter in one thread: it consumes, serves and publishes from one poll() loop. */
+typedef struct loop_state {
+    spbe_client *c;
+    int delivered, served, receipts;
+} loop_state;
+
+static void
+loop_delivery(const spbe_delivery *d, void *arg)
+{
+    loop_state *st = arg;
+    st->delivered++;
+    assert_int_equal(spbe_ack(st->c, d->consumer, d->topic, d->sequence, SPBE_ACK, 0, 0), SPBE_OK);
+}
+
+static void
+loop_receipt(const spbe_receipt *r, void *arg)
+{
+    loop_state *st = arg;
+    assert_int_equal(r->code, SPBE_OK);
+    st->receipts++;
+}
+
+static void
+loop_request(spbe_client *c, const spbe_service_request *r, void *arg)
+{
+    loop_state *st = arg;
+    st->served++;
+    char answer[64];
+    int n = snprintf(answer, sizeof answer, "delivered %d", st->delivered);
+    assert_int_equal(spbe_respond(c, r->service, r->ref, r->id, answer, (size_t)n, NULL, NULL),
+                     SPBE_OK);
+}
+
+typedef struct loop_caller {
+    test_broker *broker;
+    const char *key;
+    int ok;
+} loop_caller;
+
+static void *
+loop_call(void *arg)
+{
+    loop_caller *lc = arg;
+    spbe_client *c = harness_connect(lc->broker, lc->key, 0);
+    for (int i = 0; c && i < 5; i++) {
+        spbe_response r;
+        if (spbe_request(c, "svc.loop", "?", 1, 5000, NULL, &r) == SPBE_OK &&
+            strncmp((const char *)r.payload, "delivered", 9) == 0)
+            lc->ok++;
+        spbe_response_free(&r);
+    }
+    spbe_close(&c);
+    return NULL;
+}
+
+static void
+test_one_thread_consumes_serves_and_publishes(void **state)
+{
+    fixture *f = *state;
+    loop_state st = {0};
+    st.c = harness_connect(&f->broker, f->adapter, 0);
+    spbe_set_delivery_handler(st.c, loop_delivery, &st);
+    spbe_set_receipt_handler(st.c, loop_receipt, &st);
+    assert_int_equal(spbe_consume(st.c, "putaran", "ikn.loop.>", NULL, NULL), SPBE_OK);
+    assert_int_equal(spbe_serve(st.c, "svc.loop", loop_request, &st), SPBE_OK);
+    loop_caller lc = {&f->broker, f->caller, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, loop_call, &lc), 0);
+    int published = 0;
+    int64_t end = ms_now() + 20000;
+    while ((st.delivered < 50 || st.receipts < 55 || st.served < 5) && ms_now() < end) {
+        if (published < 50) {
+            assert_int_equal(spbe_publish_async(st.c, "ikn.loop.a", "x", 1, NULL, NULL), SPBE_OK);
+            published++;
+        }
+        assert_int_equal(spbe_dispatch(st.c, 0, NULL), SPBE_OK); /* what the calls left */
+        struct pollfd p = {.fd = spbe_fd(st.c), .events = POLLIN};
+        assert_true(p.fd >= 0);
+        int timeout = spbe_next_timeout_ms(st.c);
+        assert_true(poll(&p, 1, published < 50 ? 0 : timeout > 100 ? 100 : timeout) >= 0);
+        assert_int_equal(spbe_dispatch(st.c, 0, NULL), SPBE_OK);
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(st.delivered, 50);
+    assert_int_equal(st.receipts, 55); /* 50 publishes and 5 replies */
+    assert_int_equal(st.served, 5);
+    assert_int_equal(lc.ok, 5);
+    spbe_close(&st.c);
+}
+
 /* The CLI, as a script uses it: serve answers with a command's output. */
 static void
 test_cli_serve_and_req(void **state)
@@ -292,6 +385,7 @@ main(void)
         cmocka_unit_test(test_no_reply_in_time_is_timeout),
         cmocka_unit_test(test_load_spreads_over_two_servers),
         cmocka_unit_test(test_forged_replies_are_refused),
+        cmocka_unit_test(test_one_thread_consumes_serves_and_publishes),
         cmocka_unit_test(test_cli_serve_and_req),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -293,7 +293,9 @@ void spbe_response_free(spbe_response *response);
  * sent something. Poll it (with spbe_next_timeout_ms() as the timeout, for heartbeats),
  * then call spbe_dispatch(client, 0, NULL), which handles everything ready. The
  * descriptor is edge-triggered (ZeroMQ's ZMQ_FD): call spbe_dispatch(client, 0, NULL)
- * also after every other call into the library before polling again. -1 on error.
+ * also after every other call into the library before polling again. The descriptor
+ * changes when the library reconnects: ask for it before each poll (it is cheap).
+ * -1 on error.
  */
 int spbe_fd(spbe_client *client);
 /** Milliseconds until the client needs spbe_dispatch for heartbeats or reconnecting. */
