@@ -13,8 +13,10 @@
 #define DEFAULT_ACK_WAIT_MS 30000
 #define DEFAULT_MAX_DELIVERIES 5
 #define DEFAULT_MAX_IN_FLIGHT 1000
-#define LETTERS_MAX 256      /* dead letters per commit */
-#define PENDING_SCHEDULED 1u /* waits for its not-before time; never delivered yet */
+#define LETTERS_MAX 256              /* dead letters per commit */
+#define PENDING_SCHEDULED 1u         /* waits for its not-before time; never delivered yet */
+#define SETTLE_EVERY_NS 1000000000LL /* no room: look for what must leave this often */
+#define BLOCKED_RETRY_NS 5000000LL   /* a peer at its high-water mark: try again then */
 
 typedef struct attachment {
     void *session;
@@ -50,6 +52,8 @@ typedef struct consumer {
     attachment *atts;
     size_t n_atts, cap_atts, rr_att;
     int64_t next_due_ns;
+    int waiting;            /* something due waits for room (not counted in next_due_ns) */
+    int64_t next_settle_ns; /* with no room: when to look again for what must leave */
     int record_dirty;
     struct consumer *link;
 } consumer;
@@ -924,9 +928,10 @@ pend_order(const void *a, const void *b)
 static size_t
 pump_due(consumer_set *cs, consumer *c, store_reader *rd, int64_t now, size_t budget)
 {
-    if (now < c->next_due_ns)
+    if (now < c->next_due_ns && !c->waiting)
         return 0;
     int64_t next = INT64_MAX;
+    c->waiting = 0;
     size_t n_due = 0, cap = 0;
     pend **due = NULL;
     for (size_t k = 0; k < c->table_size; k++)
@@ -940,7 +945,7 @@ pump_due(consumer_set *cs, consumer *c, store_reader *rd, int64_t now, size_t bu
                 size_t ncap = cap ? cap * 2 : 64;
                 pend **grown = realloc(due, ncap * sizeof *due);
                 if (!grown) {
-                    next = now; /* try again next time */
+                    c->waiting = 1; /* try again next time */
                     goto process;
                 }
                 due = grown;
@@ -967,14 +972,14 @@ process:
         times_of(&m, &tm);
         int done = (tm.expires_ns && now >= tm.expires_ns) || p->deliveries >= max_deliveries(c);
         if (done && cs->n_letters >= LETTERS_MAX) {
-            next = now; /* the dead letters of this commit are full: next time */
+            c->waiting = 1; /* the dead letters of this commit are full: next time */
             continue;
         }
         if (done && settle_if_done(cs, c, p, t, &m, &tm, now))
             continue;
         attachment *a = sent < budget ? pick(c) : NULL;
         if (!a || send_to(cs, c, a, p, t, &m, now) != 0) {
-            next = now; /* due, waiting for room */
+            c->waiting = 1; /* due, waiting for room */
             continue;
         }
         sent++;
@@ -1083,12 +1088,22 @@ consumer_pump(consumer_set *cs, size_t budget)
     for (consumer *c = cs->consumers; c && budget; c = c->link) {
         for (size_t i = 0; i < c->n_atts; i++)
             c->atts[i].blocked = 0;
-        if (!has_room(c))
-            continue; /* nobody attached, or nobody with room: nothing can move */
+        if (!has_room(c)) {
+            /* nobody attached, or every window full: nothing can be delivered, but ack
+             * waits run out on time (freeing room) and what has had its last delivery
+             * or expired leaves for the dead letters */
+            if (now >= c->next_due_ns || (c->waiting && now >= c->next_settle_ns)) {
+                if (!rd && store_reader_begin(cs->store, &rd) != SPBE_OK)
+                    break;
+                pump_due(cs, c, rd, now, 0);
+                c->next_settle_ns = now + SETTLE_EVERY_NS;
+            }
+            continue;
+        }
         int behind = 0;
         for (size_t i = 0; i < c->n_topics && !behind; i++)
             behind = c->topics[i].next == 0 || c->topics[i].next <= c->topics[i].last;
-        if (!behind && now < c->next_due_ns)
+        if (!behind && !c->waiting && now < c->next_due_ns)
             continue;
         if (!rd && store_reader_begin(cs->store, &rd) != SPBE_OK)
             break;
@@ -1107,13 +1122,26 @@ consumer_pump(consumer_set *cs, size_t budget)
 long
 consumer_next_due_ms(consumer_set *cs)
 {
-    int64_t next = INT64_MAX;
-    for (consumer *c = cs->consumers; c; c = c->link)
-        if (c->next_due_ns < next && c->n_atts)
-            next = c->next_due_ns;
+    int64_t next = INT64_MAX, now = wire_now_ns();
+    for (consumer *c = cs->consumers; c; c = c->link) {
+        int64_t t = c->next_due_ns;
+        if (c->waiting) {
+            /* what waits for room goes when there is room; a peer that could not take
+             * more is tried again soon; with every window full an ack wakes the loop,
+             * and what must leave is looked for now and then */
+            int blocked = 0;
+            for (size_t i = 0; i < c->n_atts; i++)
+                blocked |= c->atts[i].blocked && c->atts[i].in_flight < max_in_flight(c);
+            int64_t w = blocked ? now + BLOCKED_RETRY_NS : has_room(c) ? now : c->next_settle_ns;
+            if (w < t)
+                t = w;
+        }
+        if (t < next)
+            next = t;
+    }
     if (next == INT64_MAX)
         return -1;
-    int64_t ms = (next - wire_now_ns()) / 1000000;
+    int64_t ms = (next - now) / 1000000;
     return ms < 0 ? 0 : (long)ms;
 }
 

@@ -364,6 +364,77 @@ test_dead_letters_and_replay(void **state)
     spbe_close(&t.c);
 }
 
+/* The broker's CPU time so far (user + system), in ms. */
+static long
+broker_cpu_ms(const test_broker *b)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)b->pid);
+    FILE *fp = fopen(path, "r");
+    size_t n = fp ? fread(buf, 1, sizeof buf - 1, fp) : 0;
+    if (fp)
+        fclose(fp);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* fields after the command name */
+    unsigned long utime = 0, stime = 0;
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1;
+    return (long)((utime + stime) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+static void
+test_windows_full_or_nobody_attached(void **state)
+{
+    fixture *f = *state;
+    spbe_client *p = harness_connect(&f->broker, f->producer, 0);
+    /* every window full and the ack waits run out: delivered again, then dead letters */
+    spbe_consumer_options o = {.ack_wait_ms = 300, .max_in_flight = 2, .max_deliveries = 3};
+    static taker t;
+    take(f, &t, f->reader, "penuh", "ikn.full.>", &o, 0);
+    publish(p, "ikn.full.a", "satu", 0, 0, NULL);
+    publish(p, "ikn.full.a", "dua", 0, 0, NULL);
+    publish(p, "ikn.full.a", "tiga", 0, 0, NULL); /* waits for room */
+    assert_int_equal(pump1(&t, 9, 15000), 9);
+    for (size_t i = 0; i < 6; i++) /* the first two, three times each, in order */
+        assert_int_equal(t.g[i].sequence, i % 2 + 1);
+    assert_int_equal(t.g[5].count, 3);
+    for (size_t i = 6; i < 9; i++) /* then the third, as room came */
+        assert_int_equal(t.g[i].sequence, 3);
+    for (int i = 0; i < 50 && harness_stored(&f->broker, "$sys.dlq.penuh") < 3; i++)
+        pump1(&t, 0, 100);
+    assert_int_equal(harness_stored(&f->broker, "$sys.dlq.penuh"), 3);
+    spbe_close(&t.c);
+
+    /* a member holding its last delivery goes away: to the dead letters with nobody there */
+    o = (spbe_consumer_options){.ack_wait_ms = 200, .max_deliveries = 2};
+    take(f, &t, f->reader, "yatim", "ikn.orphan.>", &o, 0);
+    publish(p, "ikn.orphan.a", "x", 0, 0, NULL);
+    assert_int_equal(pump1(&t, 2, 5000), 2);
+    spbe_close(&t.c);
+    for (int i = 0; i < 50 && harness_stored(&f->broker, "$sys.dlq.yatim") < 1; i++)
+        usleep(100000);
+    assert_int_equal(harness_stored(&f->broker, "$sys.dlq.yatim"), 1);
+    assert_int_equal(info_field(f->reader, "yatim", "pending"), 0);
+
+    /* a member that never reads, its window full and its ack waits run out: the broker
+     * waits for it without spinning */
+    spbe_client *idle = harness_connect(&f->broker, f->reader2, 0);
+    o = (spbe_consumer_options){.ack_wait_ms = 100, .max_in_flight = 1, .max_deliveries = 1000};
+    assert_int_equal(spbe_consume(idle, "diam", "ikn.idle.>", &o, NULL), SPBE_OK);
+    for (int i = 0; i < 3; i++)
+        publish(p, "ikn.idle.a", "x", 0, 0, NULL);
+    usleep(300000);
+    long cpu0 = broker_cpu_ms(&f->broker);
+    usleep(1500000);
+    long used = broker_cpu_ms(&f->broker) - cpu0;
+    printf("# broker CPU beside a consumer that never reads: %ld ms in 1500 ms\n", used);
+    if (used > 500)
+        fail_msg("the broker used %ld ms of CPU in 1500 ms while idle", used);
+    spbe_close(&idle);
+    spbe_close(&p);
+}
+
 static void
 test_start_positions(void **state)
 {
@@ -724,6 +795,7 @@ main(void)
         cmocka_unit_test(test_unacked_comes_again_after_the_ack_wait),
         cmocka_unit_test(test_nak_now_and_after_a_delay),
         cmocka_unit_test(test_dead_letters_and_replay),
+        cmocka_unit_test(test_windows_full_or_nobody_attached),
         cmocka_unit_test(test_start_positions),
         cmocka_unit_test(test_positions_and_pending_survive_a_restart),
         cmocka_unit_test(test_delayed_delivery_and_expiry),
