@@ -109,7 +109,7 @@ config_parse_retention(const char *text, store_retention *r, char *err, size_t e
         size_t len = end ? (size_t)(end - p) : strlen(p);
         const char *eq = memchr(p, '=', len);
         uint64_t v = 0;
-        int bad = !eq;
+        int bad = !eq || (end && end[1] == '\0'); /* nothing after a comma */
         if (!bad && strncmp(p, "max-age=", 8) == 0)
             bad = parse_scaled(eq + 1, len - 8, "smhd", time_mult, &v) ||
                   (r->max_age_ns = (int64_t)v) <= 0;

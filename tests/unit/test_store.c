@@ -1,4 +1,5 @@
-/* test_store.c - topic logs, dedup, registry and map growth in LMDB. */
+/* test_store.c - topic logs, dedup, registry, map growth, retention, the storage limit
+ * and consumer bookkeeping in LMDB. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 typedef struct fixture {
     char dir[64];
     store *s;
+    uint32_t next_id; /* fill()'s message ids, distinct across topics */
 } fixture;
 
 static int
@@ -343,6 +345,266 @@ test_storage_limit_refuses_with_storage_full_and_keeps_data(void **state)
     assert_int_equal(store_check(f->s, err, sizeof err), SPBE_OK);
 }
 
+/* Appends n messages of len bytes to topic, one group each ten. */
+static void
+fill(fixture *f, const char *topic, uint32_t n, size_t len)
+{
+    char *data = malloc(len + 1);
+    memset(data, 'r', len);
+    data[len] = '\0';
+    for (uint32_t i = 0; i < n; i += 10) {
+        uint8_t ids[10][16];
+        store_append_item items[10];
+        uint32_t k = 0;
+        for (; k < 10 && i + k < n; k++)
+            items[k] = item(topic, "bkn/siasn", ids[k], 1000000 + f->next_id++, data);
+        assert_int_equal(store_append(f->s, items, k, 0), SPBE_OK);
+    }
+    free(data);
+}
+
+static store_topic_info
+topic_info(fixture *f, const char *topic)
+{
+    store_reader *r;
+    store_topic_info t = {0};
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    store_topic_get(r, topic, &t);
+    store_reader_end(&r);
+    return t;
+}
+
+static void
+test_retention_by_count_bytes_and_age_in_bounded_steps(void **state)
+{
+    fixture *f = *state;
+    fill(f, "keep.count", 50, 10);
+    fill(f, "keep.bytes", 50, 100);
+    fill(f, "keep.age", 20, 10);
+    fill(f, "other.t", 30, 10);
+    store_retention rules[3] = {{.pattern = "keep.count", .max_messages = 10},
+                                {.pattern = "keep.bytes", .max_bytes = 1000},
+                                {.pattern = "keep.>", .max_age_ns = 3600000000000LL}};
+    /* at most 25 deletions per call: several calls, each a short transaction */
+    size_t removed, total = 0;
+    int calls = 0;
+    do {
+        assert_int_equal(store_retain(f->s, rules, 3, wire_now_ns(), 25, &removed), SPBE_OK);
+        assert_true(removed <= 25);
+        total += removed;
+        calls++;
+    } while (removed == 25 && calls < 100);
+    assert_true(calls >= 4);
+    store_topic_info t = topic_info(f, "keep.count");
+    assert_int_equal(t.messages, 10);
+    assert_int_equal(t.first_sequence, 41);
+    assert_int_equal(t.last_sequence, 50);
+    t = topic_info(f, "keep.bytes");
+    assert_true(t.bytes <= 1000 && t.messages >= 9);
+    assert_int_equal(t.last_sequence, 50);
+    assert_int_equal(topic_info(f, "keep.age").messages, 20); /* young: kept */
+    assert_int_equal(topic_info(f, "other.t").messages, 30);  /* no rule: kept whole */
+    assert_int_equal(total, 40 + (50 - topic_info(f, "keep.bytes").messages));
+    /* an hour and a bit later the age rule takes the rest of keep.age */
+    assert_int_equal(store_retain(f->s, rules, 3, wire_now_ns() + 3700000000000LL, 1000, &removed),
+                     SPBE_OK);
+    assert_int_equal(topic_info(f, "keep.age").messages, 0);
+    /* sequences go on after trimming */
+    fill(f, "keep.count", 1, 10);
+    t = topic_info(f, "keep.count");
+    assert_int_equal(t.last_sequence, 51);
+    char err[256];
+    assert_int_equal(store_check(f->s, err, sizeof err), SPBE_OK);
+}
+
+static void
+test_sequence_at_a_time(void **state)
+{
+    fixture *f = *state;
+    fill(f, "time.t", 5, 10);
+    int64_t between = wire_now_ns();
+    fill(f, "time.t", 5, 10);
+    store_reader *r;
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    store_topic_info t;
+    assert_int_equal(store_topic_get(r, "time.t", &t), SPBE_OK);
+    uint64_t seq;
+    assert_int_equal(store_sequence_at(r, t.id, between, &seq), SPBE_OK);
+    assert_int_equal(seq, 6);
+    assert_int_equal(store_sequence_at(r, t.id, 0, &seq), SPBE_OK);
+    assert_int_equal(seq, 1);
+    store_sequence_at(r, t.id, wire_now_ns() + 1000000000, &seq);
+    assert_int_equal(seq, 11);
+    store_reader_end(&r);
+}
+
+typedef struct books {
+    int consumers, cursors, pending;
+    uint64_t last_cursor;
+    store_pending p;
+} books;
+
+static int
+seen_consumer(const Spbe__V1__ConsumerInfo *c, void *arg)
+{
+    books *s = arg;
+    assert_string_equal(c->config->name, "portal");
+    s->consumers++;
+    return 0;
+}
+
+static int
+seen_cursor(uint32_t topic_id, uint64_t next, void *arg)
+{
+    (void)topic_id;
+    books *s = arg;
+    s->cursors++;
+    s->last_cursor = next;
+    return 0;
+}
+
+static int
+seen_pending(const store_pending *p, void *arg)
+{
+    books *s = arg;
+    s->pending++;
+    s->p = *p;
+    return 0;
+}
+
+static books
+look(fixture *f, const char *consumer)
+{
+    books s = {0};
+    store_reader *r;
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    assert_int_equal(store_consumer_each(r, seen_consumer, &s), SPBE_OK);
+    assert_int_equal(store_cursor_each(r, consumer, seen_cursor, &s), SPBE_OK);
+    assert_int_equal(store_pending_each(r, consumer, seen_pending, &s), SPBE_OK);
+    store_reader_end(&r);
+    return s;
+}
+
+static void
+test_consumer_state_commits_with_messages_and_goes_with_its_consumer(void **state)
+{
+    fixture *f = *state;
+    Spbe__V1__ConsumerConfig cfg = SPBE__V1__CONSUMER_CONFIG__INIT;
+    cfg.name = "portal";
+    cfg.pattern = "ikn.>";
+    Spbe__V1__ConsumerInfo info = SPBE__V1__CONSUMER_INFO__INIT;
+    info.config = &cfg;
+    info.owner = "portal/status";
+    uint8_t record[256];
+    size_t record_len = spbe__v1__consumer_info__pack(&info, record);
+    store_op ops[4] = {
+        {.kind = STORE_OP_CONSUMER_PUT,
+         .consumer = "portal",
+         .record = record,
+         .record_len = record_len},
+        {.kind = STORE_OP_CURSOR_PUT, .consumer = "portal", .topic_id = 1, .sequence = 8},
+        {.kind = STORE_OP_PENDING_PUT,
+         .consumer = "portal",
+         .topic_id = 1,
+         .sequence = 6,
+         .deliveries = 2,
+         .flags = 0,
+         .due_ns = 12345},
+        {.kind = STORE_OP_PENDING_PUT,
+         .consumer = "portal",
+         .topic_id = 1,
+         .sequence = 7,
+         .deliveries = 1},
+    };
+    /* ops ride with a group of messages: one transaction, one commit */
+    uint8_t id[16];
+    store_append_item it = item("ikn.a", "bkn/siasn", id, 1, "m");
+    int ops_rc = SPBE_INTERNAL;
+    assert_int_equal(store_apply(f->s, &it, 1, ops, 4, 0, &ops_rc), SPBE_OK);
+    assert_int_equal(ops_rc, SPBE_OK);
+    assert_int_equal(it.sequence, 1);
+    books s = look(f, "portal");
+    assert_int_equal(s.consumers, 1);
+    assert_int_equal(s.cursors, 1);
+    assert_int_equal(s.last_cursor, 8);
+    assert_int_equal(s.pending, 2);
+    assert_int_equal(s.p.sequence, 7);
+
+    /* an ack deletes one pending entry; a put replaces */
+    store_op more[2] = {
+        {.kind = STORE_OP_PENDING_DEL, .consumer = "portal", .topic_id = 1, .sequence = 7},
+        {.kind = STORE_OP_PENDING_PUT,
+         .consumer = "portal",
+         .topic_id = 1,
+         .sequence = 6,
+         .deliveries = 3,
+         .due_ns = 999},
+    };
+    assert_int_equal(store_apply(f->s, NULL, 0, more, 2, 0, &ops_rc), SPBE_OK);
+    assert_int_equal(ops_rc, SPBE_OK);
+    s = look(f, "portal");
+    assert_int_equal(s.pending, 1);
+    assert_int_equal(s.p.sequence, 6);
+    assert_int_equal(s.p.deliveries, 3);
+    assert_int_equal(s.p.due_ns, 999);
+    /* state survives a reopen */
+    store_close(&f->s);
+    char err[256];
+    assert_int_equal(store_open(f->dir, NULL, &f->s, err, sizeof err), SPBE_OK);
+    assert_int_equal(look(f, "portal").pending, 1);
+
+    /* deleting the consumer takes its cursors and pending entries along */
+    store_op del = {.kind = STORE_OP_CONSUMER_DEL, .consumer = "portal"};
+    assert_int_equal(store_apply(f->s, NULL, 0, &del, 1, 0, &ops_rc), SPBE_OK);
+    s = look(f, "portal");
+    assert_int_equal(s.consumers + s.cursors + s.pending, 0);
+    assert_int_equal(store_check(f->s, err, sizeof err), SPBE_OK);
+}
+
+static void
+test_storage_limit_lifts_when_retention_frees_room(void **state)
+{
+    fixture *f = *state;
+    store_close(&f->s);
+    char err[256];
+    store_options limited = {.initial_map_bytes = 1 << 20, .max_map_bytes = 2 << 20};
+    assert_int_equal(store_open(f->dir, &limited, &f->s, err, sizeof err), SPBE_OK);
+    char *big = malloc(16384 + 1);
+    memset(big, 'l', 16384);
+    big[16384] = '\0';
+    int rc = SPBE_OK;
+    uint32_t i = 0;
+    for (; i < 1000 && rc == SPBE_OK; i++) {
+        uint8_t id[16];
+        store_append_item it = item("lift.t", "bkn/siasn", id, i, big);
+        rc = store_append(f->s, &it, 1, 0);
+    }
+    assert_int_equal(rc, SPBE_STORAGE_FULL);
+    assert_true(store_full(f->s));
+    uint64_t used, limit;
+    store_usage(f->s, &used, &limit);
+    assert_int_equal(limit, 2 << 20);
+    assert_true(used >= limit);
+    /* consumer bookkeeping still commits while appends are refused */
+    store_op op = {.kind = STORE_OP_CURSOR_PUT, .consumer = "c", .topic_id = 1, .sequence = 2};
+    int ops_rc = SPBE_INTERNAL;
+    uint8_t id[16];
+    store_append_item it = item("lift.t", "bkn/siasn", id, 5000, "x");
+    assert_int_equal(store_apply(f->s, &it, 1, &op, 1, 0, &ops_rc), SPBE_STORAGE_FULL);
+    assert_int_equal(ops_rc, SPBE_OK);
+    /* retention frees room: appends go on by themselves */
+    store_retention keep = {.pattern = "lift.>", .max_messages = 10};
+    size_t removed;
+    assert_int_equal(store_retain(f->s, &keep, 1, wire_now_ns(), 100000, &removed), SPBE_OK);
+    assert_true(removed > 0);
+    assert_false(store_full(f->s));
+    it = item("lift.t", "bkn/siasn", id, 5001, big);
+    assert_int_equal(store_append(f->s, &it, 1, 0), SPBE_OK);
+    assert_int_equal(it.sequence, i); /* the next after the last stored */
+    free(big);
+    assert_int_equal(store_check(f->s, err, sizeof err), SPBE_OK);
+}
+
 int
 main(void)
 {
@@ -360,6 +622,13 @@ main(void)
         cmocka_unit_test_setup_teardown(test_members_by_name_and_by_curve_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_read_only_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_grows_as_needed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_by_count_bytes_and_age_in_bounded_steps,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sequence_at_a_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_consumer_state_commits_with_messages_and_goes_with_its_consumer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_storage_limit_lifts_when_retention_frees_room, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_storage_limit_refuses_with_storage_full_and_keeps_data,
                                         setup, teardown),
     };

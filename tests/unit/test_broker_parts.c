@@ -1,0 +1,163 @@
+/* test_broker_parts.c - the broker's service table (round robin, pending requests,
+ * deadlines, sessions going away) and its retention and storage-limit settings. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "service.h"
+#include "spbe/errors.h"
+
+static void
+test_requests_go_round_robin_and_the_count_does_not_move_the_turn(void **state)
+{
+    (void)state;
+    service_table *t = service_table_new();
+    int a, b; /* two sessions: only their addresses matter */
+    assert_null(service_pick(t, "svc.x"));
+    assert_int_equal(service_servers(t, "svc.x"), 0);
+    assert_int_equal(service_serve(t, "svc.x", &a), SPBE_OK);
+    assert_int_equal(service_serve(t, "svc.x", &b), SPBE_OK);
+    assert_int_equal(service_serve(t, "svc.x", &a), SPBE_OK); /* again: no change */
+    assert_int_equal(service_servers(t, "svc.x"), 2);
+    void *first = service_pick(t, "svc.x");
+    assert_int_equal(service_servers(t, "svc.x"), 2);
+    void *second = service_pick(t, "svc.x");
+    assert_true(first != second);
+    assert_ptr_equal(service_pick(t, "svc.x"), first);
+    assert_null(service_pick(t, "svc.y"));
+    assert_int_equal(service_unserve(t, "svc.x", &a), SPBE_OK);
+    assert_int_equal(service_unserve(t, "svc.x", &a), SPBE_NOT_FOUND);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(service_pick(t, "svc.x"), &b);
+    service_table_destroy(&t);
+    assert_null(t);
+}
+
+static pending_request
+request(void *server, int64_t deadline_ns)
+{
+    pending_request p;
+    memset(&p, 0, sizeof p);
+    p.server = server;
+    p.deadline_ns = deadline_ns;
+    snprintf(p.service, sizeof p.service, "svc.x");
+    p.receipt = malloc(8);
+    p.receipt_len = 8;
+    return p;
+}
+
+static void
+test_pending_requests_by_ref_deadline_and_server(void **state)
+{
+    (void)state;
+    service_table *t = service_table_new();
+    int a, b;
+    assert_int_equal(service_next_deadline(t), INT64_MAX);
+    pending_request r1 = request(&a, 300), r2 = request(&b, 100), r3 = request(&a, 200);
+    assert_int_equal(service_pending_add(t, &r1), SPBE_OK);
+    assert_int_equal(service_pending_add(t, &r2), SPBE_OK);
+    assert_int_equal(service_pending_add(t, &r3), SPBE_OK);
+    assert_true(r1.ref && r2.ref && r3.ref && r1.ref != r2.ref && r2.ref != r3.ref);
+    assert_int_equal(service_next_deadline(t), 100);
+    assert_ptr_equal(service_pending_find(t, r2.ref)->server, &b);
+    assert_null(service_pending_find(t, 9999));
+    /* nothing is late at 50; at 150 the one due at 100 is */
+    assert_null(service_pending_expired(t, 50));
+    pending_request *late = service_pending_expired(t, 150);
+    assert_non_null(late);
+    assert_int_equal(late->ref, r2.ref);
+    service_pending_free(late);
+    assert_null(service_pending_find(t, r2.ref));
+    assert_null(service_pending_expired(t, 150));
+    /* server a goes away: both of its requests come back to be failed */
+    pending_request *orphans = service_drop_session(t, &a);
+    int n = 0;
+    while (orphans) {
+        pending_request *next = orphans->next;
+        assert_ptr_equal(orphans->server, &a);
+        service_pending_free(orphans);
+        orphans = next;
+        n++;
+    }
+    assert_int_equal(n, 2);
+    assert_int_equal(service_next_deadline(t), INT64_MAX);
+    /* an answer takes its request out */
+    pending_request r4 = request(&b, 500);
+    assert_int_equal(service_pending_add(t, &r4), SPBE_OK);
+    pending_request *taken = service_pending_take(t, r4.ref);
+    assert_non_null(taken);
+    service_pending_free(taken);
+    assert_null(service_pending_take(t, r4.ref));
+    service_table_destroy(&t);
+}
+
+static void
+test_retention_rules_parse_with_units_and_refuse_what_is_not_one(void **state)
+{
+    (void)state;
+    store_retention r;
+    char err[256];
+    assert_int_equal(config_parse_retention("ikn.>:max-age=30d,max-messages=1000,max-bytes=2G", &r,
+                                            err, sizeof err),
+                     0);
+    assert_string_equal(r.pattern, "ikn.>");
+    assert_int_equal(r.max_age_ns, 30LL * 86400 * 1000000000);
+    assert_int_equal(r.max_messages, 1000);
+    assert_int_equal(r.max_bytes, 2ull << 30);
+    assert_int_equal(config_parse_retention("a.*:max-age=90s", &r, err, sizeof err), 0);
+    assert_int_equal(r.max_age_ns, 90LL * 1000000000);
+    assert_int_equal(r.max_messages, 0);
+    assert_int_equal(config_parse_retention("a:max-bytes=512k", &r, err, sizeof err), 0);
+    assert_int_equal(r.max_bytes, 512 * 1024);
+    static const char *bad[] = {"ikn.>",           "ikn.>:",          "IKN:max-age=1d",
+                                "a:max-age=1y",    "a:max-age=-1s",   "a:max-messages=0",
+                                "a:max-bytes=1T",  "a:max-size=1",    "a:max-age=1d,",
+                                "a:max-messages=", "a:max-age=1d,,x", ":max-age=1d"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        if (config_parse_retention(bad[i], &r, err, sizeof err) == 0)
+            fail_msg("'%s' was accepted", bad[i]);
+        assert_non_null(strstr(err, "retention rule"));
+    }
+}
+
+static void
+test_broker_flags_for_retention_and_the_storage_limit(void **state)
+{
+    (void)state;
+    broker_config c;
+    config_defaults(&c);
+    assert_int_equal(c.max_store_bytes, 0); /* unlimited by default */
+    assert_int_equal(c.n_retention, 0);
+    char *ok[] = {"spbe-broker", "--retain",         "ikn.a.>:max-messages=5",
+                  "--retain",    "ikn.>:max-age=7d", "--max-store-bytes",
+                  "10485760"};
+    assert_int_equal(config_parse_args(&c, 7, ok), 0);
+    assert_int_equal(c.n_retention, 2);
+    assert_string_equal(c.retention[0].pattern, "ikn.a.>");
+    assert_int_equal(c.max_store_bytes, 10485760);
+    char *small[] = {"spbe-broker", "--max-store-bytes", "1000"};
+    config_defaults(&c);
+    assert_int_equal(config_parse_args(&c, 3, small), 2);
+    char *bad[] = {"spbe-broker", "--retain", "ikn.>:max-age=soon"};
+    config_defaults(&c);
+    assert_int_equal(config_parse_args(&c, 3, bad), 2);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_requests_go_round_robin_and_the_count_does_not_move_the_turn),
+        cmocka_unit_test(test_pending_requests_by_ref_deadline_and_server),
+        cmocka_unit_test(test_retention_rules_parse_with_units_and_refuse_what_is_not_one),
+        cmocka_unit_test(test_broker_flags_for_retention_and_the_storage_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
