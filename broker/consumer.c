@@ -32,6 +32,9 @@ typedef struct pend {
     uint32_t flags;
     int64_t due_ns;     /* ack deadline while held, else when it may go (again) */
     uint64_t holder_id; /* attachment holding it; 0: waiting to be delivered (again) */
+    uint64_t op_batch;  /* the batch whose ops hold its latest PUT (0: none yet) */
+    uint32_t op_index;  /* that op's index in the batch */
+    int stored;         /* a committed or already taken batch has written it */
     struct pend *next;  /* hash chain */
 } pend;
 
@@ -67,6 +70,7 @@ struct consumer_set {
     uint64_t next_attachment;
     store_op *ops;
     size_t n_ops, cap_ops;
+    uint64_t batch; /* number of the batch ops are gathered in; taken batches are older */
     store_append_item *letters;
     size_t n_letters;
 };
@@ -124,12 +128,23 @@ op_add(consumer_set *cs, store_op_kind kind, const consumer *c)
     return op;
 }
 
+/* The pending entry's state goes into this batch: one op per entry and batch, updated
+ * in place, so a message delivered and settled before the next commit costs nothing. */
 static void
-op_pending(consumer_set *cs, const consumer *c, const pend *p)
+op_pending(consumer_set *cs, const consumer *c, pend *p)
 {
-    store_op *op = op_add(cs, STORE_OP_PENDING_PUT, c);
-    if (!op)
-        return;
+    store_op *op;
+    if (p->op_batch == cs->batch) {
+        op = &cs->ops[p->op_index];
+        op->kind = STORE_OP_PENDING_PUT;
+    } else {
+        if (p->op_batch)
+            p->stored = 1; /* an earlier batch, taken already, writes it first */
+        if (!(op = op_add(cs, STORE_OP_PENDING_PUT, c)))
+            return;
+        p->op_batch = cs->batch;
+        p->op_index = (uint32_t)(cs->n_ops - 1);
+    }
     op->topic_id = p->topic_id;
     op->sequence = p->sequence;
     op->deliveries = p->deliveries;
@@ -137,13 +152,20 @@ op_pending(consumer_set *cs, const consumer *c, const pend *p)
     op->due_ns = p->due_ns;
 }
 
+/* The pending entry is settled: deleted from the store if it was ever written there. */
 static void
-op_pending_del(consumer_set *cs, const consumer *c, uint32_t topic_id, uint64_t sequence)
+op_pending_gone(consumer_set *cs, const consumer *c, const pend *p)
 {
+    if (p->op_batch == cs->batch) {
+        cs->ops[p->op_index].kind = p->stored ? STORE_OP_PENDING_DEL : STORE_OP_NONE;
+        return;
+    }
+    if (!p->op_batch && !p->stored)
+        return; /* never written */
     store_op *op = op_add(cs, STORE_OP_PENDING_DEL, c);
     if (op) {
-        op->topic_id = topic_id;
-        op->sequence = sequence;
+        op->topic_id = p->topic_id;
+        op->sequence = p->sequence;
     }
 }
 
@@ -275,6 +297,7 @@ consumer_set_new(store *s, const identity *key, consumer_send_fn send, void *ctx
     cs->send = send;
     cs->ctx = ctx;
     cs->next_attachment = 1u << 30; /* apart from subscription ids, for readable logs */
+    cs->batch = 1;                  /* 0 marks entries no batch has written */
     return cs;
 }
 
@@ -442,6 +465,7 @@ load_pending(const store_pending *sp, void *arg)
         return 0;
     p->deliveries = sp->deliveries;
     p->flags = sp->flags;
+    p->stored = 1;
     /* what was held before the restart goes out again as soon as someone attaches */
     p->due_ns = (sp->flags & PENDING_SCHEDULED) ? sp->due_ns : lc->now;
     if (p->flags & PENDING_SCHEDULED)
@@ -523,6 +547,7 @@ commit_now(consumer_set *cs)
     for (size_t i = 0; i < cs->n_ops; i++)
         free(cs->ops[i].record);
     cs->n_ops = 0;
+    cs->batch++; /* what the ops wrote counts as stored from now on */
     return ops_rc;
 }
 
@@ -591,15 +616,14 @@ consumer_delete(consumer_set *cs, const char *name)
     if (!*pp)
         return SPBE_NOT_FOUND;
     consumer *c = *pp;
-    /* its waiting ops would bring it back: drop them */
-    size_t k = 0;
-    for (size_t i = 0; i < cs->n_ops; i++) {
-        if (strcmp(cs->ops[i].consumer, name) == 0)
+    /* its waiting ops would bring it back: cancel them (in place: the other entries
+     * know their ops by index) */
+    for (size_t i = 0; i < cs->n_ops; i++)
+        if (strcmp(cs->ops[i].consumer, name) == 0) {
             free(cs->ops[i].record);
-        else
-            cs->ops[k++] = cs->ops[i];
-    }
-    cs->n_ops = k;
+            cs->ops[i].record = NULL;
+            cs->ops[i].kind = STORE_OP_NONE;
+        }
     store_op *op = op_add(cs, STORE_OP_CONSUMER_DEL, c);
     (void)op;
     int rc = commit_now(cs);
@@ -790,7 +814,7 @@ consumer_ack(consumer_set *cs, const char *name, const char *topic, uint64_t seq
         break;
     }
     release(c, p);
-    op_pending_del(cs, c, p->topic_id, p->sequence);
+    op_pending_gone(cs, c, p);
     pend_remove(c, p);
     return SPBE_OK;
 }
@@ -909,7 +933,7 @@ settle_if_done(consumer_set *cs, consumer *c, pend *p, const ctopic *t, const st
     } else {
         return 0;
     }
-    op_pending_del(cs, c, p->topic_id, p->sequence);
+    op_pending_gone(cs, c, p);
     pend_remove(c, p);
     return 1;
 }
@@ -964,7 +988,7 @@ process:
         const ctopic *t = topic_find(c, p->topic_id);
         store_message m;
         if (!t || store_message_get(rd, p->topic_id, p->sequence, &m) != SPBE_OK) {
-            op_pending_del(cs, c, p->topic_id, p->sequence); /* gone by retention */
+            op_pending_gone(cs, c, p); /* gone by retention */
             pend_remove(c, p);
             continue;
         }
@@ -1186,6 +1210,7 @@ consumer_take(consumer_set *cs, consumer_batch *batch)
     batch->n_letters = cs->n_letters;
     cs->ops = NULL;
     cs->n_ops = cs->cap_ops = 0;
+    cs->batch++;
     cs->letters = NULL;
     cs->n_letters = 0;
 }

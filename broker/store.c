@@ -641,6 +641,8 @@ apply_op(store *s, MDB_txn *txn, append_state *st, const store_op *op)
     uint8_t key[STORE_CONSUMER_NAME_MAX + 1 + 12];
     int rc;
     switch (op->kind) {
+    case STORE_OP_NONE:
+        return 0;
     case STORE_OP_CONSUMER_PUT: {
         MDB_val k = {strnlen(op->consumer, STORE_CONSUMER_NAME_MAX), (void *)op->consumer};
         MDB_val v = {op->record_len, op->record};

@@ -106,6 +106,7 @@ typedef enum store_op_kind {
     STORE_OP_PENDING_PUT,  /* topic_id, sequence, deliveries, flags, due_ns */
     STORE_OP_PENDING_DEL,  /* topic_id, sequence */
     STORE_OP_TRIM,         /* deletes messages of topic_id up to sequence (inclusive) */
+    STORE_OP_NONE,         /* nothing: an op cancelled before its commit */
 } store_op_kind;
 
 typedef struct store_op {
