@@ -80,6 +80,8 @@ typedef struct group {
     size_t n_items;           /* items[0, n_items) publishes, then the dead letters */
     consumer_batch consumers; /* consumer bookkeeping committed with the group */
     writer_job job;
+    uint64_t tree_size; /* the audit log's tree once the group is committed */
+    uint8_t tree_root[WIRE_HASH_BYTES];
     uint64_t check_ns, verify_ns;
     struct group *next; /* in the free list */
 } group;
@@ -95,7 +97,8 @@ struct broker {
     store *store;
     registry *registry;
     router *router;
-    identity key; /* the broker's own */
+    identity key;      /* the broker's own */
+    uint64_t head_end; /* the tree's size after the last signed head (and its own leaf) */
     void *ctx, *socket, *zap;
     session **sessions;
     size_t n_sessions, cap_sessions;
@@ -371,6 +374,19 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         snprintf(err, err_len, "cannot load the consumers");
         goto fail;
     }
+    { /* the last signed head and its own leaf: no new head until the tree grows */
+        store_reader *rd;
+        uint64_t head = 0, size = 0;
+        const uint8_t *data;
+        size_t len;
+        uint8_t root[WIRE_HASH_BYTES];
+        store_tree_head(b->store, &size, root);
+        if (store_reader_begin(b->store, &rd) == SPBE_OK) {
+            if (store_head_latest(rd, &head, &data, &len) == SPBE_OK && size == head + 1)
+                b->head_end = size;
+            store_reader_end(&rd);
+        }
+    }
     b->writer = writer_new(b->ctx, b->store, config->dedup_window_ns, b->config.retention,
                            b->config.n_retention);
     if (!b->writer)
@@ -495,11 +511,19 @@ zap_handle(broker *b)
 
 /* ------------------------------------------------------------ publish */
 
+/* Where an accepted message stands in the audit log, for its receipt. */
+typedef struct receipt_audit {
+    uint64_t leaf_index, tree_size;
+    const uint8_t *tree_root;
+} receipt_audit;
+
 /* Builds the receipt of one publish and signs it with the broker's key into *out
- * (out->receipt.data is NULL if that failed; the caller frees it). Thread-safe. */
+ * (out->receipt.data is NULL if that failed; the caller frees it). audit may be NULL.
+ * Thread-safe. */
 static void
 receipt_sign(const broker *b, int code, const char *topic, uint64_t sequence, int64_t accepted_ns,
-             const uint8_t *hash, const Spbe__V1__Message *m, Spbe__V1__SignedReceipt *out)
+             const uint8_t *hash, const Spbe__V1__Message *m, const receipt_audit *audit,
+             Spbe__V1__SignedReceipt *out)
 {
     Spbe__V1__Receipt r = SPBE__V1__RECEIPT__INIT;
     r.code = (Spbe__V1__ErrorCode)code;
@@ -516,6 +540,12 @@ receipt_sign(const broker *b, int code, const char *topic, uint64_t sequence, in
     }
     r.broker = (char *)b->config.name;
     r.issued_ns = wire_now_ns();
+    if (audit) {
+        r.leaf_index = audit->leaf_index;
+        r.tree_size = audit->tree_size;
+        r.tree_root.data = (uint8_t *)audit->tree_root;
+        r.tree_root.len = WIRE_HASH_BYTES;
+    }
     if (wire_receipt_sign(&r, b->key.secret_key, out) != SPBE_OK)
         out->receipt.data = NULL;
 }
@@ -546,7 +576,7 @@ reject_publish(broker *b, session *s, uint64_t request_id, int code, const char 
     log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s reason=\"%s\"", s->member,
               m && m->topic ? m->topic : "-", spbe_error_name(code), reason);
     Spbe__V1__SignedReceipt receipt;
-    receipt_sign(b, code, NULL, 0, 0, hash, m, &receipt);
+    receipt_sign(b, code, NULL, 0, 0, hash, m, NULL, &receipt);
     receipt_send(b, s->routing, s->routing_len, request_id, code, reason, &receipt);
 }
 
@@ -717,8 +747,12 @@ receipt_one(void *ctx, size_t i)
     receipt_work *w = ctx;
     pending_publish *p = &w->g->batch[i];
     int stored = p->item && (p->code == SPBE_OK || p->code == SPBE_DUPLICATE);
+    receipt_audit audit = {0, w->g->tree_size, w->g->tree_root};
+    if (p->code == SPBE_OK && p->item)
+        audit.leaf_index = p->item->leaf_index;
     receipt_sign(w->b, p->code, p->topic, stored ? p->item->sequence : 0,
-                 stored ? p->item->accepted_ns : 0, p->hash, p->message, &p->receipt);
+                 stored ? p->item->accepted_ns : 0, p->hash, p->message,
+                 p->code == SPBE_OK && p->item ? &audit : NULL, &p->receipt);
 }
 
 static const char *
@@ -859,6 +893,7 @@ group_finish(broker *b, group *g)
         }
     }
     store_reader_end(&rd);
+    store_tree_head(b->store, &g->tree_size, g->tree_root);
     receipt_work w = {b, g};
     workpool_run(b->workers, receipt_one, &w, g->n_batch, 4);
     for (size_t i = 0; i < g->n_batch; i++) {
@@ -1470,6 +1505,76 @@ writer_drain(broker *b)
     }
 }
 
+/*
+ * Signs the audit log's tree head if the tree grew since the last one, stores it, and
+ * appends it to $sys.audit.head (as a message signed by the broker) for members to keep
+ * as witnesses. Committed from the I/O thread after the writer's groups: every few
+ * seconds and at stop. The head's own message is a leaf too; the next head covers it.
+ */
+static void
+tree_head_commit(broker *b)
+{
+    writer_drain(b);
+    uint64_t size;
+    uint8_t root[WIRE_HASH_BYTES];
+    store_tree_head(b->store, &size, root);
+    if (size == 0 || size == b->head_end)
+        return;
+    Spbe__V1__TreeHead th = SPBE__V1__TREE_HEAD__INIT;
+    th.size = size;
+    th.root.data = root;
+    th.root.len = sizeof root;
+    th.timestamp_ns = wire_now_ns();
+    th.broker = b->config.name;
+    Spbe__V1__SignedTreeHead sth;
+    if (wire_tree_head_sign(&th, b->key.secret_key, &sth) != SPBE_OK)
+        return;
+    size_t plen = spbe__v1__signed_tree_head__get_packed_size(&sth);
+    uint8_t *payload = malloc(plen ? plen : 1), *bytes = NULL;
+    size_t len = 0;
+    uint8_t id[WIRE_ID_BYTES];
+    wire_random_id(id);
+    if (payload) {
+        spbe__v1__signed_tree_head__pack(&sth, payload);
+        Spbe__V1__Message msg = SPBE__V1__MESSAGE__INIT;
+        msg.id.data = id;
+        msg.id.len = sizeof id;
+        msg.topic = "$sys.audit.head";
+        msg.sender = b->key.member;
+        msg.created_ns = th.timestamp_ns;
+        msg.schema = "spbe.v1.SignedTreeHead";
+        msg.payload.data = payload;
+        msg.payload.len = plen;
+        wire_message_sign(&msg, b->key.secret_key, &bytes, &len);
+    }
+    free(sth.head.data);
+    if (!bytes) {
+        free(payload);
+        log_event(LOG_ERROR, "tree_head_failed", "size=%llu", (unsigned long long)size);
+        return;
+    }
+    store_op op = {
+        .kind = STORE_OP_HEAD_PUT, .sequence = size, .record = payload, .record_len = plen};
+    store_append_item it = {
+        .topic = "$sys.audit.head", .sender = b->key.member, .id = id, .data = bytes, .len = len};
+    int ops_rc = SPBE_INTERNAL;
+    int rc = store_apply(b->store, &it, 1, &op, 1, b->config.dedup_window_ns, &ops_rc);
+    if (ops_rc == SPBE_OK) {
+        b->head_end = rc == SPBE_OK ? size + 1 : size;
+        log_event(LOG_DEBUG, "tree_head", "size=%llu", (unsigned long long)size);
+    } else {
+        log_event(LOG_ERROR, "tree_head_not_stored", "size=%llu code=%s", (unsigned long long)size,
+                  spbe_error_name(ops_rc));
+    }
+    if (rc == SPBE_OK) {
+        router_publish(b->router, it.topic_id, it.topic, it.sequence, it.accepted_ns, it.data,
+                       it.len);
+        consumer_publish(b->consumers, it.topic_id, it.topic, it.sequence);
+    }
+    free(payload);
+    free(bytes);
+}
+
 static void
 send_ok(broker *b, session *s, uint64_t request_id)
 {
@@ -2041,6 +2146,7 @@ int
 broker_run(broker *b, volatile sig_atomic_t *stop)
 {
     int64_t next_expire = now_ms() + b->config.heartbeat_ms;
+    int64_t next_head = now_ms() + b->config.tree_head_ms;
     int pump = 0;
     while (!*stop) {
         /* with every group busy, leave new messages queued in ZeroMQ (back-pressure) */
@@ -2103,6 +2209,10 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
             requests_fail(b, late, SPBE_TIMEOUT, "no reply from the serving member in time");
         }
         int64_t now = now_ms();
+        if (now >= next_head) {
+            tree_head_commit(b);
+            next_head = now + b->config.tree_head_ms;
+        }
         if (now >= next_expire) {
             expire_sessions(b, now);
             next_expire = now + b->config.heartbeat_ms;
@@ -2124,6 +2234,7 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
                     &ops_rc);
         consumer_batch_done(b->consumers, &cb);
     }
+    tree_head_commit(b); /* the last head covers everything accepted */
     for (size_t i = 0; i < b->n_sessions; i++)
         send_goodbye(b, b->sessions[i], SPBE_UNAVAILABLE, "broker shutting down");
     uint64_t delivered, deferred, caught_up;

@@ -19,6 +19,7 @@ config_defaults(broker_config *c)
     c->max_message_bytes = 1 << 20;
     c->dedup_window_ns = 24LL * 3600 * 1000000000;
     c->heartbeat_ms = 5000;
+    c->tree_head_ms = 10000;
     c->log_level = LOG_INFO;
 }
 
@@ -40,6 +41,8 @@ usage(FILE *f)
             "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
             "      --heartbeat-ms N       client heartbeat interval (default 5000)\n"
             "      --max-store-bytes N    storage limit; publishes then get STORAGE_FULL\n"
+            "      --tree-head-ms N       sign the audit log's tree head this often when it\n"
+            "                             grew (default 10000), and at every stop\n"
             "      --retain RULE          retention for matching topics, repeatable, first\n"
             "                             match applies; unlimited by default. RULE is\n"
             "                             PATTERN:max-age=DURATION,max-messages=N,max-bytes=SIZE\n"
@@ -141,7 +144,16 @@ config_parse_retention(const char *text, store_retention *r, char *err, size_t e
 int
 config_parse_args(broker_config *c, int argc, char **argv)
 {
-    enum { OPT_NAME = 256, OPT_MAX, OPT_DEDUP, OPT_HEARTBEAT, OPT_STORE, OPT_RETAIN, OPT_VERSION };
+    enum {
+        OPT_NAME = 256,
+        OPT_MAX,
+        OPT_DEDUP,
+        OPT_HEARTBEAT,
+        OPT_STORE,
+        OPT_RETAIN,
+        OPT_HEAD,
+        OPT_VERSION
+    };
     static const struct option options[] = {
         {"data", required_argument, 0, 'd'},
         {"listen", required_argument, 0, 'l'},
@@ -151,6 +163,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"heartbeat-ms", required_argument, 0, OPT_HEARTBEAT},
         {"max-store-bytes", required_argument, 0, OPT_STORE},
         {"retain", required_argument, 0, OPT_RETAIN},
+        {"tree-head-ms", required_argument, 0, OPT_HEAD},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -194,6 +207,13 @@ config_parse_args(broker_config *c, int argc, char **argv)
                 return 2;
             }
             c->heartbeat_ms = (int)v;
+            break;
+        case OPT_HEAD:
+            if (parse_u64(optarg, &v) || v < 100 || v > 86400000) {
+                fprintf(stderr, "spbe-broker: --tree-head-ms must be 100..86400000\n");
+                return 2;
+            }
+            c->tree_head_ms = (int)v;
             break;
         case OPT_STORE:
             if (parse_u64(optarg, &v) || v < (1u << 20)) {

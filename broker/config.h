@@ -16,6 +16,7 @@ typedef struct broker_config {
     uint64_t max_message_bytes; /* largest SignedMessage accepted */
     int64_t dedup_window_ns;
     int heartbeat_ms;         /* sessions silent for 3 heartbeats are closed */
+    int tree_head_ms;         /* the audit log's head is signed this often (and at stop) */
     uint64_t max_store_bytes; /* 0: unlimited */
     store_retention retention[CONFIG_RETENTION_MAX]; /* first match applies */
     size_t n_retention;

@@ -10,10 +10,13 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
+
+#include "merkle.h"
 #include "spbe/errors.h"
 #include "wire.h"
 
-#define STORE_FORMAT 1
+#define STORE_FORMAT 2 /* 2: the audit log (leaves, tree nodes, heads) */
 #define TOPIC_RECORD_BYTES 52
 #define MESSAGE_HEADER_BYTES 16
 #define DEDUP_VALUE_BYTES 20
@@ -30,7 +33,13 @@ struct store {
     pthread_rwlock_t resize_lock; /* readers: every txn; writer: mdb_env_set_mapsize */
     MDB_dbi meta, topics, topic_ids, messages, dedup, dedup_time, members, member_keys;
     MDB_dbi consumers, consumer_topics, consumer_pending;
+    MDB_dbi audit_leaves, audit_nodes, audit_heads;
+    pthread_mutex_t head_lock; /* the last committed tree: written by the writer */
+    uint64_t tree_size;
+    uint8_t tree_root[MERKLE_HASH_BYTES];
 };
+
+static int tree_load(store *s, char *err, size_t err_len);
 
 struct store_reader {
     store *s;
@@ -137,8 +146,11 @@ message_decode(const MDB_val *key, const MDB_val *val, store_message *m)
     if (key->mv_size != 12 || val->mv_size < MESSAGE_HEADER_BYTES)
         return SPBE_INTERNAL;
     const uint8_t *rec = val->mv_data;
-    if (rec[0] != 1)
+    if (rec[0] != 2)
         return SPBE_INTERNAL;
+    m->leaf_index = 0;
+    for (int i = 7; i >= 1; i--)
+        m->leaf_index = m->leaf_index << 8 | rec[i];
     m->topic_id = get_be32(key->mv_data);
     m->sequence = get_be64((const uint8_t *)key->mv_data + 4);
     m->accepted_ns = (int64_t)get_le64(rec + 8);
@@ -241,7 +253,10 @@ open_databases(store *s, char *err, size_t err_len)
                {"member_keys", &s->member_keys},
                {"consumers", &s->consumers},
                {"consumer_topics", &s->consumer_topics},
-               {"consumer_pending", &s->consumer_pending}};
+               {"consumer_pending", &s->consumer_pending},
+               {"audit_leaves", &s->audit_leaves},
+               {"audit_nodes", &s->audit_nodes},
+               {"audit_heads", &s->audit_heads}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc == MDB_NOTFOUND && s->read_only && dbs[i].dbi == &s->consumers) {
@@ -308,6 +323,7 @@ store_open(const char *dir, const store_options *options, store **out, char *err
     if (s->max_map_bytes && s->map_bytes > s->max_map_bytes)
         s->map_bytes = s->max_map_bytes;
     pthread_rwlock_init(&s->resize_lock, NULL);
+    pthread_mutex_init(&s->head_lock, NULL);
 
     if (!s->read_only && mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, err_len, "cannot create %s: %s", dir, strerror(errno));
@@ -315,7 +331,7 @@ store_open(const char *dir, const store_options *options, store **out, char *err
     }
     int rc = mdb_env_create(&s->env);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(s->env, 16);
+        rc = mdb_env_set_maxdbs(s->env, 32);
     if (rc == 0)
         rc = mdb_env_set_maxreaders(s->env, 256);
     if (rc == 0)
@@ -331,6 +347,8 @@ store_open(const char *dir, const store_options *options, store **out, char *err
     if (info.me_mapsize > s->map_bytes)
         s->map_bytes = info.me_mapsize; /* the file was bigger than our first map */
     int code = open_databases(s, err, err_len);
+    if (code == SPBE_OK)
+        code = tree_load(s, err, err_len);
     if (code != SPBE_OK) {
         mdb_env_close(s->env);
         s->env = NULL;
@@ -344,6 +362,7 @@ fail:
     if (s->env)
         mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->resize_lock);
+    pthread_mutex_destroy(&s->head_lock);
     free(s);
     return SPBE_INTERNAL;
 }
@@ -356,6 +375,7 @@ store_close(store **sp)
     store *s = *sp;
     mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->resize_lock);
+    pthread_mutex_destroy(&s->head_lock);
     free(s);
     *sp = NULL;
 }
@@ -373,6 +393,8 @@ typedef struct append_state {
     size_t count, cap;
     uint32_t next_topic;
     int next_topic_dirty;
+    uint64_t tree_size; /* leaves in the tree, with this transaction's */
+    int tree_loaded, tree_dirty;
 } append_state;
 
 static int
@@ -444,6 +466,153 @@ dedup_key(const char *sender, const uint8_t *id, uint8_t key[WIRE_HASH_BYTES])
     wire_hash(buf, n + 1 + WIRE_ID_BYTES, key);
 }
 
+/* ------------------------------------------------------------ audit log */
+
+static void
+node_key(uint8_t key[9], unsigned level, uint64_t index)
+{
+    key[0] = (uint8_t)level;
+    put_be64(key + 1, index);
+}
+
+typedef struct tree_txn {
+    store *s;
+    MDB_txn *txn;
+    int rc; /* LMDB's code when a read or write failed */
+} tree_txn;
+
+static int
+tree_get(void *ctx, unsigned level, uint64_t index, uint8_t out[MERKLE_HASH_BYTES])
+{
+    tree_txn *tt = ctx;
+    uint8_t k[9];
+    node_key(k, level, index);
+    MDB_val key = {sizeof k, k}, val;
+    int rc = mdb_get(tt->txn, tt->s->audit_nodes, &key, &val);
+    if (rc != 0 || val.mv_size != MERKLE_HASH_BYTES) {
+        tt->rc = rc ? rc : MDB_CORRUPTED;
+        return -1;
+    }
+    memcpy(out, val.mv_data, MERKLE_HASH_BYTES);
+    return 0;
+}
+
+static int
+tree_put(void *ctx, unsigned level, uint64_t index, const uint8_t hash[MERKLE_HASH_BYTES])
+{
+    tree_txn *tt = ctx;
+    uint8_t k[9];
+    node_key(k, level, index);
+    MDB_val key = {sizeof k, k}, val = {MERKLE_HASH_BYTES, (void *)hash};
+    tt->rc = mdb_put(tt->txn, tt->s->audit_nodes, &key, &val, 0);
+    return tt->rc ? -1 : 0;
+}
+
+static int
+meta_tree_size(store *s, MDB_txn *txn, uint64_t *size)
+{
+    MDB_val key = {10, "audit_size"}, val;
+    int rc = mdb_get(txn, s->meta, &key, &val);
+    *size = rc == 0 && val.mv_size == 8 ? get_le64(val.mv_data) : 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* The number of leaves, this transaction's included. */
+static int
+tree_size(store *s, MDB_txn *txn, append_state *st, uint64_t *size)
+{
+    if (!st->tree_loaded) {
+        int rc = meta_tree_size(s, txn, &st->tree_size);
+        if (rc)
+            return rc;
+        st->tree_loaded = 1;
+    }
+    *size = st->tree_size;
+    return 0;
+}
+
+/* Appends one leaf: its bytes, and the perfect subtrees it completes. */
+static int
+leaf_append(store *s, MDB_txn *txn, append_state *st, const Spbe__V1__AuditLeaf *leaf)
+{
+    uint64_t index;
+    int rc = tree_size(s, txn, st, &index);
+    if (rc)
+        return rc;
+    uint8_t buf[512];
+    size_t len = spbe__v1__audit_leaf__get_packed_size(leaf);
+    if (len > sizeof buf)
+        return MDB_BAD_VALSIZE;
+    spbe__v1__audit_leaf__pack(leaf, buf);
+    uint8_t k[8];
+    put_be64(k, index);
+    MDB_val key = {sizeof k, k}, val = {len, buf};
+    if ((rc = mdb_put(txn, s->audit_leaves, &key, &val, MDB_APPEND)) != 0)
+        return rc;
+    uint8_t h[MERKLE_HASH_BYTES];
+    merkle_leaf_hash(buf, len, h);
+    tree_txn tt = {s, txn, 0};
+    if (merkle_append(tree_get, &tt, index, h, tree_put) != 0)
+        return tt.rc ? tt.rc : MDB_CORRUPTED;
+    st->tree_size = index + 1;
+    st->tree_dirty = 1;
+    return 0;
+}
+
+/* Computes the root of the tree as this transaction leaves it, to publish on commit. */
+static int
+tree_head_of(store *s, MDB_txn *txn, append_state *st, uint64_t *size,
+             uint8_t root[MERKLE_HASH_BYTES])
+{
+    int rc = tree_size(s, txn, st, size);
+    if (rc)
+        return rc;
+    tree_txn tt = {s, txn, 0};
+    if (merkle_root(tree_get, &tt, *size, root) != 0)
+        return tt.rc ? tt.rc : MDB_CORRUPTED;
+    return 0;
+}
+
+static void
+tree_publish(store *s, uint64_t size, const uint8_t root[MERKLE_HASH_BYTES])
+{
+    pthread_mutex_lock(&s->head_lock);
+    s->tree_size = size;
+    memcpy(s->tree_root, root, MERKLE_HASH_BYTES);
+    pthread_mutex_unlock(&s->head_lock);
+}
+
+static int
+tree_load(store *s, char *err, size_t err_len)
+{
+    MDB_txn *txn;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc) {
+        snprintf(err, err_len, "cannot begin transaction: %s", mdb_strerror(rc));
+        return SPBE_INTERNAL;
+    }
+    append_state st = {0};
+    uint64_t size;
+    uint8_t root[MERKLE_HASH_BYTES];
+    rc = tree_head_of(s, txn, &st, &size, root);
+    txn_abort(s, txn);
+    if (rc) {
+        snprintf(err, err_len, "the audit log's tree cannot be read: %s", mdb_strerror(rc));
+        return SPBE_INTERNAL;
+    }
+    tree_publish(s, size, root);
+    return SPBE_OK;
+}
+
+void
+store_tree_head(store *s, uint64_t *size, uint8_t root[MERKLE_HASH_BYTES])
+{
+    pthread_mutex_lock(&s->head_lock);
+    *size = s->tree_size;
+    memcpy(root, s->tree_root, MERKLE_HASH_BYTES);
+    pthread_mutex_unlock(&s->head_lock);
+}
+
 static int
 append_one(store *s, MDB_txn *txn, append_state *st, store_append_item *it, int64_t now,
            int64_t window_ns)
@@ -482,9 +651,27 @@ append_one(store *s, MDB_txn *txn, append_state *st, store_append_item *it, int6
         return rc;
     uint8_t *rec = v.mv_data;
     memset(rec, 0, MESSAGE_HEADER_BYTES);
-    rec[0] = 1; /* record version */
+    uint64_t leaf;
+    rc = tree_size(s, txn, st, &leaf);
+    if (rc)
+        return rc;
+    rec[0] = 2; /* record version: 1 byte, leaf index: 7 bytes LE, accepted_ns: 8 bytes LE */
+    for (int i = 1; i <= 7; i++)
+        rec[i] = (uint8_t)(leaf >> (8 * (i - 1)));
     put_le64(rec + 8, (uint64_t)accepted);
     memcpy(rec + MESSAGE_HEADER_BYTES, it->data, it->len);
+    Spbe__V1__AuditLeaf al = SPBE__V1__AUDIT_LEAF__INIT;
+    uint8_t hash[WIRE_HASH_BYTES];
+    crypto_hash_sha256(hash, it->data, it->len);
+    al.kind = SPBE__V1__LEAF_KIND__LEAF_MESSAGE;
+    al.topic = (char *)it->topic;
+    al.sequence = seq;
+    al.accepted_ns = accepted;
+    al.message_hash.data = hash;
+    al.message_hash.len = sizeof hash;
+    if ((rc = leaf_append(s, txn, st, &al)) != 0)
+        return rc;
+    it->leaf_index = leaf;
 
     if (it->no_dedup)
         goto counted;
@@ -542,6 +729,14 @@ append_flush(store *s, MDB_txn *txn, append_state *st)
             if (rc)
                 return rc;
         }
+    }
+    if (st->tree_dirty) {
+        uint8_t v[8];
+        put_le64(v, st->tree_size);
+        MDB_val key = {10, "audit_size"}, val = {8, v};
+        int rc = mdb_put(txn, s->meta, &key, &val, 0);
+        if (rc)
+            return rc;
     }
     if (st->next_topic_dirty) {
         uint8_t v[4];
@@ -643,6 +838,12 @@ apply_op(store *s, MDB_txn *txn, append_state *st, const store_op *op)
     switch (op->kind) {
     case STORE_OP_NONE:
         return 0;
+    case STORE_OP_HEAD_PUT: {
+        uint8_t hk[8];
+        put_be64(hk, op->sequence);
+        MDB_val head_key = {8, hk}, head_val = {op->record_len, op->record};
+        return mdb_put(txn, s->audit_heads, &head_key, &head_val, 0);
+    }
     case STORE_OP_CONSUMER_PUT: {
         MDB_val k = {strnlen(op->consumer, STORE_CONSUMER_NAME_MAX), (void *)op->consumer};
         MDB_val v = {op->record_len, op->record};
@@ -751,8 +952,14 @@ store_apply(store *s, store_append_item *items, size_t count, const store_op *op
         if (rc == 0)
             rc = append_flush(s, txn, &st);
         free(st.slots);
+        uint64_t size = 0;
+        uint8_t root[MERKLE_HASH_BYTES];
+        if (rc == 0 && st.tree_dirty)
+            rc = tree_head_of(s, txn, &st, &size, root);
         if (rc == 0) {
             rc = txn_commit(s, txn);
+            if (rc == 0 && st.tree_dirty)
+                tree_publish(s, size, root);
         } else {
             txn_abort(s, txn);
         }
@@ -998,10 +1205,30 @@ store_member_put(store *s, const Spbe__V1__Member *member)
             MDB_val ck = {32, curve};
             rc = mdb_put(txn, s->member_keys, &ck, &key, 0);
         }
+        /* a registry change is a leaf of the audit log too */
+        append_state st = {0};
+        uint8_t hash[WIRE_HASH_BYTES], root[MERKLE_HASH_BYTES];
+        uint64_t size = 0;
+        crypto_hash_sha256(hash, buf, len);
+        Spbe__V1__AuditLeaf al = SPBE__V1__AUDIT_LEAF__INIT;
+        al.kind = SPBE__V1__LEAF_KIND__LEAF_MEMBER;
+        al.name = member->name;
+        al.accepted_ns = wire_now_ns();
+        al.record_hash.data = hash;
+        al.record_hash.len = sizeof hash;
         if (rc == 0)
+            rc = leaf_append(s, txn, &st, &al);
+        if (rc == 0)
+            rc = append_flush(s, txn, &st);
+        if (rc == 0)
+            rc = tree_head_of(s, txn, &st, &size, root);
+        if (rc == 0) {
             rc = txn_commit(s, txn);
-        else
+            if (rc == 0)
+                tree_publish(s, size, root);
+        } else {
             txn_abort(s, txn);
+        }
         if (rc == MDB_MAP_FULL && store_grow(s) == SPBE_OK)
             continue;
         free(buf);
@@ -1402,4 +1629,141 @@ store_check(store *s, char *err, size_t err_len)
     }
     store_reader_end(&cs.r);
     return code;
+}
+
+/* ------------------------------------------------------------ audit log (reading) */
+
+int
+store_audit_size(store_reader *r, uint64_t *size)
+{
+    return map_error(meta_tree_size(r->s, r->txn, size));
+}
+
+int
+store_leaf_get(store_reader *r, uint64_t index, const uint8_t **data, size_t *len)
+{
+    uint8_t k[8];
+    put_be64(k, index);
+    MDB_val key = {8, k}, val;
+    int rc = mdb_get(r->txn, r->s->audit_leaves, &key, &val);
+    if (rc)
+        return map_error(rc);
+    *data = val.mv_data;
+    *len = val.mv_size;
+    return SPBE_OK;
+}
+
+int
+store_subtree(void *reader, unsigned level, uint64_t index, uint8_t out[32])
+{
+    store_reader *r = reader;
+    tree_txn tt = {r->s, r->txn, 0};
+    return tree_get(&tt, level, index, out);
+}
+
+int
+store_leaf_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *), void *arg)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->audit_leaves, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != 8) {
+            code = SPBE_INTERNAL;
+            break;
+        }
+        if (fn(get_be64(key.mv_data), val.mv_data, val.mv_size, arg))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+int
+store_node_each(store_reader *r, int (*fn)(unsigned, uint64_t, const uint8_t *, size_t, void *),
+                void *arg)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->audit_nodes, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != 9) {
+            code = SPBE_INTERNAL;
+            break;
+        }
+        const uint8_t *k = key.mv_data;
+        if (fn(k[0], get_be64(k + 1), val.mv_data, val.mv_size, arg))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+int
+store_head_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *), void *arg)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->audit_heads, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != 8) {
+            code = SPBE_INTERNAL;
+            break;
+        }
+        if (fn(get_be64(key.mv_data), val.mv_data, val.mv_size, arg))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
+}
+
+int
+store_head_latest(store_reader *r, uint64_t *size, const uint8_t **data, size_t *len)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->audit_heads, &cur);
+    if (rc)
+        return map_error(rc);
+    MDB_val key, val;
+    rc = mdb_cursor_get(cur, &key, &val, MDB_LAST);
+    if (rc == 0 && key.mv_size == 8) {
+        *size = get_be64(key.mv_data);
+        *data = val.mv_data;
+        *len = val.mv_size;
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 && key.mv_size != 8 ? SPBE_INTERNAL : map_error(rc);
+}
+
+int
+store_head_at_least(store_reader *r, uint64_t size, uint64_t *found, const uint8_t **data,
+                    size_t *len)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->audit_heads, &cur);
+    if (rc)
+        return map_error(rc);
+    uint8_t k[8];
+    put_be64(k, size);
+    MDB_val key = {8, k}, val;
+    rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    if (rc == 0 && key.mv_size == 8) {
+        *found = get_be64(key.mv_data);
+        *data = val.mv_data;
+        *len = val.mv_size;
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 && key.mv_size != 8 ? SPBE_INTERNAL : map_error(rc);
 }

@@ -54,6 +54,7 @@ typedef struct store_message {
     int64_t accepted_ns;
     const uint8_t *data; /* the sender's SignedMessage bytes */
     size_t len;
+    uint64_t leaf_index; /* its leaf in the audit log */
 } store_message;
 
 /* One publish of a group commit. Inputs are borrowed for the call. */
@@ -69,6 +70,7 @@ typedef struct store_append_item {
     uint32_t topic_id;
     uint64_t sequence;   /* for SPBE_DUPLICATE, the original's */
     int64_t accepted_ns; /* for SPBE_DUPLICATE, the original's */
+    uint64_t leaf_index; /* SPBE_OK: its leaf in the audit log */
 } store_append_item;
 
 typedef struct store_options {
@@ -107,6 +109,7 @@ typedef enum store_op_kind {
     STORE_OP_PENDING_DEL,  /* topic_id, sequence */
     STORE_OP_TRIM,         /* deletes messages of topic_id up to sequence (inclusive) */
     STORE_OP_NONE,         /* nothing: an op cancelled before its commit */
+    STORE_OP_HEAD_PUT,     /* sequence = tree size, record: encoded SignedTreeHead */
 } store_op_kind;
 
 typedef struct store_op {
@@ -148,7 +151,29 @@ int store_full(store *s);
 /* Bytes of the data file in use (pages not on the free list), and the limit (0: none). */
 void store_usage(store *s, uint64_t *used, uint64_t *limit);
 
-/* Puts (adds or replaces) a member with a durable commit. */
+/* The audit log's last committed tree: its size (leaves) and root. */
+void store_tree_head(store *s, uint64_t *size, uint8_t root[32]);
+
+/* The audit log, read in a transaction: its size (leaves); leaf bytes by index (valid
+ * until the reader ends); perfect subtrees as a merkle_subtree_fn (ctx: the reader);
+ * leaves, tree nodes (level, index, hash) and signed heads (tree size, encoded
+ * SignedTreeHead) in key order until fn returns non-zero; the latest head, and the first
+ * head of a size at least size. SPBE_OK or SPBE_NOT_FOUND. */
+int store_audit_size(store_reader *r, uint64_t *size);
+int store_leaf_get(store_reader *r, uint64_t index, const uint8_t **data, size_t *len);
+int store_subtree(void *reader, unsigned level, uint64_t index, uint8_t out[32]);
+int store_leaf_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *),
+                    void *arg);
+int store_node_each(store_reader *r, int (*fn)(unsigned, uint64_t, const uint8_t *, size_t, void *),
+                    void *arg);
+int store_head_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *),
+                    void *arg);
+int store_head_latest(store_reader *r, uint64_t *size, const uint8_t **data, size_t *len);
+int store_head_at_least(store_reader *r, uint64_t size, uint64_t *found, const uint8_t **data,
+                        size_t *len);
+
+/* Puts (adds or replaces) a member with a durable commit; the change is a leaf of the
+ * audit log. */
 int store_member_put(store *s, const Spbe__V1__Member *member);
 
 /* Deletes dedup entries older than cutoff_ns, at most limit of them. *removed gets the count. */

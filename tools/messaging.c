@@ -124,13 +124,21 @@ print_receipt(const spbe_receipt *r, int json)
         if (r->code != SPBE_OK) {
             printf(",\"error\":");
             cli_json_string(stdout, r->error);
+        } else if (r->tree_size) {
+            char root[65];
+            cli_hex(r->tree_root, 32, root);
+            printf(",\"leaf_index\":%llu,\"tree_size\":%llu,\"tree_root\":\"%s\"",
+                   (unsigned long long)r->leaf_index, (unsigned long long)r->tree_size, root);
         }
         printf("}\n");
     } else {
-        printf("%-14s topic=%s seq=%llu accepted=%s id=%s hash=%.16s… %s\n",
-               spbe_error_name(r->code), r->topic, (unsigned long long)r->sequence,
-               r->sequence ? t : "-", id, hash,
+        printf("%-14s topic=%s seq=%llu accepted=%s id=%s hash=%.16s… %s", spbe_error_name(r->code),
+               r->topic, (unsigned long long)r->sequence, r->sequence ? t : "-", id, hash,
                r->signed_by_broker ? "receipt-signature=valid" : "receipt-signature=none");
+        if (r->code == SPBE_OK && r->tree_size)
+            printf(" leaf=%llu/%llu", (unsigned long long)r->leaf_index,
+                   (unsigned long long)r->tree_size);
+        printf("\n");
     }
 }
 

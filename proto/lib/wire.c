@@ -331,6 +331,42 @@ wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,
 }
 
 int
+wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],
+                    Spbe__V1__SignedTreeHead *out)
+{
+    size_t len = spbe__v1__tree_head__get_packed_size(head);
+    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
+    if (!buf)
+        return SPBE_INTERNAL;
+    spbe__v1__tree_head__pack(head, buf);
+    wire_sign_detached(WIRE_CONTEXT_TREE_HEAD, buf, len, secret, buf + len);
+    spbe__v1__signed_tree_head__init(out);
+    out->head.data = buf;
+    out->head.len = len;
+    out->signature.data = buf + len;
+    out->signature.len = WIRE_SIGNATURE_BYTES;
+    return SPBE_OK;
+}
+
+int
+wire_tree_head_verify(const Spbe__V1__SignedTreeHead *signed_head,
+                      const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__TreeHead **head_out)
+{
+    *head_out = NULL;
+    int rc =
+        wire_verify_detached(WIRE_CONTEXT_TREE_HEAD, signed_head->head.data, signed_head->head.len,
+                             signed_head->signature.data, signed_head->signature.len, broker_key);
+    if (rc != SPBE_OK)
+        return rc;
+    *head_out = spbe__v1__tree_head__unpack(NULL, signed_head->head.len, signed_head->head.data);
+    if (*head_out && (*head_out)->root.len != WIRE_HASH_BYTES) {
+        spbe__v1__tree_head__free_unpacked(*head_out, NULL);
+        *head_out = NULL;
+    }
+    return *head_out ? SPBE_OK : SPBE_BAD_REQUEST;
+}
+
+int
 wire_pattern_covers(const char *granted, const char *pattern)
 {
     if (pattern[0] == '$' && granted[0] != '$')

@@ -27,6 +27,7 @@
 /* Signing contexts: a signature over one kind of object never verifies as another. */
 #define WIRE_CONTEXT_MESSAGE "spbe.v1.message"
 #define WIRE_CONTEXT_RECEIPT "spbe.v1.receipt"
+#define WIRE_CONTEXT_TREE_HEAD "spbe.v1.treehead"
 
 /* Initialise libsodium; returns SPBE_OK or SPBE_INTERNAL. Safe to call repeatedly. */
 int wire_init(void);
@@ -101,6 +102,15 @@ int wire_verify_detached(const char *context, const uint8_t *data, size_t len,
  */
 int wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIRE_SECRET_BYTES],
                       Spbe__V1__SignedReceipt *out);
+/* Encodes a tree head and signs it like a receipt (same ownership as wire_receipt_sign:
+ * free(out->head.data)). */
+int wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],
+                        Spbe__V1__SignedTreeHead *out);
+/* Verifies and decodes a signed tree head (root must be 32 bytes); *head_out freed with
+ * spbe__v1__tree_head__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */
+int wire_tree_head_verify(const Spbe__V1__SignedTreeHead *signed_head,
+                          const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__TreeHead **head_out);
+
 /* Verifies and decodes a signed receipt; *receipt_out freed with
  * spbe__v1__receipt__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */
 int wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,

@@ -299,6 +299,14 @@ test_acknowledged_messages_survive_sigkill(void **state)
     printf("# %zu messages sent, acknowledged and checked across %d kills\n", total_acked, rounds);
     assert_true(total_acked > 0);
 
+    /* the audit log agrees with every message, across the kills */
+    char verify_err[4096];
+    int vrc = harness_run(out, sizeof out, verify_err, sizeof verify_err,
+                          "$SPBE audit verify --data %s", b.data);
+    if (vrc != 0)
+        fail_msg("audit verify after the kills: %s", verify_err);
+    printf("# %s", out);
+
     /* and the broker starts again and serves */
     assert_int_equal(harness_broker_restart(&b), 0);
     spbe_client *c = harness_connect(&b, key, 0);

@@ -844,6 +844,10 @@ receipt_from_reply(spbe_client *c, const Spbe__V1__Reply *reply, spbe_receipt *r
         memcpy(r->message_id, rc->message_id.data, SPBE_ID_BYTES);
     if (rc->message_hash.len == SPBE_HASH_BYTES)
         memcpy(r->message_hash, rc->message_hash.data, SPBE_HASH_BYTES);
+    r->leaf_index = rc->leaf_index;
+    r->tree_size = rc->tree_size;
+    if (rc->tree_root.len == SPBE_HASH_BYTES)
+        memcpy(r->tree_root, rc->tree_root.data, SPBE_HASH_BYTES);
     spbe__v1__receipt__free_unpacked(rc, NULL);
 }
 

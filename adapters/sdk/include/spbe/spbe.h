@@ -72,7 +72,10 @@ typedef struct spbe_receipt {
     uint8_t message_id[SPBE_ID_BYTES];
     uint8_t message_hash[SPBE_HASH_BYTES]; /**< SHA-256 of the signed bytes */
     int signed_by_broker;                  /**< 1 if the receipt's signature verified */
-    char error[256];                       /**< reason when code != SPBE_OK */
+    uint64_t leaf_index; /**< SPBE_OK: the message's leaf in the broker's audit log */
+    uint64_t tree_size;  /**< SPBE_OK: the log's size once it was committed... */
+    uint8_t tree_root[SPBE_HASH_BYTES]; /**< ...and its root (inclusion provable later) */
+    char error[256];                    /**< reason when code != SPBE_OK */
 } spbe_receipt;
 
 /** One delivered message. Pointers are valid only during the handler call. */

@@ -1,0 +1,289 @@
+/*
+ * test_audit.c - the audit log end to end: receipts carry the leaf and the tree, the
+ * broker signs tree heads (stored, and published on $sys.audit.head), and
+ * `spbe audit verify` passes on an intact data directory and fails, naming the place,
+ * after each kind of tampering done directly in the LMDB files: one byte of a stored
+ * message, of its signature, of a tree node, of a leaf, of a signed head; a deleted
+ * message; two messages swapped.
+ */
+#include <lmdb.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+typedef struct fixture {
+    test_broker broker;
+    char publisher[400], reader[400];
+    char pristine[400]; /* a copy of the data directory after a clean stop */
+    int copies;
+} fixture;
+
+static int
+setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (harness_broker_start(&f->broker, "--tree-head-ms 200") != 0)
+        return -1;
+    if (harness_member(&f->broker, "bkn/siasn", "ikn.audit.>", NULL, NULL, f->publisher) ||
+        harness_member(&f->broker, "oikn/hunian", NULL, "ikn.audit.>,$sys.audit.head", NULL,
+                       f->reader))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    fixture *f = *state;
+    int rc = harness_broker_stop(&f->broker);
+    free(f);
+    return rc;
+}
+
+static void
+on_head(const spbe_delivery *d, void *arg)
+{
+    int *heads = arg;
+    if (strcmp(d->topic, "$sys.audit.head") == 0 &&
+        strcmp(d->schema, "spbe.v1.SignedTreeHead") == 0)
+        (*heads)++;
+}
+
+/* Receipts name the leaf and a tree that contains it; heads come on $sys.audit.head. */
+static void
+test_receipts_and_heads(void **state)
+{
+    fixture *f = *state;
+    spbe_client *reader = harness_connect(&f->broker, f->reader, 0);
+    int heads = 0;
+    spbe_set_delivery_handler(reader, on_head, &heads);
+    assert_int_equal(spbe_subscribe(reader, "$sys.audit.head", SPBE_START_FIRST, 0, NULL), SPBE_OK);
+    spbe_client *c = harness_connect(&f->broker, f->publisher, 0);
+    uint64_t last_leaf = 0;
+    for (int i = 0; i < 20; i++) {
+        spbe_receipt r;
+        char payload[32];
+        snprintf(payload, sizeof payload, "pesan %d", i);
+        assert_int_equal(spbe_publish(c, i % 3 ? "ikn.audit.a" : "ikn.audit.b", payload,
+                                      strlen(payload), NULL, &r),
+                         SPBE_OK);
+        assert_true(r.signed_by_broker);
+        assert_true(r.tree_size > r.leaf_index);
+        if (i)
+            assert_true(r.leaf_index > last_leaf);
+        last_leaf = r.leaf_index;
+    }
+    for (int i = 0; i < 40 && heads == 0; i++)
+        spbe_dispatch(reader, 50, NULL);
+    assert_true(heads >= 1);
+    spbe_close(&c);
+    spbe_close(&reader);
+    /* a clean stop signs the last head; the directory verifies */
+    assert_int_equal(harness_broker_signal(&f->broker, SIGTERM), 0);
+    char out[4096], err[4096];
+    int rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE audit verify --data %s",
+                         f->broker.data);
+    if (rc != 0)
+        fail_msg("verify failed: %s", err);
+    assert_non_null(strstr(out, "audit log verified"));
+    snprintf(f->pristine, sizeof f->pristine, "%s/pristine", f->broker.dir);
+    assert_int_equal(harness_run(NULL, 0, NULL, 0, "cp -a %s %s", f->broker.data, f->pristine), 0);
+    assert_int_equal(harness_broker_restart(&f->broker), 0);
+}
+
+/* ------------------------------------------------------------ tampering */
+
+typedef struct lmdb {
+    MDB_env *env;
+    MDB_txn *txn;
+    char dir[512];
+} lmdb;
+
+static void
+tamper_open(fixture *f, lmdb *db)
+{
+    snprintf(db->dir, sizeof db->dir, "%s/tampered%d", f->broker.dir, ++f->copies);
+    assert_int_equal(harness_run(NULL, 0, NULL, 0, "cp -a %s %s", f->pristine, db->dir), 0);
+    assert_int_equal(mdb_env_create(&db->env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(db->env, 32), 0);
+    assert_int_equal(mdb_env_set_mapsize(db->env, 1ull << 30), 0);
+    assert_int_equal(mdb_env_open(db->env, db->dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(db->env, NULL, 0, &db->txn), 0);
+}
+
+static MDB_dbi
+dbi(lmdb *db, const char *name)
+{
+    MDB_dbi d;
+    assert_int_equal(mdb_dbi_open(db->txn, name, 0, &d), 0);
+    return d;
+}
+
+/* The key of message seq of topic in the messages database. */
+static void
+message_key(lmdb *db, const char *topic, uint64_t seq, uint8_t key[12])
+{
+    MDB_val k = {strlen(topic), (void *)topic}, v;
+    assert_int_equal(mdb_get(db->txn, dbi(db, "topics"), &k, &v), 0);
+    const uint8_t *rec = v.mv_data;
+    uint32_t id =
+        (uint32_t)rec[0] | (uint32_t)rec[1] << 8 | (uint32_t)rec[2] << 16 | (uint32_t)rec[3] << 24;
+    for (int i = 0; i < 4; i++)
+        key[i] = (uint8_t)(id >> (24 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        key[4 + i] = (uint8_t)(seq >> (56 - 8 * i));
+}
+
+/* Flips one byte (at offset, or from the end when offset < 0) of a value. */
+static void
+flip(lmdb *db, MDB_dbi d, const void *key, size_t key_len, long offset)
+{
+    MDB_val k = {key_len, (void *)key}, v;
+    assert_int_equal(mdb_get(db->txn, d, &k, &v), 0);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    size_t at = offset < 0 ? v.mv_size - (size_t)(-offset) : (size_t)offset;
+    assert_true(at < v.mv_size);
+    copy[at] ^= 0x01;
+    MDB_val nv = {v.mv_size, copy};
+    assert_int_equal(mdb_put(db->txn, d, &k, &nv, 0), 0);
+    free(copy);
+}
+
+/* Commits, closes, runs verify on the copy: it must fail and name want. */
+static void
+tamper_check(lmdb *db, const char *want)
+{
+    assert_int_equal(mdb_txn_commit(db->txn), 0);
+    mdb_env_close(db->env);
+    char out[4096], err[4096];
+    int rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE audit verify --data %s", db->dir);
+    if (rc != 1 || !strstr(err, want))
+        fail_msg("verify after tampering: exit %d, wanted '%s' in: %s%s", rc, want, err, out);
+}
+
+static void
+test_a_changed_message_byte(void **state)
+{
+    fixture *f = *state;
+    lmdb db;
+    tamper_open(f, &db);
+    uint8_t key[12];
+    message_key(&db, "ikn.audit.a", 5, key);
+    flip(&db, dbi(&db, "messages"), key, sizeof key, 16 + 40); /* inside the signed message */
+    tamper_check(&db, "ikn.audit.a #5");
+}
+
+static void
+test_a_changed_signature_byte(void **state)
+{
+    fixture *f = *state;
+    lmdb db;
+    tamper_open(f, &db);
+    uint8_t key[12];
+    message_key(&db, "ikn.audit.b", 3, key);
+    flip(&db, dbi(&db, "messages"), key, sizeof key, -1); /* the signature ends the record */
+    tamper_check(&db, "ikn.audit.b #3: the signature");
+}
+
+static void
+test_a_changed_tree_node(void **state)
+{
+    fixture *f = *state;
+    lmdb db;
+    tamper_open(f, &db);
+    uint8_t key[9] = {1, 0, 0, 0, 0, 0, 0, 0, 2}; /* level 1, index 2 */
+    flip(&db, dbi(&db, "audit_nodes"), key, sizeof key, 7);
+    tamper_check(&db, "tree node (1, 2)");
+}
+
+static void
+test_a_changed_leaf(void **state)
+{
+    fixture *f = *state;
+    lmdb db;
+    tamper_open(f, &db);
+    uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 9};
+    flip(&db, dbi(&db, "audit_leaves"), key, sizeof key, -1);
+    tamper_check(&db, "leaf 9");
+}
+
+static void
+test_a_changed_tree_head(void **state)
+{
+    fixture *f = *state;
+    lmdb db;
+    tamper_open(f, &db);
+    MDB_dbi heads = dbi(&db, "audit_heads");
+    MDB_cursor *cur;
+    assert_int_equal(mdb_cursor_open(db.txn, heads, &cur), 0);
+    MDB_val k, v;
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_LAST), 0);
+    uint8_t key[8];
+    memcpy(key, k.mv_data, sizeof key);
+    mdb_cursor_close(cur);
+    flip(&db, heads, key, sizeof key, -1);
+    tamper_check(&db, "tree head");
+}
+
+static void
+test_a_deleted_message(void **state)
+{
+    fixture *f = *state;
+    lmdb db;
+    tamper_open(f, &db);
+    uint8_t key[12];
+    message_key(&db, "ikn.audit.a", 7, key);
+    MDB_val k = {sizeof key, key};
+    assert_int_equal(mdb_del(db.txn, dbi(&db, "messages"), &k, NULL), 0);
+    tamper_check(&db, "ikn.audit.a");
+}
+
+static void
+test_two_messages_swapped(void **state)
+{
+    fixture *f = *state;
+    lmdb db;
+    tamper_open(f, &db);
+    MDB_dbi messages = dbi(&db, "messages");
+    uint8_t k3[12], k4[12];
+    message_key(&db, "ikn.audit.a", 3, k3);
+    message_key(&db, "ikn.audit.a", 4, k4);
+    MDB_val a = {12, k3}, b = {12, k4}, va, vb;
+    assert_int_equal(mdb_get(db.txn, messages, &a, &va), 0);
+    assert_int_equal(mdb_get(db.txn, messages, &b, &vb), 0);
+    uint8_t *ca = malloc(va.mv_size), *cb = malloc(vb.mv_size);
+    memcpy(ca, va.mv_data, va.mv_size);
+    memcpy(cb, vb.mv_data, vb.mv_size);
+    MDB_val na = {vb.mv_size, cb}, nb = {va.mv_size, ca};
+    assert_int_equal(mdb_put(db.txn, messages, &a, &na, 0), 0);
+    assert_int_equal(mdb_put(db.txn, messages, &b, &nb, 0), 0);
+    free(ca);
+    free(cb);
+    tamper_check(&db, "ikn.audit.a #3");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_receipts_and_heads),
+        cmocka_unit_test(test_a_changed_message_byte),
+        cmocka_unit_test(test_a_changed_signature_byte),
+        cmocka_unit_test(test_a_changed_tree_node),
+        cmocka_unit_test(test_a_changed_leaf),
+        cmocka_unit_test(test_a_changed_tree_head),
+        cmocka_unit_test(test_a_deleted_message),
+        cmocka_unit_test(test_two_messages_swapped),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
