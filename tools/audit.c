@@ -25,12 +25,25 @@
 
 static const char audit_usage[] =
     "usage: spbe audit verify --data DIR [--json]\n"
+    "       spbe audit prove TOPIC SEQ --data DIR [-o FILE]\n"
+    "       spbe audit check FILE [--broker-key HEX] [--json]\n"
+    "       spbe audit head --data DIR [-o FILE]\n"
+    "       spbe audit consistency OLD_HEAD NEW_HEAD --data DIR\n"
     "\n"
     "verify: re-checks the data directory offline and read-only (also while the broker\n"
     "runs): every stored message's signature against its sender's key, every message\n"
     "against its leaf of the audit log, the Merkle tree node by node, and every signed\n"
     "tree head against the broker's key (DIR/broker.pub) and the tree. Reports the first\n"
-    "inconsistency (topic, sequence, what failed) and exits 1; else a summary.\n";
+    "inconsistency (topic, sequence, what failed) and exits 1; else a summary.\n"
+    "prove: writes the evidence bundle of one message (default TOPIC-SEQ.evidence): the\n"
+    "sender's signed bytes and key, its leaf, the inclusion proof to the first signed\n"
+    "tree head that covers it, and the broker's receipt (signed with DIR/broker.key).\n"
+    "check: verifies a bundle with no broker: exit 0 if every part holds, else 1 saying\n"
+    "which; --broker-key (or SPBE_BROKER_KEY) pins the broker's key it must be signed by.\n"
+    "head: writes the latest signed tree head (default head-SIZE.sth). A head file may\n"
+    "also be a message from $sys.audit.head (spbe msg get ... --raw, or a subscriber's).\n"
+    "consistency: proves from the log that NEW_HEAD's tree extends\n"
+    "OLD_HEAD's (both signed by the broker): the broker never rewrote or dropped history.\n";
 
 typedef struct member_key {
     char name[WIRE_MEMBER_MAX_BYTES + 1];
@@ -388,6 +401,488 @@ audit_verify(const cli_common *common)
     return EXIT_OK;
 }
 
+/* ------------------------------------------------------------ evidence */
+
+static uint8_t *
+read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    uint8_t *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + n, 1, cap - n, fp)) > 0) {
+        n += got;
+        if (n == cap) {
+            uint8_t *grown = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    fclose(fp);
+    *len = n;
+    return buf;
+}
+
+static int
+write_file(const char *path, const uint8_t *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    if (!fp)
+        return -1;
+    int ok = fwrite(data, 1, len, fp) == len;
+    return fclose(fp) == 0 && ok ? 0 : -1;
+}
+
+typedef struct audit_args {
+    const char *out;
+} audit_args;
+
+static int
+audit_option(int opt, const char *arg, void *ctx)
+{
+    audit_args *a = ctx;
+    if (opt == 'o') {
+        a->out = arg;
+        return 0;
+    }
+    return 1;
+}
+
+/* The member's key from the registry (key history: the key valid then). */
+static int
+member_key_of(store_reader *r, const char *name, uint8_t key[WIRE_KEY_BYTES])
+{
+    Spbe__V1__Member *m;
+    if (store_member_get(r, name, &m) != SPBE_OK)
+        return -1;
+    int ok = m->public_key.len == WIRE_KEY_BYTES;
+    if (ok)
+        memcpy(key, m->public_key.data, WIRE_KEY_BYTES);
+    spbe__v1__member__free_unpacked(m, NULL);
+    return ok ? 0 : -1;
+}
+
+static int
+audit_prove(const cli_common *common, const char *topic, const char *seq_text, const char *out)
+{
+    char *end;
+    unsigned long long seq = strtoull(seq_text, &end, 10);
+    if (!common->data || *end || seq == 0) {
+        fputs(audit_usage, stderr);
+        return EXIT_USAGE;
+    }
+    char path[1200], err[512];
+    identity broker_id;
+    snprintf(path, sizeof path, "%s/broker.key", common->data);
+    int can_sign =
+        identity_load(path, &broker_id, err, sizeof err) == SPBE_OK && broker_id.has_secret;
+    if (!can_sign) {
+        snprintf(path, sizeof path, "%s/broker.pub", common->data);
+        if (identity_load(path, &broker_id, err, sizeof err) != SPBE_OK)
+            return cli_fail("audit", SPBE_NOT_FOUND, "the broker's key: %s", err);
+    }
+    store *s = cli_open_store(common, "audit");
+    if (!s)
+        return EXIT_ERROR;
+    store_reader *r;
+    if (store_reader_begin(s, &r) != SPBE_OK) {
+        store_close(&s);
+        return cli_fail("audit", SPBE_INTERNAL, "cannot read %s", common->data);
+    }
+    int code = SPBE_OK;
+    char why[300] = "";
+    store_topic_info t;
+    store_message m;
+    const uint8_t *leaf = NULL, *head_bytes = NULL;
+    size_t leaf_len = 0, head_len = 0;
+    uint64_t head_size = 0;
+    Spbe__V1__SignedMessage *sm = NULL;
+    Spbe__V1__Message *msg = NULL;
+    Spbe__V1__SignedTreeHead *sth = NULL;
+    Spbe__V1__TreeHead *th = NULL;
+    uint8_t sender_key[WIRE_KEY_BYTES], path_hashes[MERKLE_PATH_MAX][MERKLE_HASH_BYTES];
+    size_t n_path = 0;
+    if (store_topic_get(r, topic, &t) != SPBE_OK ||
+        store_message_get(r, t.id, seq, &m) != SPBE_OK) {
+        code = SPBE_NOT_FOUND;
+        snprintf(why, sizeof why, "%s #%llu is not stored (never, or deleted by retention)", topic,
+                 seq);
+    } else if (store_leaf_get(r, m.leaf_index, &leaf, &leaf_len) != SPBE_OK ||
+               wire_envelope_decode(m.data, m.len, &sm, &msg, NULL) != SPBE_OK) {
+        code = SPBE_INTERNAL;
+        snprintf(why, sizeof why,
+                 "%s #%llu: its leaf or its bytes cannot be read (run spbe "
+                 "audit verify)",
+                 topic, seq);
+    } else if (member_key_of(r, msg->sender, sender_key) != 0 &&
+               strcmp(msg->sender, broker_id.member) != 0) {
+        code = SPBE_UNKNOWN_SENDER;
+        snprintf(why, sizeof why, "sender %s is not in the registry", msg->sender);
+    } else if (store_head_at_least(r, m.leaf_index + 1, &head_size, &head_bytes, &head_len) !=
+               SPBE_OK) {
+        code = SPBE_NOT_FOUND;
+        snprintf(why, sizeof why,
+                 "no signed tree head covers leaf %llu yet: the broker signs "
+                 "one every --tree-head-ms and at stop",
+                 (unsigned long long)m.leaf_index);
+    } else if (!(sth = spbe__v1__signed_tree_head__unpack(NULL, head_len, head_bytes)) ||
+               wire_tree_head_verify(sth, broker_id.public_key, &th) != SPBE_OK ||
+               merkle_inclusion_proof(store_subtree, r, m.leaf_index, head_size, path_hashes,
+                                      &n_path) != 0) {
+        code = SPBE_INTERNAL;
+        snprintf(why, sizeof why, "tree head %llu does not verify (run spbe audit verify)",
+                 (unsigned long long)head_size);
+    }
+    if (code == SPBE_OK && strcmp(msg->sender, broker_id.member) == 0)
+        memcpy(sender_key, broker_id.public_key, sizeof sender_key);
+    uint8_t *packed = NULL;
+    size_t packed_len = 0;
+    Spbe__V1__SignedReceipt receipt = SPBE__V1__SIGNED_RECEIPT__INIT;
+    if (code == SPBE_OK) {
+        uint8_t hash[WIRE_HASH_BYTES];
+        crypto_hash_sha256(hash, m.data, m.len);
+        if (can_sign) {
+            Spbe__V1__Receipt rc = SPBE__V1__RECEIPT__INIT;
+            rc.code = SPBE__V1__ERROR_CODE__OK;
+            rc.topic = (char *)topic;
+            rc.sequence = seq;
+            rc.accepted_ns = m.accepted_ns;
+            rc.message_hash.data = hash;
+            rc.message_hash.len = sizeof hash;
+            rc.message_id = msg->id;
+            rc.sender = msg->sender;
+            rc.broker = broker_id.broker[0] ? broker_id.broker : broker_id.member;
+            rc.issued_ns = wire_now_ns();
+            rc.leaf_index = m.leaf_index;
+            rc.tree_size = head_size;
+            rc.tree_root = th->root;
+            if (wire_receipt_sign(&rc, broker_id.secret_key, &receipt) != SPBE_OK)
+                receipt.receipt.data = NULL;
+        }
+        Spbe__V1__EvidenceBundle b = SPBE__V1__EVIDENCE_BUNDLE__INIT;
+        ProtobufCBinaryData inclusion[MERKLE_PATH_MAX];
+        for (size_t i = 0; i < n_path; i++) {
+            inclusion[i].data = path_hashes[i];
+            inclusion[i].len = MERKLE_HASH_BYTES;
+        }
+        b.version = 1;
+        b.message.data = (uint8_t *)m.data;
+        b.message.len = m.len;
+        b.topic = (char *)topic;
+        b.sequence = seq;
+        b.accepted_ns = m.accepted_ns;
+        b.sender = msg->sender;
+        b.sender_key.data = sender_key;
+        b.sender_key.len = sizeof sender_key;
+        b.leaf.data = (uint8_t *)leaf;
+        b.leaf.len = leaf_len;
+        b.leaf_index = m.leaf_index;
+        b.head = sth;
+        b.n_inclusion = n_path;
+        b.inclusion = inclusion;
+        b.broker_key.data = broker_id.public_key;
+        b.broker_key.len = WIRE_KEY_BYTES;
+        if (receipt.receipt.data)
+            b.receipt = &receipt;
+        packed_len = spbe__v1__evidence_bundle__get_packed_size(&b);
+        packed = malloc(packed_len);
+        if (packed)
+            spbe__v1__evidence_bundle__pack(&b, packed);
+    }
+    char name[600];
+    if (code == SPBE_OK) {
+        if (!out) {
+            snprintf(name, sizeof name, "%s-%llu.evidence", topic, seq);
+            out = name;
+        }
+        if (!packed || write_file(out, packed, packed_len) != 0) {
+            code = SPBE_INTERNAL;
+            snprintf(why, sizeof why, "cannot write %.250s", out);
+        }
+    }
+    if (code == SPBE_OK) {
+        if (common->json) {
+            printf("{\"bundle\":");
+            cli_json_string(stdout, out);
+            printf(",\"leaf_index\":%llu,\"tree_size\":%llu,\"receipt\":%s}\n",
+                   (unsigned long long)m.leaf_index, (unsigned long long)head_size,
+                   receipt.receipt.data ? "true" : "false");
+        } else {
+            printf("evidence for %s #%llu written to %s: leaf %llu of the tree of %llu signed "
+                   "by the broker%s\n",
+                   topic, seq, out, (unsigned long long)m.leaf_index, (unsigned long long)head_size,
+                   receipt.receipt.data ? ", with a receipt"
+                                        : " (no receipt: broker.key unreadable)");
+        }
+    }
+    free(packed);
+    free(receipt.receipt.data);
+    if (th)
+        spbe__v1__tree_head__free_unpacked(th, NULL);
+    if (sth)
+        spbe__v1__signed_tree_head__free_unpacked(sth, NULL);
+    wire_envelope_free(&sm, &msg);
+    store_reader_end(&r);
+    store_close(&s);
+    sodium_memzero(&broker_id, sizeof broker_id);
+    return code == SPBE_OK ? EXIT_OK : cli_fail("audit", code, "%s", why);
+}
+
+/* Checks a bundle with nothing but itself (and, if given, the broker key to expect). */
+static int
+check_bundle(const Spbe__V1__EvidenceBundle *b, const cli_common *common, char *why, size_t why_len,
+             Spbe__V1__TreeHead **th_out)
+{
+    *th_out = NULL;
+    if (b->version != 1)
+        return snprintf(why, why_len, "unknown bundle version %u", b->version), -1;
+    if (b->broker_key.len != WIRE_KEY_BYTES || b->sender_key.len != WIRE_KEY_BYTES || !b->head)
+        return snprintf(why, why_len, "the bundle is incomplete"), -1;
+    if (common->broker_key) {
+        uint8_t want[WIRE_KEY_BYTES];
+        if (wire_hex_decode(common->broker_key, want, sizeof want) != SPBE_OK ||
+            memcmp(want, b->broker_key.data, sizeof want) != 0)
+            return snprintf(why, why_len, "it is not signed by the expected broker key"), -1;
+    }
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *msg;
+    if (wire_envelope_decode(b->message.data, b->message.len, &sm, &msg, NULL) != SPBE_OK)
+        return snprintf(why, why_len, "the message does not decode"), -1;
+    int bad = wire_envelope_verify(sm, b->sender_key.data) != SPBE_OK ? 1
+              : strcmp(msg->topic, b->topic) != 0                     ? 2
+              : strcmp(msg->sender, b->sender) != 0                   ? 3
+                                                                      : 0;
+    wire_envelope_free(&sm, &msg);
+    if (bad == 1)
+        return snprintf(why, why_len,
+                        "the message's signature does not verify with the "
+                        "sender's key"),
+               -1;
+    if (bad)
+        return snprintf(why, why_len, "the message's %s is not the bundle's",
+                        bad == 2 ? "topic" : "sender"),
+               -1;
+    uint8_t hash[WIRE_HASH_BYTES];
+    crypto_hash_sha256(hash, b->message.data, b->message.len);
+    Spbe__V1__AuditLeaf *leaf = spbe__v1__audit_leaf__unpack(NULL, b->leaf.len, b->leaf.data);
+    bad = !leaf ? 1
+          : leaf->kind != SPBE__V1__LEAF_KIND__LEAF_MESSAGE || strcmp(leaf->topic, b->topic) != 0 ||
+                  leaf->sequence != b->sequence || leaf->accepted_ns != b->accepted_ns
+              ? 2
+          : leaf->message_hash.len != sizeof hash ||
+                  memcmp(leaf->message_hash.data, hash, sizeof hash) != 0
+              ? 3
+              : 0;
+    if (leaf)
+        spbe__v1__audit_leaf__free_unpacked(leaf, NULL);
+    if (bad)
+        return snprintf(why, why_len, "%s",
+                        bad == 1   ? "the leaf does not decode"
+                        : bad == 2 ? "the leaf names another message"
+                                   : "the leaf's hash is not the message's"),
+               -1;
+    if (wire_tree_head_verify(b->head, b->broker_key.data, th_out) != SPBE_OK)
+        return snprintf(why, why_len,
+                        "the tree head's signature does not verify with the "
+                        "broker's key"),
+               -1;
+    uint8_t path[MERKLE_PATH_MAX][MERKLE_HASH_BYTES], leaf_hash[MERKLE_HASH_BYTES];
+    if (b->n_inclusion > MERKLE_PATH_MAX)
+        return snprintf(why, why_len, "the inclusion proof is too long"), -1;
+    for (size_t i = 0; i < b->n_inclusion; i++) {
+        if (b->inclusion[i].len != MERKLE_HASH_BYTES)
+            return snprintf(why, why_len, "the inclusion proof is malformed"), -1;
+        memcpy(path[i], b->inclusion[i].data, MERKLE_HASH_BYTES);
+    }
+    merkle_leaf_hash(b->leaf.data, b->leaf.len, leaf_hash);
+    if (!merkle_verify_inclusion(leaf_hash, b->leaf_index, (*th_out)->size,
+                                 (const uint8_t(*)[MERKLE_HASH_BYTES])path, b->n_inclusion,
+                                 (*th_out)->root.data))
+        return snprintf(why, why_len, "the inclusion proof does not lead to the head's root"), -1;
+    if (b->receipt) {
+        Spbe__V1__Receipt *r;
+        if (wire_receipt_verify(b->receipt, b->broker_key.data, &r) != SPBE_OK)
+            return snprintf(why, why_len, "the receipt's signature does not verify"), -1;
+        bad = r->code != SPBE__V1__ERROR_CODE__OK || strcmp(r->topic, b->topic) != 0 ||
+              r->sequence != b->sequence || r->message_hash.len != sizeof hash ||
+              memcmp(r->message_hash.data, hash, sizeof hash) != 0 ||
+              r->leaf_index != b->leaf_index;
+        spbe__v1__receipt__free_unpacked(r, NULL);
+        if (bad)
+            return snprintf(why, why_len, "the receipt is for another message"), -1;
+    }
+    return 0;
+}
+
+static int
+audit_check(const cli_common *common, const char *file)
+{
+    size_t len;
+    uint8_t *data = read_file(file, &len);
+    if (!data)
+        return cli_fail("audit", SPBE_NOT_FOUND, "cannot read %s", file);
+    Spbe__V1__EvidenceBundle *b = spbe__v1__evidence_bundle__unpack(NULL, len, data);
+    free(data);
+    char why[300];
+    Spbe__V1__TreeHead *th = NULL;
+    int ok = b && check_bundle(b, common, why, sizeof why, &th) == 0;
+    if (!b)
+        snprintf(why, sizeof why, "%s is not an evidence bundle", file);
+    if (ok) {
+        char accepted[40], signed_at[40], key[65];
+        cli_time(b->accepted_ns, accepted, sizeof accepted);
+        cli_time(th->timestamp_ns, signed_at, sizeof signed_at);
+        cli_hex(b->broker_key.data, WIRE_KEY_BYTES, key);
+        if (common->json) {
+            printf("{\"ok\":true,\"topic\":");
+            cli_json_string(stdout, b->topic);
+            printf(",\"sequence\":%llu,\"sender\":", (unsigned long long)b->sequence);
+            cli_json_string(stdout, b->sender);
+            printf(",\"accepted\":\"%s\",\"leaf_index\":%llu,\"tree_size\":%llu,"
+                   "\"head_signed\":\"%s\",\"broker_key\":\"%s\",\"receipt\":%s}\n",
+                   accepted, (unsigned long long)b->leaf_index, (unsigned long long)th->size,
+                   signed_at, key, b->receipt ? "true" : "false");
+        } else {
+            printf("evidence holds: %s #%llu from %s, accepted %s\n", b->topic,
+                   (unsigned long long)b->sequence, b->sender, accepted);
+            printf("  signature  the sender's, over the exact bytes\n");
+            printf("  log        leaf %llu of the tree of %llu, head signed %s\n",
+                   (unsigned long long)b->leaf_index, (unsigned long long)th->size, signed_at);
+            printf("  receipt    %s\n", b->receipt ? "the broker's, for this message" : "none");
+            printf("  broker key %s%s\n", key,
+                   common->broker_key ? " (as expected)" : " (pin it with --broker-key)");
+        }
+    } else if (common->json) {
+        printf("{\"ok\":false,\"failure\":");
+        cli_json_string(stdout, why);
+        printf("}\n");
+    }
+    if (th)
+        spbe__v1__tree_head__free_unpacked(th, NULL);
+    if (b)
+        spbe__v1__evidence_bundle__free_unpacked(b, NULL);
+    return ok ? EXIT_OK : cli_fail("audit", SPBE_BAD_SIGNATURE, "%s", why);
+}
+
+static int
+audit_head(const cli_common *common, const char *out)
+{
+    if (!common->data) {
+        fputs(audit_usage, stderr);
+        return EXIT_USAGE;
+    }
+    store *s = cli_open_store(common, "audit");
+    if (!s)
+        return EXIT_ERROR;
+    store_reader *r;
+    uint64_t size = 0;
+    const uint8_t *data;
+    size_t len = 0;
+    int rc = store_reader_begin(s, &r);
+    if (rc == SPBE_OK) {
+        rc = store_head_latest(r, &size, &data, &len);
+        char name[64];
+        if (rc == SPBE_OK && !out) {
+            snprintf(name, sizeof name, "head-%llu.sth", (unsigned long long)size);
+            out = name;
+        }
+        if (rc == SPBE_OK && write_file(out, data, len) != 0)
+            rc = SPBE_INTERNAL;
+        if (rc == SPBE_OK)
+            printf("tree head %llu written to %s\n", (unsigned long long)size, out);
+        store_reader_end(&r);
+    }
+    store_close(&s);
+    return rc == SPBE_OK
+               ? EXIT_OK
+               : cli_fail("audit", rc, "%s",
+                          rc == SPBE_NOT_FOUND ? "no signed head yet" : "cannot write it");
+}
+
+static Spbe__V1__TreeHead *
+load_head(const char *file, const uint8_t broker_key[WIRE_KEY_BYTES], char *why, size_t why_len)
+{
+    size_t len;
+    uint8_t *data = read_file(file, &len);
+    if (!data) {
+        snprintf(why, why_len, "cannot read %s", file);
+        return NULL;
+    }
+    /* a head as stored, or the message that carried it on $sys.audit.head */
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *msg;
+    Spbe__V1__SignedTreeHead *sth = NULL;
+    if (wire_envelope_decode(data, len, &sm, &msg, NULL) == SPBE_OK) {
+        if (strcmp(msg->schema, "spbe.v1.SignedTreeHead") == 0)
+            sth = spbe__v1__signed_tree_head__unpack(NULL, msg->payload.len, msg->payload.data);
+        wire_envelope_free(&sm, &msg);
+    } else {
+        sth = spbe__v1__signed_tree_head__unpack(NULL, len, data);
+    }
+    free(data);
+    Spbe__V1__TreeHead *th = NULL;
+    if (!sth || wire_tree_head_verify(sth, broker_key, &th) != SPBE_OK)
+        snprintf(why, why_len, "%s is not a tree head signed by this broker", file);
+    if (sth)
+        spbe__v1__signed_tree_head__free_unpacked(sth, NULL);
+    return th;
+}
+
+static int
+audit_consistency(const cli_common *common, const char *old_file, const char *new_file)
+{
+    if (!common->data) {
+        fputs(audit_usage, stderr);
+        return EXIT_USAGE;
+    }
+    char path[1200], why[600] = "";
+    identity broker_id;
+    snprintf(path, sizeof path, "%s/broker.pub", common->data);
+    if (identity_load(path, &broker_id, why, sizeof why) != SPBE_OK)
+        return cli_fail("audit", SPBE_NOT_FOUND, "the broker's key: %s", why);
+    Spbe__V1__TreeHead *a = load_head(old_file, broker_id.public_key, why, sizeof why);
+    Spbe__V1__TreeHead *b = a ? load_head(new_file, broker_id.public_key, why, sizeof why) : NULL;
+    int ok = 0;
+    if (a && b) {
+        if (a->size > b->size) {
+            Spbe__V1__TreeHead *t = a;
+            a = b;
+            b = t;
+        }
+        store *s = cli_open_store(common, "audit");
+        store_reader *r = NULL;
+        uint8_t proof[MERKLE_PATH_MAX][MERKLE_HASH_BYTES];
+        size_t n = 0;
+        if (s && store_reader_begin(s, &r) == SPBE_OK &&
+            (a->size == 0 ||
+             merkle_consistency_proof(store_subtree, r, a->size, b->size, proof, &n) == 0))
+            ok = merkle_verify_consistency(a->size, b->size, a->root.data, b->root.data,
+                                           (const uint8_t(*)[MERKLE_HASH_BYTES])proof, n);
+        if (!ok)
+            snprintf(why, sizeof why,
+                     "the tree of %llu does not extend the tree of %llu: history was changed",
+                     (unsigned long long)b->size, (unsigned long long)a->size);
+        store_reader_end(&r);
+        store_close(&s);
+        if (ok)
+            printf("consistent: the tree of %llu extends the tree of %llu (proof of %zu "
+                   "hashes)\n",
+                   (unsigned long long)b->size, (unsigned long long)a->size, n);
+    }
+    if (a)
+        spbe__v1__tree_head__free_unpacked(a, NULL);
+    if (b)
+        spbe__v1__tree_head__free_unpacked(b, NULL);
+    return ok ? EXIT_OK : cli_fail("audit", SPBE_BAD_SIGNATURE, "%s", why);
+}
+
 int
 cmd_audit(int argc, char **argv)
 {
@@ -396,11 +891,23 @@ cmd_audit(int argc, char **argv)
         return early;
     const char *what = argv[1];
     cli_common common;
-    int i = cli_parse(argc - 1, argv + 1, &common, NULL, "", NULL, NULL, audit_usage);
+    static const struct option opts[] = {{"out", required_argument, 0, 'o'}, {0, 0, 0, 0}};
+    audit_args a = {0};
+    int i = cli_parse(argc - 1, argv + 1, &common, opts, "o:", audit_option, &a, audit_usage);
     if (i < 0)
         return i == -2 ? EXIT_OK : EXIT_USAGE;
-    if (strcmp(what, "verify") == 0 && argc - 1 == i)
+    int npos = argc - 1 - i;
+    char **pos = argv + 1 + i;
+    if (strcmp(what, "verify") == 0 && npos == 0)
         return audit_verify(&common);
+    if (strcmp(what, "prove") == 0 && npos == 2)
+        return audit_prove(&common, pos[0], pos[1], a.out);
+    if (strcmp(what, "check") == 0 && npos == 1)
+        return audit_check(&common, pos[0]);
+    if (strcmp(what, "head") == 0 && npos == 0)
+        return audit_head(&common, a.out);
+    if (strcmp(what, "consistency") == 0 && npos == 2)
+        return audit_consistency(&common, pos[0], pos[1]);
     fputs(audit_usage, stderr);
     return EXIT_USAGE;
 }

@@ -18,6 +18,10 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "identity.h"
+#include "spbe/errors.h"
+#include "spbe/v1/spbe.pb-c.h"
+#include "wire.h"
 
 typedef struct fixture {
     test_broker broker;
@@ -272,6 +276,91 @@ test_two_messages_swapped(void **state)
     tamper_check(&db, "ikn.audit.a #3");
 }
 
+/* An evidence bundle checks with no broker, anywhere, and fails after any byte changes. */
+static void
+test_evidence_bundle_alone_and_every_byte_changed(void **state)
+{
+    fixture *f = *state;
+    char out[4096], err[4096], bundle[600], copy[600];
+    snprintf(bundle, sizeof bundle, "%s/evidence/ikn.audit.a-4.evidence", f->broker.dir);
+    /* proved from the data directory while the broker runs */
+    int rc = harness_run(out, sizeof out, err, sizeof err,
+                         "mkdir -p %s/evidence && $SPBE audit prove ikn.audit.a 4 --data %s -o %s",
+                         f->broker.dir, f->broker.data, bundle);
+    if (rc != 0)
+        fail_msg("prove: %s", err);
+    assert_non_null(strstr(out, "with a receipt"));
+    /* checked in a fresh directory, with no broker and no data directory */
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "cd %s/evidence && env -u SPBE_BROKER -u SPBE_DATA $SPBE audit check "
+                     "ikn.audit.a-4.evidence --json",
+                     f->broker.dir);
+    if (rc != 0)
+        fail_msg("check: %s %s", out, err);
+    assert_non_null(strstr(out, "\"ok\":true"));
+    assert_non_null(strstr(out, "\"sequence\":4"));
+    FILE *fp = fopen(bundle, "rb");
+    assert_non_null(fp);
+    static uint8_t data[1 << 16];
+    size_t len = fread(data, 1, sizeof data, fp);
+    fclose(fp);
+    assert_true(len > 200);
+    snprintf(copy, sizeof copy, "%s/evidence/changed", f->broker.dir);
+    for (size_t i = 0; i < len; i++) {
+        data[i] ^= 0x01;
+        fp = fopen(copy, "wb");
+        assert_int_equal(fwrite(data, 1, len, fp), len);
+        fclose(fp);
+        data[i] ^= 0x01;
+        rc = harness_run(NULL, 0, NULL, 0, "$SPBE audit check %s 2>/dev/null", copy);
+        if (rc != 1)
+            fail_msg("bundle with byte %zu of %zu changed: exit %d", i, len, rc);
+    }
+}
+
+/* Two heads: the newer extends the older; after a change to history it does not. */
+static void
+test_consistency_of_two_heads(void **state)
+{
+    fixture *f = *state;
+    char out[4096], err[4096];
+    int rc = harness_run(out, sizeof out, err, sizeof err,
+                         "cd %s && $SPBE msg get '$sys.audit.head' 1 --data %s --raw > old.sth && "
+                         "$SPBE audit head --data %s -o new.sth && "
+                         "$SPBE audit consistency old.sth new.sth --data %s",
+                         f->broker.dir, f->pristine, f->pristine, f->pristine);
+    if (rc != 0)
+        fail_msg("consistency: %s %s", out, err);
+    assert_non_null(strstr(out, "consistent"));
+    /* a head the broker's key signed over another history (a broker rewriting its past) */
+    char path[600], ierr[256];
+    identity broker;
+    snprintf(path, sizeof path, "%s/broker.key", f->broker.data);
+    assert_int_equal(identity_load(path, &broker, ierr, sizeof ierr), SPBE_OK);
+    Spbe__V1__TreeHead th = SPBE__V1__TREE_HEAD__INIT;
+    uint8_t root[32];
+    memset(root, 0x5a, sizeof root);
+    th.size = 30;
+    th.root.data = root;
+    th.root.len = sizeof root;
+    th.timestamp_ns = 1;
+    th.broker = "spbe-broker";
+    Spbe__V1__SignedTreeHead sth;
+    assert_int_equal(wire_tree_head_sign(&th, broker.secret_key, &sth), SPBE_OK);
+    uint8_t packed[512];
+    size_t len = spbe__v1__signed_tree_head__pack(&sth, packed);
+    free(sth.head.data);
+    snprintf(path, sizeof path, "%s/forged.sth", f->broker.dir);
+    FILE *fp = fopen(path, "wb");
+    assert_int_equal(fwrite(packed, 1, len, fp), len);
+    fclose(fp);
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "cd %s && $SPBE audit consistency old.sth forged.sth --data %s", f->broker.dir,
+                     f->pristine);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "history was changed"));
+}
+
 int
 main(void)
 {
@@ -284,6 +373,8 @@ main(void)
         cmocka_unit_test(test_a_changed_tree_head),
         cmocka_unit_test(test_a_deleted_message),
         cmocka_unit_test(test_two_messages_swapped),
+        cmocka_unit_test(test_evidence_bundle_alone_and_every_byte_changed),
+        cmocka_unit_test(test_consistency_of_two_heads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
