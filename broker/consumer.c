@@ -872,8 +872,10 @@ times_of(const store_message *m, msg_times *t)
     Spbe__V1__SignedMessage *sm;
     Spbe__V1__Message *msg;
     t->not_before_ns = t->expires_ns = 0;
-    if (wire_envelope_decode(m->data, m->len, &sm, &msg, NULL) != SPBE_OK)
+    if (wire_envelope_decode(m->data, m->len, &sm, &msg, NULL) != SPBE_OK) {
+        wire_envelope_free(&sm, &msg);
         return -1;
+    }
     t->not_before_ns = msg->not_before_ns;
     t->expires_ns = msg->expires_ns;
     wire_envelope_free(&sm, &msg);

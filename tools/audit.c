@@ -152,9 +152,11 @@ check_message(verify *v, uint64_t index, const Spbe__V1__AuditLeaf *leaf)
     Spbe__V1__SignedMessage *sm;
     Spbe__V1__Message *msg;
     const char *why = NULL;
-    if (wire_envelope_decode(m.data, m.len, &sm, &msg, &why) != SPBE_OK)
+    if (wire_envelope_decode(m.data, m.len, &sm, &msg, &why) != SPBE_OK) {
+        wire_envelope_free(&sm, &msg); /* a shape error leaves both decoded */
         return fail_at(v, "%s #%llu: the stored message does not decode (%s)", leaf->topic,
                        (unsigned long long)leaf->sequence, why ? why : "malformed");
+    }
     const uint8_t *key = sender_key(v, msg->sender);
     int bad = !key ? 1 : wire_envelope_verify(sm, key) != SPBE_OK ? 2 : 0;
     if (!bad && strcmp(msg->topic, leaf->topic) != 0)
@@ -653,8 +655,10 @@ check_bundle(const Spbe__V1__EvidenceBundle *b, const cli_common *common, char *
     }
     Spbe__V1__SignedMessage *sm;
     Spbe__V1__Message *msg;
-    if (wire_envelope_decode(b->message.data, b->message.len, &sm, &msg, NULL) != SPBE_OK)
+    if (wire_envelope_decode(b->message.data, b->message.len, &sm, &msg, NULL) != SPBE_OK) {
+        wire_envelope_free(&sm, &msg); /* a shape error leaves both decoded */
         return snprintf(why, why_len, "the message does not decode"), -1;
+    }
     int bad = wire_envelope_verify(sm, b->sender_key.data) != SPBE_OK ? 1
               : strcmp(msg->topic, b->topic) != 0                     ? 2
               : strcmp(msg->sender, b->sender) != 0                   ? 3
@@ -824,6 +828,7 @@ load_head(const char *file, const uint8_t broker_key[WIRE_KEY_BYTES], char *why,
             sth = spbe__v1__signed_tree_head__unpack(NULL, msg->payload.len, msg->payload.data);
         wire_envelope_free(&sm, &msg);
     } else {
+        wire_envelope_free(&sm, &msg);
         sth = spbe__v1__signed_tree_head__unpack(NULL, len, data);
     }
     free(data);

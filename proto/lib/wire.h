@@ -74,7 +74,8 @@ int wire_message_sign(const Spbe__V1__Message *message, const uint8_t secret[WIR
 /*
  * Decodes a SignedMessage and the Message inside it, and checks the envelope's shape
  * (id of 16 bytes, signature of 64 bytes, valid topic and sender). It does not verify
- * the signature. On SPBE_OK the caller frees both with wire_envelope_free().
+ * the signature. The caller frees both with wire_envelope_free() whatever it returns (a
+ * shape error leaves both decoded, to name the topic or sender in a refusal).
  * Errors: SPBE_BAD_REQUEST (undecodable or malformed), SPBE_INVALID_TOPIC.
  * *reason (if not NULL) receives a static string saying what is wrong.
  */
