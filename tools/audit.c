@@ -9,6 +9,7 @@
  * exactly (topic, sequence, what failed), exit 1.
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,20 @@ typedef struct member_key {
     uint8_t key[WIRE_KEY_BYTES];
 } member_key;
 
+#define SIG_BATCH 4096
+#define SIG_THREADS_MAX 8
+
+/* A stored message whose signature and hash are checked off the walk's thread. */
+typedef struct sig_item {
+    const uint8_t *data; /* in the read transaction's map */
+    size_t len;
+    uint64_t sequence, leaf_index;
+    char topic[WIRE_TOPIC_MAX_BYTES + 1];
+    uint8_t hash[WIRE_HASH_BYTES]; /* the leaf's */
+    int result;                    /* 0 ok, else which check failed */
+    char detail[WIRE_MEMBER_MAX_BYTES + 64];
+} sig_item;
+
 typedef struct verify {
     store_reader *r;
     uint64_t size; /* leaves */
@@ -59,6 +74,9 @@ typedef struct verify {
     size_t n_keys;
     uint8_t broker_key[WIRE_KEY_BYTES];
     char failure[512];
+    sig_item *batch;
+    size_t n_batch;
+    int threads;
     int progress; /* stderr is a terminal */
     int64_t started_ns, last_draw_ns;
 } verify;
@@ -125,6 +143,93 @@ collect_key(const Spbe__V1__Member *m, void *arg)
     return 0;
 }
 
+typedef struct sig_slice {
+    verify *v;
+    size_t from, to;
+} sig_slice;
+
+static void
+sig_check(const verify *v, sig_item *it)
+{
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *msg;
+    const char *why = NULL;
+    it->result = 0;
+    if (wire_envelope_decode(it->data, it->len, &sm, &msg, &why) != SPBE_OK) {
+        it->result = 1;
+        snprintf(it->detail, sizeof it->detail, "%s", why ? why : "malformed");
+    } else {
+        const uint8_t *key = sender_key((verify *)v, msg->sender);
+        snprintf(it->detail, sizeof it->detail, "%s", msg->sender);
+        it->result = !key                                       ? 2
+                     : wire_envelope_verify(sm, key) != SPBE_OK ? 3
+                     : strcmp(msg->topic, it->topic) != 0       ? 4
+                                                                : 0;
+    }
+    wire_envelope_free(&sm, &msg);
+    if (!it->result) {
+        uint8_t hash[WIRE_HASH_BYTES];
+        crypto_hash_sha256(hash, it->data, it->len);
+        if (memcmp(hash, it->hash, sizeof hash) != 0)
+            it->result = 5;
+    }
+}
+
+static void *
+sig_run(void *arg)
+{
+    sig_slice *sl = arg;
+    for (size_t i = sl->from; i < sl->to; i++)
+        sig_check(sl->v, &sl->v->batch[i]);
+    return NULL;
+}
+
+/* Checks the batch on all cores; the first failure in log order stops the walk. */
+static int
+sig_flush(verify *v)
+{
+    size_t n = v->n_batch;
+    v->n_batch = 0;
+    if (!n)
+        return 0;
+    int threads = v->threads > 1 && n >= 64 ? v->threads : 1;
+    pthread_t th[SIG_THREADS_MAX];
+    sig_slice sl[SIG_THREADS_MAX];
+    for (int t = 0; t < threads; t++) {
+        sl[t] =
+            (sig_slice){v, n * (size_t)t / (size_t)threads, n * (size_t)(t + 1) / (size_t)threads};
+        if (t > 0)
+            pthread_create(&th[t], NULL, sig_run, &sl[t]);
+    }
+    sig_run(&sl[0]);
+    for (int t = 1; t < threads; t++)
+        pthread_join(th[t], NULL);
+    for (size_t i = 0; i < n; i++) {
+        sig_item *it = &v->batch[i];
+        unsigned long long seq = (unsigned long long)it->sequence;
+        switch (it->result) {
+        case 0:
+            v->messages++;
+            continue;
+        case 1:
+            return fail_at(v, "%s #%llu: the stored message does not decode (%s)", it->topic, seq,
+                           it->detail);
+        case 2:
+            return fail_at(v, "%s #%llu: sender %s is not in the registry", it->topic, seq,
+                           it->detail);
+        case 3:
+            return fail_at(v, "%s #%llu: the signature of %s does not verify", it->topic, seq,
+                           it->detail);
+        case 4:
+            return fail_at(v, "%s #%llu: the signed topic is another", it->topic, seq);
+        default:
+            return fail_at(v, "%s #%llu: its bytes do not match the hash in leaf %llu", it->topic,
+                           seq, (unsigned long long)it->leaf_index);
+        }
+    }
+    return 0;
+}
+
 /* One message leaf against the stored message it names. */
 static int
 check_message(verify *v, uint64_t index, const Spbe__V1__AuditLeaf *leaf)
@@ -149,36 +254,18 @@ check_message(verify *v, uint64_t index, const Spbe__V1__AuditLeaf *leaf)
     if (m.accepted_ns != leaf->accepted_ns)
         return fail_at(v, "%s #%llu: acceptance time differs from its leaf %llu", leaf->topic,
                        (unsigned long long)leaf->sequence, (unsigned long long)index);
-    Spbe__V1__SignedMessage *sm;
-    Spbe__V1__Message *msg;
-    const char *why = NULL;
-    if (wire_envelope_decode(m.data, m.len, &sm, &msg, &why) != SPBE_OK) {
-        wire_envelope_free(&sm, &msg); /* a shape error leaves both decoded */
-        return fail_at(v, "%s #%llu: the stored message does not decode (%s)", leaf->topic,
-                       (unsigned long long)leaf->sequence, why ? why : "malformed");
-    }
-    const uint8_t *key = sender_key(v, msg->sender);
-    int bad = !key ? 1 : wire_envelope_verify(sm, key) != SPBE_OK ? 2 : 0;
-    if (!bad && strcmp(msg->topic, leaf->topic) != 0)
-        bad = 3;
-    char sender[WIRE_MEMBER_MAX_BYTES + 1];
-    snprintf(sender, sizeof sender, "%s", msg->sender);
-    wire_envelope_free(&sm, &msg);
-    if (bad == 1)
-        return fail_at(v, "%s #%llu: sender %s is not in the registry", leaf->topic,
-                       (unsigned long long)leaf->sequence, sender);
-    if (bad == 2)
-        return fail_at(v, "%s #%llu: the signature of %s does not verify", leaf->topic,
-                       (unsigned long long)leaf->sequence, sender);
-    if (bad == 3)
-        return fail_at(v, "%s #%llu: the signed topic is another", leaf->topic,
-                       (unsigned long long)leaf->sequence);
-    uint8_t hash[WIRE_HASH_BYTES];
-    crypto_hash_sha256(hash, m.data, m.len);
-    if (leaf->message_hash.len != sizeof hash ||
-        memcmp(hash, leaf->message_hash.data, sizeof hash) != 0)
-        return fail_at(v, "%s #%llu: its bytes do not match the hash in leaf %llu", leaf->topic,
-                       (unsigned long long)leaf->sequence, (unsigned long long)index);
+    if (leaf->message_hash.len != WIRE_HASH_BYTES)
+        return fail_at(v, "leaf %llu carries no message hash", (unsigned long long)index);
+    /* decoding, the signature and the hash: in parallel, a batch at a time */
+    sig_item *it = &v->batch[v->n_batch++];
+    it->data = m.data;
+    it->len = m.len;
+    it->sequence = leaf->sequence;
+    it->leaf_index = index;
+    snprintf(it->topic, sizeof it->topic, "%s", leaf->topic);
+    memcpy(it->hash, leaf->message_hash.data, WIRE_HASH_BYTES);
+    if (v->n_batch == SIG_BATCH)
+        return sig_flush(v);
     v->messages++;
     return 0;
 }
@@ -349,7 +436,23 @@ audit_verify(const cli_common *common)
     self.public_key.len = WIRE_KEY_BYTES;
     collect_key(&self, &v);
     store_member_each(v.r, collect_key, &v);
+    v.batch = malloc(SIG_BATCH * sizeof *v.batch);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    v.threads = cores < 1 ? 1 : cores > SIG_THREADS_MAX ? SIG_THREADS_MAX : (int)cores;
+    if (!v.batch) {
+        store_reader_end(&v.r);
+        store_close(&s);
+        return cli_fail("audit", SPBE_INTERNAL, "out of memory");
+    }
     store_leaf_each(v.r, check_leaf, &v);
+    if (v.n_batch) { /* the batch holds earlier leaves: its failure comes first */
+        char walk_failure[sizeof v.failure];
+        memcpy(walk_failure, v.failure, sizeof walk_failure);
+        v.failure[0] = '\0';
+        sig_flush(&v);
+        if (!v.failure[0])
+            memcpy(v.failure, walk_failure, sizeof walk_failure);
+    }
     if (!v.failure[0] && v.leaves != v.size)
         fail_at(&v, "the log has %llu leaves, its size says %llu", (unsigned long long)v.leaves,
                 (unsigned long long)v.size);
@@ -367,6 +470,7 @@ audit_verify(const cli_common *common)
     store_reader_end(&v.r);
     store_close(&s);
     free(v.keys);
+    free(v.batch);
     double secs = (double)(mono_ns() - v.started_ns) / 1e9;
     if (v.failure[0]) {
         if (common->json) {
