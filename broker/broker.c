@@ -1227,6 +1227,96 @@ handle_member_add(broker *b, session *s, uint64_t request_id, const Spbe__V1__Me
     send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
 }
 
+/* A member's new key: the old one ends now, its sessions end, the registry keeps both
+ * with their validity so what was signed before still verifies. */
+static void
+handle_member_rotate(broker *b, session *s, uint64_t request_id, const Spbe__V1__MemberRotate *mr)
+{
+    const Spbe__V1__Member *cur = registry_find_member(b->registry, mr->name);
+    const Spbe__V1__Member *me = registry_find_member(b->registry, s->member);
+    int self = strcmp(mr->name, s->member) == 0;
+    uint8_t curve[32];
+    const char *bad = NULL;
+    int code = SPBE_BAD_REQUEST;
+    if (!cur)
+        code = SPBE_NOT_FOUND, bad = "no such member";
+    else if (!self && !(me && registry_has_role(me, "admin")))
+        code = SPBE_FORBIDDEN, bad = "only the member itself or an admin may rotate its key";
+    else if (cur->revoked)
+        code = SPBE_REVOKED, bad = "the member is revoked";
+    else if (mr->public_key.len != WIRE_KEY_BYTES ||
+             wire_curve_public(mr->public_key.data, curve) != 0)
+        bad = "the new key must be an Ed25519 public key (32 bytes)";
+    else if (registry_find_by_curve_key(b->registry, curve))
+        bad = "the new key is registered already";
+    else if ((self || mr->proof.len) &&
+             wire_rotation_verify(mr->name, mr->public_key.data, mr->proof.data, mr->proof.len) !=
+                 SPBE_OK)
+        code = SPBE_BAD_SIGNATURE, bad = "the proof does not verify with the new key";
+    if (bad) {
+        send_error(b, s->routing, s->routing_len, request_id, code, bad);
+        return;
+    }
+    int64_t now = wire_now_ns();
+    const char *reason = mr->reason && mr->reason[0] ? mr->reason : "rotated";
+    /* the history: the keys so far (the first one since the member's creation), the new */
+    size_t n = cur->n_keys ? cur->n_keys : 1;
+    Spbe__V1__MemberKey *keys = calloc(n + 1, sizeof *keys);
+    Spbe__V1__MemberKey **ptrs = calloc(n + 1, sizeof *ptrs);
+    if (!keys || !ptrs) {
+        free(keys);
+        free(ptrs);
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INTERNAL, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        spbe__v1__member_key__init(&keys[i]);
+        if (cur->n_keys) {
+            keys[i] = *cur->keys[i];
+        } else {
+            keys[i].public_key = cur->public_key;
+            keys[i].valid_from_ns = cur->created_ns;
+        }
+        ptrs[i] = &keys[i];
+    }
+    keys[n - 1].valid_until_ns = now;
+    keys[n - 1].reason = (char *)reason;
+    spbe__v1__member_key__init(&keys[n]);
+    keys[n].public_key = mr->public_key;
+    keys[n].valid_from_ns = now;
+    ptrs[n] = &keys[n];
+    Spbe__V1__Member m = *cur;
+    m.public_key = mr->public_key;
+    m.n_keys = n + 1;
+    m.keys = ptrs;
+    int rc = store_member_put(b->store, &m);
+    if (rc == SPBE_OK)
+        rc = registry_put(b->registry, &m);
+    free(keys);
+    free(ptrs);
+    if (rc != SPBE_OK) {
+        send_error(b, s->routing, s->routing_len, request_id, rc, "cannot store the new key");
+        return;
+    }
+    log_event(LOG_WARN, "member_key_rotated", "member=%s by=%s reason=\"%s\"", mr->name, s->member,
+              reason);
+    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
+    info.member = (Spbe__V1__Member *)registry_find_member(b->registry, mr->name);
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
+    reply.member = &info;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    /* the old key's sessions end: they reconnect with the new key */
+    for (size_t i = b->n_sessions; i-- > 0;) {
+        session *t = b->sessions[i];
+        if (strcmp(t->member, mr->name) == 0) {
+            send_goodbye(b, t, SPBE_UNAVAILABLE, "key rotated: connect with the new key");
+            session_close(b, t);
+        }
+    }
+}
+
 static void
 handle_member_revoke(broker *b, session *s, uint64_t request_id, const Spbe__V1__MemberRevoke *rv)
 {
@@ -2080,6 +2170,9 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     case SPBE__V1__COMMAND__BODY_MEMBER_REVOKE:
         if (require_admin(b, s, rid))
             handle_member_revoke(b, s, rid, cmd->member_revoke);
+        break;
+    case SPBE__V1__COMMAND__BODY_MEMBER_ROTATE: /* oneself, or an admin */
+        handle_member_rotate(b, s, rid, cmd->member_rotate);
         break;
     case SPBE__V1__COMMAND__BODY_MEMBER_GET:
         handle_member_get(b, s, rid, cmd->member_get->name);

@@ -1199,7 +1199,20 @@ store_member_put(store *s, const Spbe__V1__Member *member)
             free(buf);
             return map_error(rc);
         }
-        MDB_val key = {strlen(member->name), member->name}, val = {len, buf};
+        MDB_val key = {strlen(member->name), member->name}, val = {len, buf}, prev;
+        /* a new key: the old one no longer names the member */
+        if (mdb_get(txn, s->members, &key, &prev) == 0) {
+            Spbe__V1__Member *old = spbe__v1__member__unpack(NULL, prev.mv_size, prev.mv_data);
+            uint8_t old_curve[32];
+            if (old && old->public_key.len == WIRE_KEY_BYTES &&
+                memcmp(old->public_key.data, member->public_key.data, WIRE_KEY_BYTES) != 0 &&
+                wire_curve_public(old->public_key.data, old_curve) == 0) {
+                MDB_val ok = {32, old_curve};
+                mdb_del(txn, s->member_keys, &ok, NULL);
+            }
+            if (old)
+                spbe__v1__member__free_unpacked(old, NULL);
+        }
         rc = mdb_put(txn, s->members, &key, &val, 0);
         if (rc == 0) {
             MDB_val ck = {32, curve};

@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,9 +47,14 @@ static const char audit_usage[] =
     "consistency: proves from the log that NEW_HEAD's tree extends\n"
     "OLD_HEAD's (both signed by the broker): the broker never rewrote or dropped history.\n";
 
+/* A member's keys and when each was valid (valid_until 0: still). */
 typedef struct member_key {
     char name[WIRE_MEMBER_MAX_BYTES + 1];
-    uint8_t key[WIRE_KEY_BYTES];
+    size_t n;
+    struct {
+        uint8_t key[WIRE_KEY_BYTES];
+        int64_t from, until;
+    } keys[16];
 } member_key;
 
 #define SIG_BATCH 4096
@@ -59,6 +65,7 @@ typedef struct sig_item {
     const uint8_t *data; /* in the read transaction's map */
     size_t len;
     uint64_t sequence, leaf_index;
+    int64_t accepted_ns;
     char topic[WIRE_TOPIC_MAX_BYTES + 1];
     uint8_t hash[WIRE_HASH_BYTES]; /* the leaf's */
     int result;                    /* 0 ok, else which check failed */
@@ -118,12 +125,19 @@ draw(verify *v, const char *stage, uint64_t done, uint64_t total, int last)
             last ? "\n" : "");
 }
 
+/* The sender's key valid at t (the key history of rotations), or NULL. */
 static const uint8_t *
-sender_key(verify *v, const char *name)
+sender_key(const verify *v, const char *name, int64_t t)
 {
-    for (size_t i = 0; i < v->n_keys; i++)
-        if (strcmp(v->keys[i].name, name) == 0)
-            return v->keys[i].key;
+    for (size_t i = 0; i < v->n_keys; i++) {
+        const member_key *mk = &v->keys[i];
+        if (strcmp(mk->name, name) != 0)
+            continue;
+        for (size_t k = 0; k < mk->n; k++)
+            if (t >= mk->keys[k].from && (mk->keys[k].until == 0 || t < mk->keys[k].until))
+                return mk->keys[k].key;
+        return NULL;
+    }
     return NULL;
 }
 
@@ -137,9 +151,22 @@ collect_key(const Spbe__V1__Member *m, void *arg)
     if (!grown)
         return 1;
     v->keys = grown;
-    snprintf(grown[v->n_keys].name, sizeof grown[v->n_keys].name, "%s", m->name);
-    memcpy(grown[v->n_keys].key, m->public_key.data, WIRE_KEY_BYTES);
-    v->n_keys++;
+    member_key *mk = &grown[v->n_keys++];
+    memset(mk, 0, sizeof *mk);
+    snprintf(mk->name, sizeof mk->name, "%s", m->name);
+    if (m->n_keys == 0) { /* never rotated: one key, always */
+        memcpy(mk->keys[0].key, m->public_key.data, WIRE_KEY_BYTES);
+        mk->keys[0].from = INT64_MIN;
+        mk->n = 1;
+    }
+    for (size_t i = 0; i < m->n_keys && mk->n < sizeof mk->keys / sizeof mk->keys[0]; i++) {
+        if (m->keys[i]->public_key.len != WIRE_KEY_BYTES)
+            continue;
+        memcpy(mk->keys[mk->n].key, m->keys[i]->public_key.data, WIRE_KEY_BYTES);
+        mk->keys[mk->n].from = i == 0 ? INT64_MIN : m->keys[i]->valid_from_ns;
+        mk->keys[mk->n].until = m->keys[i]->valid_until_ns;
+        mk->n++;
+    }
     return 0;
 }
 
@@ -159,7 +186,7 @@ sig_check(const verify *v, sig_item *it)
         it->result = 1;
         snprintf(it->detail, sizeof it->detail, "%s", why ? why : "malformed");
     } else {
-        const uint8_t *key = sender_key((verify *)v, msg->sender);
+        const uint8_t *key = sender_key(v, msg->sender, it->accepted_ns);
         snprintf(it->detail, sizeof it->detail, "%s", msg->sender);
         it->result = !key                                       ? 2
                      : wire_envelope_verify(sm, key) != SPBE_OK ? 3
@@ -215,7 +242,7 @@ sig_flush(verify *v)
             return fail_at(v, "%s #%llu: the stored message does not decode (%s)", it->topic, seq,
                            it->detail);
         case 2:
-            return fail_at(v, "%s #%llu: sender %s is not in the registry", it->topic, seq,
+            return fail_at(v, "%s #%llu: sender %s had no valid key then", it->topic, seq,
                            it->detail);
         case 3:
             return fail_at(v, "%s #%llu: the signature of %s does not verify", it->topic, seq,
@@ -261,6 +288,7 @@ check_message(verify *v, uint64_t index, const Spbe__V1__AuditLeaf *leaf)
     it->data = m.data;
     it->len = m.len;
     it->sequence = leaf->sequence;
+    it->accepted_ns = m.accepted_ns;
     it->leaf_index = index;
     snprintf(it->topic, sizeof it->topic, "%s", leaf->topic);
     memcpy(it->hash, leaf->message_hash.data, WIRE_HASH_BYTES);
@@ -561,16 +589,17 @@ audit_option(int opt, const char *arg, void *ctx)
     return 1;
 }
 
-/* The member's key from the registry (key history: the key valid then). */
+/* The member's key valid at t (its history of rotations). */
 static int
-member_key_of(store_reader *r, const char *name, uint8_t key[WIRE_KEY_BYTES])
+member_key_of(store_reader *r, const char *name, int64_t t, uint8_t key[WIRE_KEY_BYTES])
 {
     Spbe__V1__Member *m;
     if (store_member_get(r, name, &m) != SPBE_OK)
         return -1;
-    int ok = m->public_key.len == WIRE_KEY_BYTES;
+    const uint8_t *k = wire_member_key_at(m, t);
+    int ok = k != NULL;
     if (ok)
-        memcpy(key, m->public_key.data, WIRE_KEY_BYTES);
+        memcpy(key, k, WIRE_KEY_BYTES);
     spbe__v1__member__free_unpacked(m, NULL);
     return ok ? 0 : -1;
 }
@@ -627,7 +656,7 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
                  "%s #%llu: its leaf or its bytes cannot be read (run spbe "
                  "audit verify)",
                  topic, seq);
-    } else if (member_key_of(r, msg->sender, sender_key) != 0 &&
+    } else if (member_key_of(r, msg->sender, m.accepted_ns, sender_key) != 0 &&
                strcmp(msg->sender, broker_id.member) != 0) {
         code = SPBE_UNKNOWN_SENDER;
         snprintf(why, sizeof why, "sender %s is not in the registry", msg->sender);

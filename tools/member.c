@@ -1,4 +1,4 @@
-/* member.c - spbe member add|ls|show|revoke. */
+/* member.c - spbe member add|ls|show|revoke|rotate. */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +13,17 @@ static const char usage_text[] =
     "       spbe member ls [--json] [--data DIR]\n"
     "       spbe member show NAME [--json] [--data DIR]\n"
     "       spbe member revoke NAME [--reason TEXT]\n"
+    "       spbe member rotate NAME (--key-file FILE | --public-key HEX) [--reason TEXT]\n"
     "\n"
     "The registry of members (agency applications), their keys and rights. Changes\n"
     "need an identity with the admin role; ls and show work offline with --data.\n"
     "Nothing is allowed that is not granted: --pub and --sub take topic patterns\n"
-    "('*' one token, '>' the rest); --serve and --call service name patterns.\n";
+    "('*' one token, '>' the rest); --serve and --call service name patterns.\n"
+    "rotate gives a member a new key (spbe keygen makes one): the old key ends now,\n"
+    "messages signed with it before still verify, after are refused. A member may rotate\n"
+    "its own key with its current identity (--key) when FILE holds the new secret key\n"
+    "(it signs the proof of possession); an admin may rotate any member's, also from a\n"
+    ".pub file.\n";
 
 #define MAX_RIGHTS 32
 
@@ -119,7 +125,22 @@ member_json(const Spbe__V1__Member *m)
     }
     char t[40];
     cli_time(m->created_ns, t, sizeof t);
-    printf(",\"created\":\"%s\"}\n", t);
+    printf(",\"created\":\"%s\",\"keys\":[", t);
+    for (size_t i = 0; i < m->n_keys; i++) {
+        const Spbe__V1__MemberKey *k = m->keys[i];
+        char key[65] = "", from[40], until[40] = "";
+        if (k->public_key.len == 32)
+            cli_hex(k->public_key.data, 32, key);
+        cli_time(k->valid_from_ns, from, sizeof from);
+        if (k->valid_until_ns)
+            cli_time(k->valid_until_ns, until, sizeof until);
+        printf(
+            "%s{\"public_key\":\"%s\",\"from\":\"%s\",\"until\":%s%s%s,\"reason\":", i ? "," : "",
+            key, from, until[0] ? "\"" : "", until[0] ? until : "null", until[0] ? "\"" : "");
+        cli_json_string(stdout, k->reason);
+        printf("}");
+    }
+    printf("]}\n");
 }
 
 static void
@@ -148,6 +169,17 @@ member_show(const Spbe__V1__Member *m, int json)
         printf("\nroles       ");
         print_list(stdout, m->rights->roles, m->rights->n_roles);
         printf("\n");
+    }
+    for (size_t i = 0; i < m->n_keys; i++) { /* the history after rotations */
+        const Spbe__V1__MemberKey *k = m->keys[i];
+        char key[65] = "", from[40], until[40] = "now";
+        if (k->public_key.len == 32)
+            cli_hex(k->public_key.data, 32, key);
+        cli_time(k->valid_from_ns, from, sizeof from);
+        if (k->valid_until_ns)
+            cli_time(k->valid_until_ns, until, sizeof until);
+        printf("key %-7zu %.16s… %s .. %s%s%s\n", i + 1, key, i ? from : "creation", until,
+               k->reason && k->reason[0] ? " " : "", k->reason ? k->reason : "");
     }
 }
 
@@ -242,7 +274,7 @@ cmd_member(int argc, char **argv)
     int npos = argc - 1 - i;
     int needs_name = strcmp(what, "ls") != 0;
     if (strcmp(what, "ls") && strcmp(what, "show") && strcmp(what, "add") &&
-        strcmp(what, "revoke")) {
+        strcmp(what, "revoke") && strcmp(what, "rotate")) {
         fprintf(stderr, "spbe member: unknown subcommand '%s'\n%s", what, usage_text);
         return EXIT_USAGE;
     }
@@ -267,8 +299,40 @@ cmd_member(int argc, char **argv)
     Spbe__V1__MemberRevoke revoke = SPBE__V1__MEMBER_REVOKE__INIT;
     Spbe__V1__MemberGet get = SPBE__V1__MEMBER_GET__INIT;
     Spbe__V1__MemberList list = SPBE__V1__MEMBER_LIST__INIT;
-    uint8_t key[32];
-    if (strcmp(what, "add") == 0) {
+    Spbe__V1__MemberRotate rotate = SPBE__V1__MEMBER_ROTATE__INIT;
+    uint8_t key[32], proof[64];
+    if (strcmp(what, "rotate") == 0) {
+        if (!!a.key_file == !!a.public_key) {
+            fprintf(stderr,
+                    "spbe member rotate: give exactly one of --key-file and --public-key\n");
+            return EXIT_USAGE;
+        }
+        if (a.key_file) {
+            identity id;
+            char err[512];
+            if (identity_load(a.key_file, &id, err, sizeof err) != SPBE_OK)
+                return cli_fail("member", SPBE_BAD_REQUEST, "%s", err);
+            if (strcmp(id.member, name) != 0)
+                return cli_fail("member", SPBE_BAD_REQUEST, "%s is the key of %s, not %s",
+                                a.key_file, id.member, name);
+            memcpy(key, id.public_key, 32);
+            if (id.has_secret) { /* proof that the new key is held */
+                wire_rotation_sign(name, key, id.secret_key, proof);
+                rotate.proof.data = proof;
+                rotate.proof.len = sizeof proof;
+            }
+            memset(&id, 0, sizeof id);
+        } else if (wire_hex_decode(a.public_key, key, 32) != SPBE_OK) {
+            fprintf(stderr, "spbe member rotate: --public-key takes 64 hex digits\n");
+            return EXIT_USAGE;
+        }
+        rotate.name = (char *)name;
+        rotate.public_key.data = key;
+        rotate.public_key.len = 32;
+        rotate.reason = (char *)(a.reason ? a.reason : "");
+        cmd.body_case = SPBE__V1__COMMAND__BODY_MEMBER_ROTATE;
+        cmd.member_rotate = &rotate;
+    } else if (strcmp(what, "add") == 0) {
         if (!!a.key_file == !!a.public_key) {
             fprintf(stderr, "spbe member add: give exactly one of --key-file and --public-key\n");
             return EXIT_USAGE;

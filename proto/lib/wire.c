@@ -330,6 +330,49 @@ wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,
     return *receipt_out ? SPBE_OK : SPBE_BAD_REQUEST;
 }
 
+const uint8_t *
+wire_member_key_at(const Spbe__V1__Member *m, int64_t t_ns)
+{
+    if (m->n_keys == 0)
+        return m->public_key.len == WIRE_KEY_BYTES ? m->public_key.data : NULL;
+    for (size_t i = 0; i < m->n_keys; i++) {
+        const Spbe__V1__MemberKey *k = m->keys[i];
+        if (k->public_key.len == WIRE_KEY_BYTES && (i == 0 || t_ns >= k->valid_from_ns) &&
+            (k->valid_until_ns == 0 || t_ns < k->valid_until_ns))
+            return k->public_key.data;
+    }
+    return NULL;
+}
+
+static size_t
+rotation_bytes(const char *name, const uint8_t key[WIRE_KEY_BYTES], uint8_t *out)
+{
+    size_t n = strlen(name);
+    memcpy(out, name, n);
+    memcpy(out + n, key, WIRE_KEY_BYTES);
+    return n + WIRE_KEY_BYTES;
+}
+
+void
+wire_rotation_sign(const char *name, const uint8_t key[WIRE_KEY_BYTES],
+                   const uint8_t secret[WIRE_SECRET_BYTES], uint8_t proof[WIRE_SIGNATURE_BYTES])
+{
+    uint8_t buf[WIRE_MEMBER_MAX_BYTES + 1 + WIRE_KEY_BYTES];
+    size_t len = rotation_bytes(name, key, buf);
+    wire_sign_detached(WIRE_CONTEXT_KEY_ROTATION, buf, len, secret, proof);
+}
+
+int
+wire_rotation_verify(const char *name, const uint8_t key[WIRE_KEY_BYTES], const uint8_t *proof,
+                     size_t proof_len)
+{
+    uint8_t buf[WIRE_MEMBER_MAX_BYTES + 1 + WIRE_KEY_BYTES];
+    if (strlen(name) > WIRE_MEMBER_MAX_BYTES)
+        return SPBE_BAD_REQUEST;
+    size_t len = rotation_bytes(name, key, buf);
+    return wire_verify_detached(WIRE_CONTEXT_KEY_ROTATION, buf, len, proof, proof_len, key);
+}
+
 int
 wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],
                     Spbe__V1__SignedTreeHead *out)

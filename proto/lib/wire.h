@@ -28,6 +28,7 @@
 #define WIRE_CONTEXT_MESSAGE "spbe.v1.message"
 #define WIRE_CONTEXT_RECEIPT "spbe.v1.receipt"
 #define WIRE_CONTEXT_TREE_HEAD "spbe.v1.treehead"
+#define WIRE_CONTEXT_KEY_ROTATION "spbe.v1.keyrotation"
 
 /* Initialise libsodium; returns SPBE_OK or SPBE_INTERNAL. Safe to call repeatedly. */
 int wire_init(void);
@@ -103,6 +104,16 @@ int wire_verify_detached(const char *context, const uint8_t *data, size_t len,
  */
 int wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIRE_SECRET_BYTES],
                       Spbe__V1__SignedReceipt *out);
+/* The key valid at t_ns among a member's keys (its history, else its current key), or
+ * NULL if none was. */
+const uint8_t *wire_member_key_at(const Spbe__V1__Member *m, int64_t t_ns);
+/* The proof of a key rotation: what the new key signs (name || key) into proof. */
+void wire_rotation_sign(const char *name, const uint8_t key[WIRE_KEY_BYTES],
+                        const uint8_t secret[WIRE_SECRET_BYTES],
+                        uint8_t proof[WIRE_SIGNATURE_BYTES]);
+int wire_rotation_verify(const char *name, const uint8_t key[WIRE_KEY_BYTES], const uint8_t *proof,
+                         size_t proof_len);
+
 /* Encodes a tree head and signs it like a receipt (same ownership as wire_receipt_sign:
  * free(out->head.data)). */
 int wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],

@@ -361,6 +361,113 @@ test_consistency_of_two_heads(void **state)
     assert_non_null(strstr(err, "history was changed"));
 }
 
+static int last_code;
+
+static void
+remember(const spbe_receipt *r, void *arg)
+{
+    (void)arg;
+    last_code = r->code;
+}
+
+/* Keys rotate: what was signed before still verifies, the old key is refused after. */
+static void
+test_key_rotation_and_revocation(void **state)
+{
+    fixture *f = *state;
+    char k1[400], k2[512], k3[512], k4[512], out[4096], err[4096];
+    assert_int_equal(
+        harness_member(&f->broker, "kemenkeu/tunjangan", "ikn.audit.>", NULL, NULL, k1), 0);
+    spbe_client *c = harness_connect(&f->broker, k1, 0);
+    spbe_receipt r1;
+    assert_int_equal(spbe_publish(c, "ikn.audit.rot", "kunci satu", 10, NULL, &r1), SPBE_OK);
+    spbe_close(&c);
+    /* the member rotates its own key, proving it holds the new one */
+    snprintf(k2, sizeof k2, "%s/tunjangan2.key", f->broker.dir);
+    snprintf(k3, sizeof k3, "%s/tunjangan3.key", f->broker.dir);
+    snprintf(k4, sizeof k4, "%s/tunjangan4.key", f->broker.dir);
+    int rc = harness_run(out, sizeof out, err, sizeof err,
+                         "$SPBE keygen kemenkeu/tunjangan -o %s --broker-pub %s >/dev/null && "
+                         "$SPBE keygen kemenkeu/tunjangan -o %s --broker-pub %s >/dev/null && "
+                         "$SPBE keygen kemenkeu/tunjangan -o %s --broker-pub %s >/dev/null && "
+                         "$SPBE member rotate kemenkeu/tunjangan --key-file %s --key %s "
+                         "--reason 'jadwal rotasi'",
+                         k2, f->broker.broker_pub, k3, f->broker.broker_pub, k4,
+                         f->broker.broker_pub, k2, k1);
+    if (rc != 0)
+        fail_msg("rotate: %s", err);
+    /* the old key is refused at the door, the new one publishes */
+    spbe_options o = {.endpoint = f->broker.endpoint, .timeout_ms = 3000};
+    assert_int_equal(spbe_connect(k1, &o, &c), SPBE_UNKNOWN_SENDER);
+    spbe_close(&c);
+    c = harness_connect(&f->broker, k2, 0);
+    assert_non_null(c);
+    spbe_receipt r2;
+    assert_int_equal(spbe_publish(c, "ikn.audit.rot", "kunci dua", 9, NULL, &r2), SPBE_OK);
+    /* a message signed with the superseded key is refused at publish time */
+    identity old;
+    assert_int_equal(identity_load(k1, &old, err, sizeof err), SPBE_OK);
+    uint8_t id[16] = {7};
+    Spbe__V1__Message m = SPBE__V1__MESSAGE__INIT;
+    m.id.data = id;
+    m.id.len = 16;
+    m.topic = "ikn.audit.rot";
+    m.sender = "kemenkeu/tunjangan";
+    m.created_ns = wire_now_ns();
+    uint8_t *bytes;
+    size_t len;
+    assert_int_equal(wire_message_sign(&m, old.secret_key, &bytes, &len), SPBE_OK);
+    spbe_set_receipt_handler(c, remember, NULL);
+    last_code = -1;
+    assert_int_equal(spbe_publish_signed(c, bytes, len, NULL), SPBE_OK);
+    assert_int_equal(spbe_flush(c, 5000), SPBE_OK);
+    assert_int_equal(last_code, SPBE_BAD_SIGNATURE);
+    free(bytes);
+    spbe_close(&c);
+    /* rotating oneself needs the new secret (the proof); an admin may use a .pub */
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "$SPBE member rotate kemenkeu/tunjangan --public-key $(sed -n "
+                     "'s/^public_key *= *//p' %s.pub) --key %s",
+                     k3, k2);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "proof"));
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "$SPBE member rotate kemenkeu/tunjangan --key-file %s.pub --key %s "
+                     "--reason kompromi",
+                     k3, f->broker.admin_key);
+    if (rc != 0)
+        fail_msg("admin rotate: %s", err);
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "$SPBE member show kemenkeu/tunjangan --key %s", f->broker.admin_key);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "jadwal rotasi"));
+    assert_non_null(strstr(out, "kompromi"));
+    /* revoked with a reason: refused, and history still verifies */
+    c = harness_connect(&f->broker, k3, 0);
+    assert_int_equal(spbe_publish(c, "ikn.audit.rot", "kunci tiga", 10, NULL, NULL), SPBE_OK);
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "$SPBE member revoke kemenkeu/tunjangan --reason 'pindah tugas' --key %s",
+                     f->broker.admin_key);
+    assert_int_equal(rc, 0);
+    spbe_receipt r3;
+    int code = spbe_publish(c, "ikn.audit.rot", "sesudah", 7, NULL, &r3);
+    assert_true(code == SPBE_REVOKED || code == SPBE_UNAVAILABLE);
+    spbe_close(&c);
+    rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE audit verify --data %s",
+                     f->broker.data);
+    if (rc != 0)
+        fail_msg("verify after rotations: %s", err);
+    /* the first message's evidence carries the key valid then */
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "cd %s && $SPBE audit prove ikn.audit.rot 1 --data %s -o rot1.evidence "
+                     ">/dev/null && $SPBE audit check rot1.evidence --json",
+                     f->broker.dir, f->broker.data);
+    if (rc != 0)
+        fail_msg("prove/check: %s %s", out, err);
+    (void)r1;
+    (void)r2;
+}
+
 int
 main(void)
 {
@@ -375,6 +482,7 @@ main(void)
         cmocka_unit_test(test_two_messages_swapped),
         cmocka_unit_test(test_evidence_bundle_alone_and_every_byte_changed),
         cmocka_unit_test(test_consistency_of_two_heads),
+        cmocka_unit_test(test_key_rotation_and_revocation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
