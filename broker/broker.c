@@ -1889,6 +1889,68 @@ send_count(broker *b, session *s, uint64_t request_id, uint64_t n)
     send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
 }
 
+/* A member's signed statement that it received a topic up to a sequence: checked,
+ * logged as a leaf with the receipt kept for evidence. Committed at once (after the
+ * writer's groups): delivery receipts are cumulative and few. */
+static void
+handle_delivery_ack(broker *b, session *s, uint64_t request_id, const Spbe__V1__DeliveryAck *da)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    Spbe__V1__DeliveryReceipt *dr = NULL;
+    const char *bad = NULL;
+    int code = SPBE_BAD_REQUEST;
+    store_reader *rd = NULL;
+    store_topic_info t;
+    if (!da->receipt || !m || m->public_key.len != WIRE_KEY_BYTES)
+        bad = "a delivery receipt is required";
+    else if (wire_delivery_verify(da->receipt, m->public_key.data, &dr) != SPBE_OK)
+        code = SPBE_BAD_SIGNATURE, bad = "the receipt's signature does not verify with your key";
+    else if (strcmp(dr->member, s->member) != 0)
+        code = SPBE_FORBIDDEN, bad = "a receipt speaks for the session's own member";
+    else if (!wire_topic_valid(dr->topic))
+        code = SPBE_INVALID_TOPIC, bad = "invalid topic";
+    else if (!may_read_topic(b, s, dr->topic))
+        code = SPBE_FORBIDDEN, bad = "no right to read this topic";
+    else if (store_reader_begin(b->store, &rd) != SPBE_OK ||
+             store_topic_get(rd, dr->topic, &t) != SPBE_OK)
+        code = SPBE_NOT_FOUND, bad = "no such topic";
+    else if (dr->up_to == 0 || dr->up_to > t.last_sequence)
+        bad = "up_to must be a sequence the topic has";
+    store_reader_end(&rd);
+    if (bad) {
+        if (dr)
+            spbe__v1__delivery_receipt__free_unpacked(dr, NULL);
+        send_error(b, s->routing, s->routing_len, request_id, code, bad);
+        return;
+    }
+    size_t len = spbe__v1__signed_delivery_receipt__get_packed_size(da->receipt);
+    uint8_t *bytes = malloc(len ? len : 1);
+    if (bytes)
+        spbe__v1__signed_delivery_receipt__pack(da->receipt, bytes);
+    writer_drain(b);
+    uint64_t leaf;
+    uint8_t root[WIRE_HASH_BYTES];
+    store_tree_head(b->store, &leaf, root); /* the leaf it gets: nothing else commits now */
+    store_op op = {.kind = STORE_OP_DELIVERY_PUT,
+                   .topic_id = t.id,
+                   .sequence = dr->up_to,
+                   .record = bytes,
+                   .record_len = len};
+    snprintf(op.consumer, sizeof op.consumer, "%s", s->member);
+    int ops_rc = SPBE_INTERNAL;
+    if (bytes)
+        store_apply(b->store, NULL, 0, &op, 1, 0, &ops_rc);
+    free(bytes);
+    if (ops_rc == SPBE_OK) {
+        log_event(LOG_INFO, "delivery_receipt", "member=%s topic=%s up_to=%llu leaf=%llu",
+                  s->member, dr->topic, (unsigned long long)dr->up_to, (unsigned long long)leaf);
+        send_count(b, s, request_id, leaf);
+    } else {
+        send_error(b, s->routing, s->routing_len, request_id, ops_rc, "cannot store the receipt");
+    }
+    spbe__v1__delivery_receipt__free_unpacked(dr, NULL);
+}
+
 static void
 handle_consumer_delete(broker *b, session *s, uint64_t request_id, const char *name)
 {
@@ -2170,6 +2232,9 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     case SPBE__V1__COMMAND__BODY_MEMBER_REVOKE:
         if (require_admin(b, s, rid))
             handle_member_revoke(b, s, rid, cmd->member_revoke);
+        break;
+    case SPBE__V1__COMMAND__BODY_DELIVERY_ACK:
+        handle_delivery_ack(b, s, rid, cmd->delivery_ack);
         break;
     case SPBE__V1__COMMAND__BODY_MEMBER_ROTATE: /* oneself, or an admin */
         handle_member_rotate(b, s, rid, cmd->member_rotate);

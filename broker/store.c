@@ -33,7 +33,7 @@ struct store {
     pthread_rwlock_t resize_lock; /* readers: every txn; writer: mdb_env_set_mapsize */
     MDB_dbi meta, topics, topic_ids, messages, dedup, dedup_time, members, member_keys;
     MDB_dbi consumers, consumer_topics, consumer_pending;
-    MDB_dbi audit_leaves, audit_nodes, audit_heads;
+    MDB_dbi audit_leaves, audit_nodes, audit_heads, audit_deliveries;
     pthread_mutex_t head_lock; /* the last committed tree: written by the writer */
     uint64_t tree_size;
     uint8_t tree_root[MERKLE_HASH_BYTES];
@@ -256,7 +256,8 @@ open_databases(store *s, char *err, size_t err_len)
                {"consumer_pending", &s->consumer_pending},
                {"audit_leaves", &s->audit_leaves},
                {"audit_nodes", &s->audit_nodes},
-               {"audit_heads", &s->audit_heads}};
+               {"audit_heads", &s->audit_heads},
+               {"audit_deliveries", &s->audit_deliveries}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc == MDB_NOTFOUND && s->read_only && dbs[i].dbi == &s->consumers) {
@@ -838,6 +839,44 @@ apply_op(store *s, MDB_txn *txn, append_state *st, const store_op *op)
     switch (op->kind) {
     case STORE_OP_NONE:
         return 0;
+    case STORE_OP_DELIVERY_PUT: {
+        /* key: topic id, up_to, member; value: leaf index, the signed receipt */
+        uint8_t ik[4], dk[12 + STORE_CONSUMER_NAME_MAX];
+        put_be32(ik, op->topic_id);
+        MDB_val idk = {4, ik}, name;
+        if ((rc = mdb_get(txn, s->topic_ids, &idk, &name)) != 0)
+            return rc;
+        char topic[WIRE_TOPIC_MAX_BYTES + 1];
+        if (name.mv_size > WIRE_TOPIC_MAX_BYTES)
+            return MDB_CORRUPTED;
+        memcpy(topic, name.mv_data, name.mv_size);
+        topic[name.mv_size] = '\0';
+        uint64_t leaf;
+        if ((rc = tree_size(s, txn, st, &leaf)) != 0)
+            return rc;
+        uint8_t hash[WIRE_HASH_BYTES];
+        crypto_hash_sha256(hash, op->record, op->record_len);
+        Spbe__V1__AuditLeaf al = SPBE__V1__AUDIT_LEAF__INIT;
+        al.kind = SPBE__V1__LEAF_KIND__LEAF_DELIVERY;
+        al.topic = topic;
+        al.sequence = op->sequence;
+        al.accepted_ns = wire_now_ns();
+        al.name = (char *)op->consumer;
+        al.record_hash.data = hash;
+        al.record_hash.len = sizeof hash;
+        if ((rc = leaf_append(s, txn, st, &al)) != 0)
+            return rc;
+        size_t n = strnlen(op->consumer, STORE_CONSUMER_NAME_MAX);
+        put_be32(dk, op->topic_id);
+        put_be64(dk + 4, op->sequence);
+        memcpy(dk + 12, op->consumer, n);
+        MDB_val dkey = {12 + n, dk}, dval = {8 + op->record_len, NULL};
+        if ((rc = mdb_put(txn, s->audit_deliveries, &dkey, &dval, MDB_RESERVE)) != 0)
+            return rc;
+        put_le64(dval.mv_data, leaf);
+        memcpy((uint8_t *)dval.mv_data + 8, op->record, op->record_len);
+        return 0;
+    }
     case STORE_OP_HEAD_PUT: {
         uint8_t hk[8];
         put_be64(hk, op->sequence);
@@ -1779,4 +1818,41 @@ store_head_at_least(store_reader *r, uint64_t size, uint64_t *found, const uint8
     }
     mdb_cursor_close(cur);
     return rc == 0 && key.mv_size != 8 ? SPBE_INTERNAL : map_error(rc);
+}
+
+int
+store_delivery_each(store_reader *r, uint32_t topic_id, uint64_t from,
+                    int (*fn)(const store_delivery *, void *), void *arg)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(r->txn, r->s->audit_deliveries, &cur);
+    if (rc)
+        return map_error(rc);
+    uint8_t k[12];
+    put_be32(k, topic_id);
+    put_be64(k + 4, from);
+    MDB_val key = {12, k}, val;
+    int code = SPBE_OK;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        const uint8_t *kp = key.mv_data;
+        if (key.mv_size < 12 || get_be32(kp) != topic_id)
+            break;
+        if (key.mv_size - 12 > STORE_CONSUMER_NAME_MAX || val.mv_size < 8) {
+            code = SPBE_INTERNAL;
+            break;
+        }
+        store_delivery d;
+        memcpy(d.member, kp + 12, key.mv_size - 12);
+        d.member[key.mv_size - 12] = '\0';
+        d.topic_id = topic_id;
+        d.up_to = get_be64(kp + 4);
+        d.leaf_index = get_le64(val.mv_data);
+        d.data = (const uint8_t *)val.mv_data + 8;
+        d.len = val.mv_size - 8;
+        if (fn(&d, arg))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return code;
 }

@@ -110,6 +110,8 @@ typedef enum store_op_kind {
     STORE_OP_TRIM,         /* deletes messages of topic_id up to sequence (inclusive) */
     STORE_OP_NONE,         /* nothing: an op cancelled before its commit */
     STORE_OP_HEAD_PUT,     /* sequence = tree size, record: encoded SignedTreeHead */
+    STORE_OP_DELIVERY_PUT, /* consumer = member, topic_id, sequence = up_to, record: encoded
+                            * SignedDeliveryReceipt; appends its leaf to the audit log */
 } store_op_kind;
 
 typedef struct store_op {
@@ -171,6 +173,20 @@ int store_head_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t
 int store_head_latest(store_reader *r, uint64_t *size, const uint8_t **data, size_t *len);
 int store_head_at_least(store_reader *r, uint64_t size, uint64_t *found, const uint8_t **data,
                         size_t *len);
+
+/* A signed delivery receipt as stored, in key order (topic, up_to, member). */
+typedef struct store_delivery {
+    char member[STORE_CONSUMER_NAME_MAX + 1];
+    uint32_t topic_id;
+    uint64_t up_to;
+    uint64_t leaf_index;
+    const uint8_t *data; /* encoded SignedDeliveryReceipt */
+    size_t len;
+} store_delivery;
+/* Calls fn for the delivery receipts of a topic with up_to >= from until it returns
+ * non-zero. */
+int store_delivery_each(store_reader *r, uint32_t topic_id, uint64_t from,
+                        int (*fn)(const store_delivery *, void *), void *arg);
 
 /* Puts (adds or replaces) a member with a durable commit; the change is a leaf of the
  * audit log. */

@@ -38,8 +38,9 @@ static const char audit_usage[] =
     "tree head against the broker's key (DIR/broker.pub) and the tree. Reports the first\n"
     "inconsistency (topic, sequence, what failed) and exits 1; else a summary.\n"
     "prove: writes the evidence bundle of one message (default TOPIC-SEQ.evidence): the\n"
-    "sender's signed bytes and key, its leaf, the inclusion proof to the first signed\n"
-    "tree head that covers it, and the broker's receipt (signed with DIR/broker.key).\n"
+    "sender's signed bytes and key, its leaf, the inclusion proof to the latest signed\n"
+    "tree head, the broker's receipt (signed with DIR/broker.key), and the signed\n"
+    "delivery receipts of members that confirmed receiving it.\n"
     "check: verifies a bundle with no broker: exit 0 if every part holds, else 1 saying\n"
     "which; --broker-key (or SPBE_BROKER_KEY) pins the broker's key it must be signed by.\n"
     "head: writes the latest signed tree head (default head-SIZE.sth). A head file may\n"
@@ -75,7 +76,7 @@ typedef struct sig_item {
 typedef struct verify {
     store_reader *r;
     uint64_t size; /* leaves */
-    uint64_t leaves, messages, retained_out, member_changes, nodes, heads;
+    uint64_t leaves, messages, retained_out, member_changes, deliveries, nodes, heads;
     int64_t first_ns, last_ns;
     member_key *keys;
     size_t n_keys;
@@ -294,7 +295,71 @@ check_message(verify *v, uint64_t index, const Spbe__V1__AuditLeaf *leaf)
     memcpy(it->hash, leaf->message_hash.data, WIRE_HASH_BYTES);
     if (v->n_batch == SIG_BATCH)
         return sig_flush(v);
-    v->messages++;
+    return 0; /* counted when its batch passes */
+}
+
+typedef struct find_delivery {
+    const char *member;
+    uint64_t up_to;
+    store_delivery found;
+    int ok;
+} find_delivery;
+
+static int
+found_delivery(const store_delivery *d, void *arg)
+{
+    find_delivery *fd = arg;
+    if (d->up_to != fd->up_to)
+        return 1;
+    if (strcmp(d->member, fd->member) == 0) {
+        fd->found = *d;
+        fd->ok = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* A delivery leaf against the signed receipt kept with it. */
+static int
+check_delivery(verify *v, uint64_t index, const Spbe__V1__AuditLeaf *leaf)
+{
+    store_topic_info t;
+    find_delivery fd = {leaf->name, leaf->sequence, {{0}}, 0};
+    if (store_topic_get(v->r, leaf->topic, &t) == SPBE_OK)
+        store_delivery_each(v->r, t.id, leaf->sequence, found_delivery, &fd);
+    if (!fd.ok || fd.found.leaf_index != index)
+        return fail_at(v, "delivery receipt of %s for %s up to #%llu (leaf %llu) is missing",
+                       leaf->name, leaf->topic, (unsigned long long)leaf->sequence,
+                       (unsigned long long)index);
+    uint8_t hash[WIRE_HASH_BYTES];
+    crypto_hash_sha256(hash, fd.found.data, fd.found.len);
+    if (leaf->record_hash.len != sizeof hash || memcmp(hash, leaf->record_hash.data, sizeof hash))
+        return fail_at(v,
+                       "delivery receipt of %s for %s up to #%llu: its bytes do not match "
+                       "leaf %llu",
+                       leaf->name, leaf->topic, (unsigned long long)leaf->sequence,
+                       (unsigned long long)index);
+    Spbe__V1__SignedDeliveryReceipt *sdr =
+        spbe__v1__signed_delivery_receipt__unpack(NULL, fd.found.len, fd.found.data);
+    Spbe__V1__DeliveryReceipt *dr = NULL;
+    Spbe__V1__DeliveryReceipt *peek =
+        sdr ? spbe__v1__delivery_receipt__unpack(NULL, sdr->receipt.len, sdr->receipt.data) : NULL;
+    const uint8_t *key = peek ? sender_key(v, leaf->name, peek->signed_ns) : NULL;
+    int ok = key && wire_delivery_verify(sdr, key, &dr) == SPBE_OK &&
+             strcmp(dr->member, leaf->name) == 0 && strcmp(dr->topic, leaf->topic) == 0 &&
+             dr->up_to == leaf->sequence;
+    if (dr)
+        spbe__v1__delivery_receipt__free_unpacked(dr, NULL);
+    if (peek)
+        spbe__v1__delivery_receipt__free_unpacked(peek, NULL);
+    if (sdr)
+        spbe__v1__signed_delivery_receipt__free_unpacked(sdr, NULL);
+    if (!ok)
+        return fail_at(v,
+                       "delivery receipt of %s for %s up to #%llu: the signature does not "
+                       "verify",
+                       leaf->name, leaf->topic, (unsigned long long)leaf->sequence);
+    v->deliveries++;
     return 0;
 }
 
@@ -321,6 +386,8 @@ check_leaf(uint64_t index, const uint8_t *data, size_t len, void *arg)
     int stop = 0;
     if (leaf->kind == SPBE__V1__LEAF_KIND__LEAF_MESSAGE)
         stop = check_message(v, index, leaf);
+    else if (leaf->kind == SPBE__V1__LEAF_KIND__LEAF_DELIVERY)
+        stop = check_delivery(v, index, leaf);
     else
         v->member_changes++;
     if (!stop) {
@@ -515,17 +582,19 @@ audit_verify(const cli_common *common)
     double rate = secs > 0 ? (double)v.leaves / secs : 0;
     if (common->json) {
         printf("{\"ok\":true,\"entries\":%llu,\"messages_verified\":%llu,\"retained_out\":%llu,"
-               "\"registry_changes\":%llu,\"tree_nodes\":%llu,\"tree_heads\":%llu,\"root\":\"%s\","
+               "\"registry_changes\":%llu,\"delivery_receipts\":%llu,\"tree_nodes\":%llu,"
+               "\"tree_heads\":%llu,\"root\":\"%s\","
                "\"first\":\"%s\",\"last\":\"%s\",\"seconds\":%.3f,\"entries_per_s\":%.0f}\n",
                (unsigned long long)v.leaves, (unsigned long long)v.messages,
                (unsigned long long)v.retained_out, (unsigned long long)v.member_changes,
-               (unsigned long long)v.nodes, (unsigned long long)v.heads, root_hex, first, last,
-               secs, rate);
+               (unsigned long long)v.deliveries, (unsigned long long)v.nodes,
+               (unsigned long long)v.heads, root_hex, first, last, secs, rate);
     } else {
         printf("audit log verified: %llu entries (%llu messages with their signatures, %llu "
                "deleted by retention, %llu registry changes)\n",
                (unsigned long long)v.leaves, (unsigned long long)v.messages,
                (unsigned long long)v.retained_out, (unsigned long long)v.member_changes);
+        printf("  delivery %llu signed delivery receipts\n", (unsigned long long)v.deliveries);
         printf("  tree     %llu nodes, root %s\n", (unsigned long long)v.nodes, root_hex);
         printf("  heads    %llu signed tree heads checked against the broker's key\n",
                (unsigned long long)v.heads);
@@ -604,6 +673,71 @@ member_key_of(store_reader *r, const char *name, int64_t t, uint8_t key[WIRE_KEY
     return ok ? 0 : -1;
 }
 
+#define DELIVERIES_MAX 16
+
+/* The delivery receipts covering a message: per member the first (lowest up_to). */
+typedef struct collect_deliveries {
+    store_reader *r;
+    uint64_t head_size;
+    Spbe__V1__DeliveryEvidence ev[DELIVERIES_MAX];
+    Spbe__V1__DeliveryEvidence *ptrs[DELIVERIES_MAX];
+    Spbe__V1__SignedDeliveryReceipt *signed_receipts[DELIVERIES_MAX];
+    uint8_t keys[DELIVERIES_MAX][WIRE_KEY_BYTES];
+    uint8_t paths[DELIVERIES_MAX][MERKLE_PATH_MAX][MERKLE_HASH_BYTES];
+    ProtobufCBinaryData incl[DELIVERIES_MAX][MERKLE_PATH_MAX];
+    char members[DELIVERIES_MAX][WIRE_MEMBER_MAX_BYTES + 1];
+    size_t n;
+} collect_deliveries;
+
+static int
+collect_delivery(const store_delivery *d, void *arg)
+{
+    collect_deliveries *cd = arg;
+    for (size_t i = 0; i < cd->n; i++)
+        if (strcmp(cd->members[i], d->member) == 0)
+            return 0; /* this member's first covering receipt is in */
+    Spbe__V1__SignedDeliveryReceipt *sdr =
+        spbe__v1__signed_delivery_receipt__unpack(NULL, d->len, d->data);
+    Spbe__V1__DeliveryReceipt *dr =
+        sdr ? spbe__v1__delivery_receipt__unpack(NULL, sdr->receipt.len, sdr->receipt.data) : NULL;
+    const uint8_t *leaf;
+    size_t leaf_len;
+    size_t i = cd->n;
+    if (!dr || member_key_of(cd->r, d->member, dr->signed_ns, cd->keys[i]) != 0 ||
+        store_leaf_get(cd->r, d->leaf_index, &leaf, &leaf_len) != SPBE_OK) {
+        if (dr)
+            spbe__v1__delivery_receipt__free_unpacked(dr, NULL);
+        if (sdr)
+            spbe__v1__signed_delivery_receipt__free_unpacked(sdr, NULL);
+        return 0;
+    }
+    spbe__v1__delivery_receipt__free_unpacked(dr, NULL);
+    Spbe__V1__DeliveryEvidence *e = &cd->ev[i];
+    spbe__v1__delivery_evidence__init(e);
+    e->receipt = sdr;
+    e->member_key.data = cd->keys[i];
+    e->member_key.len = WIRE_KEY_BYTES;
+    e->leaf.data = (uint8_t *)leaf;
+    e->leaf.len = leaf_len;
+    e->leaf_index = d->leaf_index;
+    size_t n = 0;
+    if (d->leaf_index < cd->head_size &&
+        merkle_inclusion_proof(store_subtree, cd->r, d->leaf_index, cd->head_size, cd->paths[i],
+                               &n) == 0) {
+        for (size_t k = 0; k < n; k++) {
+            cd->incl[i][k].data = cd->paths[i][k];
+            cd->incl[i][k].len = MERKLE_HASH_BYTES;
+        }
+        e->n_inclusion = n;
+        e->inclusion = cd->incl[i];
+    }
+    cd->signed_receipts[i] = sdr;
+    cd->ptrs[i] = e;
+    snprintf(cd->members[i], sizeof cd->members[i], "%s", d->member);
+    cd->n++;
+    return cd->n == DELIVERIES_MAX;
+}
+
 static int
 audit_prove(const cli_common *common, const char *topic, const char *seq_text, const char *out)
 {
@@ -660,8 +794,8 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
                strcmp(msg->sender, broker_id.member) != 0) {
         code = SPBE_UNKNOWN_SENDER;
         snprintf(why, sizeof why, "sender %s is not in the registry", msg->sender);
-    } else if (store_head_at_least(r, m.leaf_index + 1, &head_size, &head_bytes, &head_len) !=
-               SPBE_OK) {
+    } else if (store_head_latest(r, &head_size, &head_bytes, &head_len) != SPBE_OK ||
+               head_size <= m.leaf_index) { /* the latest head: it covers delivery receipts too */
         code = SPBE_NOT_FOUND;
         snprintf(why, sizeof why,
                  "no signed tree head covers leaf %llu yet: the broker signs "
@@ -679,6 +813,7 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
         memcpy(sender_key, broker_id.public_key, sizeof sender_key);
     uint8_t *packed = NULL;
     size_t packed_len = 0;
+    collect_deliveries *cd = NULL;
     Spbe__V1__SignedReceipt receipt = SPBE__V1__SIGNED_RECEIPT__INIT;
     if (code == SPBE_OK) {
         uint8_t hash[WIRE_HASH_BYTES];
@@ -726,6 +861,14 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
         b.broker_key.len = WIRE_KEY_BYTES;
         if (receipt.receipt.data)
             b.receipt = &receipt;
+        cd = calloc(1, sizeof *cd);
+        if (cd) {
+            cd->r = r;
+            cd->head_size = head_size;
+            store_delivery_each(r, t.id, seq, collect_delivery, cd);
+            b.n_deliveries = cd->n;
+            b.deliveries = cd->ptrs;
+        }
         packed_len = spbe__v1__evidence_bundle__get_packed_size(&b);
         packed = malloc(packed_len);
         if (packed)
@@ -751,14 +894,18 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
                    receipt.receipt.data ? "true" : "false");
         } else {
             printf("evidence for %s #%llu written to %s: leaf %llu of the tree of %llu signed "
-                   "by the broker%s\n",
+                   "by the broker%s, %zu delivery receipt(s)\n",
                    topic, seq, out, (unsigned long long)m.leaf_index, (unsigned long long)head_size,
                    receipt.receipt.data ? ", with a receipt"
-                                        : " (no receipt: broker.key unreadable)");
+                                        : " (no receipt: broker.key unreadable)",
+                   cd ? cd->n : 0);
         }
     }
     free(packed);
     free(receipt.receipt.data);
+    for (size_t i = 0; cd && i < cd->n; i++)
+        spbe__v1__signed_delivery_receipt__free_unpacked(cd->signed_receipts[i], NULL);
+    free(cd);
     if (th)
         spbe__v1__tree_head__free_unpacked(th, NULL);
     if (sth)
@@ -855,6 +1002,53 @@ check_bundle(const Spbe__V1__EvidenceBundle *b, const cli_common *common, char *
         if (bad)
             return snprintf(why, why_len, "the receipt is for another message"), -1;
     }
+    for (size_t i = 0; i < b->n_deliveries; i++) {
+        const Spbe__V1__DeliveryEvidence *e = b->deliveries[i];
+        Spbe__V1__DeliveryReceipt *dr = NULL;
+        if (!e->receipt || e->member_key.len != WIRE_KEY_BYTES ||
+            wire_delivery_verify(e->receipt, e->member_key.data, &dr) != SPBE_OK)
+            return snprintf(why, why_len, "delivery receipt %zu does not verify", i + 1), -1;
+        bad = strcmp(dr->topic, b->topic) != 0 || dr->up_to < b->sequence;
+        size_t plen = spbe__v1__signed_delivery_receipt__get_packed_size(e->receipt);
+        uint8_t *pk = malloc(plen ? plen : 1), rh[WIRE_HASH_BYTES];
+        if (pk) {
+            spbe__v1__signed_delivery_receipt__pack(e->receipt, pk);
+            crypto_hash_sha256(rh, pk, plen);
+            free(pk);
+        }
+        Spbe__V1__AuditLeaf *dl = spbe__v1__audit_leaf__unpack(NULL, e->leaf.len, e->leaf.data);
+        if (!bad)
+            bad = !pk || !dl || dl->kind != SPBE__V1__LEAF_KIND__LEAF_DELIVERY ||
+                  strcmp(dl->name, dr->member) != 0 || strcmp(dl->topic, dr->topic) != 0 ||
+                  dl->sequence != dr->up_to || dl->record_hash.len != sizeof rh ||
+                  memcmp(dl->record_hash.data, rh, sizeof rh) != 0;
+        if (dl)
+            spbe__v1__audit_leaf__free_unpacked(dl, NULL);
+        spbe__v1__delivery_receipt__free_unpacked(dr, NULL);
+        if (bad)
+            return snprintf(why, why_len,
+                            "delivery receipt %zu does not cover this message or "
+                            "its leaf",
+                            i + 1),
+                   -1;
+        if (e->n_inclusion) {
+            if (e->n_inclusion > MERKLE_PATH_MAX)
+                return snprintf(why, why_len, "delivery receipt %zu: proof too long", i + 1), -1;
+            for (size_t k = 0; k < e->n_inclusion; k++) {
+                if (e->inclusion[k].len != MERKLE_HASH_BYTES)
+                    return snprintf(why, why_len, "delivery receipt %zu: proof malformed", i + 1),
+                           -1;
+                memcpy(path[k], e->inclusion[k].data, MERKLE_HASH_BYTES);
+            }
+            merkle_leaf_hash(e->leaf.data, e->leaf.len, leaf_hash);
+            if (!merkle_verify_inclusion(leaf_hash, e->leaf_index, (*th_out)->size,
+                                         (const uint8_t(*)[MERKLE_HASH_BYTES])path, e->n_inclusion,
+                                         (*th_out)->root.data))
+                return snprintf(why, why_len, "delivery receipt %zu is not in the signed tree",
+                                i + 1),
+                       -1;
+        }
+    }
     return 0;
 }
 
@@ -883,9 +1077,10 @@ audit_check(const cli_common *common, const char *file)
             printf(",\"sequence\":%llu,\"sender\":", (unsigned long long)b->sequence);
             cli_json_string(stdout, b->sender);
             printf(",\"accepted\":\"%s\",\"leaf_index\":%llu,\"tree_size\":%llu,"
-                   "\"head_signed\":\"%s\",\"broker_key\":\"%s\",\"receipt\":%s}\n",
+                   "\"head_signed\":\"%s\",\"broker_key\":\"%s\",\"receipt\":%s,"
+                   "\"delivery_receipts\":%zu}\n",
                    accepted, (unsigned long long)b->leaf_index, (unsigned long long)th->size,
-                   signed_at, key, b->receipt ? "true" : "false");
+                   signed_at, key, b->receipt ? "true" : "false", b->n_deliveries);
         } else {
             printf("evidence holds: %s #%llu from %s, accepted %s\n", b->topic,
                    (unsigned long long)b->sequence, b->sender, accepted);
@@ -893,6 +1088,18 @@ audit_check(const cli_common *common, const char *file)
             printf("  log        leaf %llu of the tree of %llu, head signed %s\n",
                    (unsigned long long)b->leaf_index, (unsigned long long)th->size, signed_at);
             printf("  receipt    %s\n", b->receipt ? "the broker's, for this message" : "none");
+            for (size_t i = 0; i < b->n_deliveries; i++) {
+                Spbe__V1__DeliveryReceipt *dr =
+                    spbe__v1__delivery_receipt__unpack(NULL, b->deliveries[i]->receipt->receipt.len,
+                                                       b->deliveries[i]->receipt->receipt.data);
+                if (dr) {
+                    printf("  delivered  to %s (signed receipt up to #%llu%s)\n", dr->member,
+                           (unsigned long long)dr->up_to,
+                           b->deliveries[i]->n_inclusion ? ", in the signed tree"
+                                                         : ", logged after this head");
+                    spbe__v1__delivery_receipt__free_unpacked(dr, NULL);
+                }
+            }
             printf("  broker key %s%s\n", key,
                    common->broker_key ? " (as expected)" : " (pin it with --broker-key)");
         }

@@ -40,6 +40,10 @@ static const char sub_usage[] =
     "                        unacknowledged: delivered again after the ack wait\n"
     "  --ack-wait-ms N --max-deliveries N --max-in-flight N --dead-letter-expired\n"
     "                        settings of a consumer created here\n"
+    "  --confirm             at the end, sign a delivery receipt per topic up to the last\n"
+    "                        sequence received (it says every message up to it arrived:\n"
+    "                        read the topic from its start); the broker logs it, and the\n"
+    "                        evidence of those messages (spbe audit prove) carries it\n"
     "  --key FILE --broker EP --broker-key HEX --json --timeout-ms N\n";
 
 /* RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.fff]Z" to ns; -1 if it is not one. */
@@ -267,13 +271,37 @@ cmd_pub(int argc, char **argv)
 
 /* ------------------------------------------------------------ sub */
 
+#define CONFIRM_TOPICS 256
+
 typedef struct sub_state {
     spbe_client *client;
     int json, verify;
     long count, seen;
     int bad;
     int no_ack;
+    int confirm; /* sign a delivery receipt per topic at the end */
+    struct {
+        char topic[WIRE_TOPIC_MAX_BYTES + 1];
+        uint64_t last;
+    } got[CONFIRM_TOPICS];
+    size_t n_got;
 } sub_state;
+
+/* The highest sequence received per topic, for --confirm. */
+static void
+note_received(sub_state *st, const char *topic, uint64_t sequence)
+{
+    for (size_t i = 0; i < st->n_got; i++)
+        if (strcmp(st->got[i].topic, topic) == 0) {
+            if (sequence > st->got[i].last)
+                st->got[i].last = sequence;
+            return;
+        }
+    if (st->n_got < CONFIRM_TOPICS) {
+        snprintf(st->got[st->n_got].topic, sizeof st->got[0].topic, "%s", topic);
+        st->got[st->n_got++].last = sequence;
+    }
+}
 
 static volatile sig_atomic_t sub_stop;
 
@@ -324,6 +352,8 @@ on_delivery(const spbe_delivery *d, void *arg)
         printf("\n");
     }
     fflush(stdout);
+    if (st->confirm)
+        note_received(st, d->topic, d->sequence);
     if (d->consumer && !st->no_ack)
         spbe_ack(st->client, d->consumer, d->topic, d->sequence, SPBE_ACK, 0, 0);
 }
@@ -331,7 +361,7 @@ on_delivery(const spbe_delivery *d, void *arg)
 typedef struct sub_args {
     const char *from, *consumer;
     long count, idle_ms;
-    int verify, no_ack;
+    int verify, no_ack, confirm;
     spbe_consumer_options copt;
 } sub_args;
 
@@ -382,6 +412,9 @@ sub_option(int opt, const char *arg, void *ctx)
     case 11:
         a->copt.dead_letter_expired = 1;
         return 0;
+    case 12:
+        a->confirm = 1;
+        return 0;
     }
     return 1;
 }
@@ -400,6 +433,7 @@ cmd_sub(int argc, char **argv)
                                          {"max-deliveries", required_argument, 0, 9},
                                          {"max-in-flight", required_argument, 0, 10},
                                          {"dead-letter-expired", no_argument, 0, 11},
+                                         {"confirm", no_argument, 0, 12},
                                          {0, 0, 0, 0}};
     cli_common common;
     sub_args a = {0};
@@ -430,7 +464,7 @@ cmd_sub(int argc, char **argv)
     spbe_client *c = cli_connect(&common, "sub");
     if (!c)
         return EXIT_ERROR;
-    sub_state st = {c, common.json, a.verify, a.count, 0, 0, a.no_ack};
+    sub_state st = {c, common.json, a.verify, a.count, 0, 0, a.no_ack, a.confirm};
     spbe_set_delivery_handler(c, on_delivery, &st);
     int rc;
     if (a.consumer) {
@@ -464,6 +498,17 @@ cmd_sub(int argc, char **argv)
     }
     if (exit_code == EXIT_OK && st.bad)
         exit_code = cli_fail("sub", SPBE_BAD_SIGNATURE, "%d messages failed verification", st.bad);
+    /* signed delivery receipts, cumulative: up to the last sequence of each topic */
+    for (size_t k = 0; exit_code == EXIT_OK && k < st.n_got; k++) {
+        uint64_t leaf;
+        rc = spbe_confirm_delivery(c, st.got[k].topic, st.got[k].last, a.consumer, &leaf);
+        if (rc != SPBE_OK)
+            exit_code = cli_fail("sub", rc, "delivery receipt for %s: %s", st.got[k].topic,
+                                 spbe_last_error(c));
+        else
+            fprintf(stderr, "spbe sub: signed delivery receipt for %s up to #%llu (leaf %llu)\n",
+                    st.got[k].topic, (unsigned long long)st.got[k].last, (unsigned long long)leaf);
+    }
     spbe_close(&c);
     return exit_code;
 }

@@ -374,6 +374,39 @@ wire_rotation_verify(const char *name, const uint8_t key[WIRE_KEY_BYTES], const 
 }
 
 int
+wire_delivery_sign(const Spbe__V1__DeliveryReceipt *receipt,
+                   const uint8_t secret[WIRE_SECRET_BYTES], Spbe__V1__SignedDeliveryReceipt *out)
+{
+    size_t len = spbe__v1__delivery_receipt__get_packed_size(receipt);
+    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
+    if (!buf)
+        return SPBE_INTERNAL;
+    spbe__v1__delivery_receipt__pack(receipt, buf);
+    wire_sign_detached(WIRE_CONTEXT_DELIVERY, buf, len, secret, buf + len);
+    spbe__v1__signed_delivery_receipt__init(out);
+    out->receipt.data = buf;
+    out->receipt.len = len;
+    out->signature.data = buf + len;
+    out->signature.len = WIRE_SIGNATURE_BYTES;
+    return SPBE_OK;
+}
+
+int
+wire_delivery_verify(const Spbe__V1__SignedDeliveryReceipt *signed_receipt,
+                     const uint8_t key[WIRE_KEY_BYTES], Spbe__V1__DeliveryReceipt **receipt_out)
+{
+    *receipt_out = NULL;
+    int rc = wire_verify_detached(WIRE_CONTEXT_DELIVERY, signed_receipt->receipt.data,
+                                  signed_receipt->receipt.len, signed_receipt->signature.data,
+                                  signed_receipt->signature.len, key);
+    if (rc != SPBE_OK)
+        return rc;
+    *receipt_out = spbe__v1__delivery_receipt__unpack(NULL, signed_receipt->receipt.len,
+                                                      signed_receipt->receipt.data);
+    return *receipt_out ? SPBE_OK : SPBE_BAD_REQUEST;
+}
+
+int
 wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],
                     Spbe__V1__SignedTreeHead *out)
 {

@@ -29,6 +29,7 @@
 #define WIRE_CONTEXT_RECEIPT "spbe.v1.receipt"
 #define WIRE_CONTEXT_TREE_HEAD "spbe.v1.treehead"
 #define WIRE_CONTEXT_KEY_ROTATION "spbe.v1.keyrotation"
+#define WIRE_CONTEXT_DELIVERY "spbe.v1.delivery"
 
 /* Initialise libsodium; returns SPBE_OK or SPBE_INTERNAL. Safe to call repeatedly. */
 int wire_init(void);
@@ -122,6 +123,15 @@ int wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIR
  * spbe__v1__tree_head__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */
 int wire_tree_head_verify(const Spbe__V1__SignedTreeHead *signed_head,
                           const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__TreeHead **head_out);
+
+/* A member's delivery receipt, signed with its key, and its verification (same
+ * ownership and results as the broker's receipts). */
+int wire_delivery_sign(const Spbe__V1__DeliveryReceipt *receipt,
+                       const uint8_t secret[WIRE_SECRET_BYTES],
+                       Spbe__V1__SignedDeliveryReceipt *out);
+int wire_delivery_verify(const Spbe__V1__SignedDeliveryReceipt *signed_receipt,
+                         const uint8_t key[WIRE_KEY_BYTES],
+                         Spbe__V1__DeliveryReceipt **receipt_out);
 
 /* Verifies and decodes a signed receipt; *receipt_out freed with
  * spbe__v1__receipt__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */

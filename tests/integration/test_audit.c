@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "harness.h"
@@ -361,6 +362,55 @@ test_consistency_of_two_heads(void **state)
     assert_non_null(strstr(err, "history was changed"));
 }
 
+/* A reader's signed delivery receipt goes into the evidence of what it covers. */
+static void
+test_delivery_receipts_in_the_evidence(void **state)
+{
+    fixture *f = *state;
+    spbe_client *reader = harness_connect(&f->broker, f->reader, 0);
+    uint64_t leaf = 0;
+    assert_int_equal(spbe_confirm_delivery(reader, "ikn.audit.a", 10, NULL, &leaf), SPBE_OK);
+    assert_true(leaf > 0);
+    assert_int_equal(spbe_confirm_delivery(reader, "ikn.audit.a", 0, NULL, NULL), SPBE_BAD_REQUEST);
+    assert_int_equal(spbe_confirm_delivery(reader, "ikn.audit.a", 1000000, NULL, NULL),
+                     SPBE_BAD_REQUEST);
+    assert_int_equal(spbe_confirm_delivery(reader, "ikn.audit.none", 1, NULL, NULL),
+                     SPBE_NOT_FOUND);
+    spbe_close(&reader);
+    spbe_client *writer = harness_connect(&f->broker, f->publisher, 0);
+    assert_int_equal(spbe_confirm_delivery(writer, "ikn.audit.a", 3, NULL, NULL), SPBE_FORBIDDEN);
+    spbe_close(&writer);
+    usleep(600000); /* a head (every 200 ms here) covers the receipt */
+    char out[4096], err[4096];
+    int rc = harness_run(out, sizeof out, err, sizeof err,
+                         "cd %s && $SPBE audit prove ikn.audit.a 4 --data %s -o delivered.evidence "
+                         ">/dev/null && $SPBE audit check delivered.evidence",
+                         f->broker.dir, f->broker.data);
+    if (rc != 0)
+        fail_msg("prove/check: %s %s", out, err);
+    assert_non_null(strstr(out, "delivered  to oikn/hunian (signed receipt up to #10, in the "
+                                "signed tree)"));
+    /* a message after the receipt's reach carries none */
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "cd %s && $SPBE audit prove ikn.audit.a 12 --data %s -o later.evidence "
+                     ">/dev/null && $SPBE audit check later.evidence --json",
+                     f->broker.dir, f->broker.data);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"delivery_receipts\":0"));
+    rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE audit verify --data %s --json",
+                     f->broker.data);
+    if (rc != 0)
+        fail_msg("verify: %s", err);
+    assert_non_null(strstr(out, "\"delivery_receipts\":1"));
+    /* every entry counted once: messages, deleted ones, registry changes, receipts */
+    long long parts = 0;
+    const char *fields[] = {"\"messages_verified\":", "\"retained_out\":", "\"registry_changes\":",
+                            "\"delivery_receipts\":"};
+    for (size_t i = 0; i < 4; i++)
+        parts += atoll(strstr(out, fields[i]) + strlen(fields[i]));
+    assert_int_equal(parts, atoll(strstr(out, "\"entries\":") + 10));
+}
+
 static int last_code;
 
 static void
@@ -482,6 +532,7 @@ main(void)
         cmocka_unit_test(test_two_messages_swapped),
         cmocka_unit_test(test_evidence_bundle_alone_and_every_byte_changed),
         cmocka_unit_test(test_consistency_of_two_heads),
+        cmocka_unit_test(test_delivery_receipts_in_the_evidence),
         cmocka_unit_test(test_key_rotation_and_revocation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1336,6 +1336,40 @@ spbe_call(spbe_client *c, const uint8_t *command, size_t command_len, const uint
     return *reply_out ? SPBE_OK : fail(c, SPBE_INTERNAL, "out of memory");
 }
 
+/* ------------------------------------------------------------ delivery receipts */
+
+int
+spbe_confirm_delivery(spbe_client *c, const char *topic, uint64_t up_to, const char *consumer,
+                      uint64_t *leaf_index)
+{
+    if (!topic || up_to == 0)
+        return fail(c, SPBE_BAD_REQUEST, "a delivery receipt needs a topic and a sequence");
+    Spbe__V1__DeliveryReceipt dr = SPBE__V1__DELIVERY_RECEIPT__INIT;
+    dr.member = c->id.member;
+    dr.topic = (char *)topic;
+    dr.up_to = up_to;
+    dr.consumer = (char *)(consumer ? consumer : "");
+    dr.signed_ns = wire_now_ns();
+    Spbe__V1__SignedDeliveryReceipt signed_receipt;
+    if (wire_delivery_sign(&dr, c->id.secret_key, &signed_receipt) != SPBE_OK)
+        return fail(c, SPBE_INTERNAL, "out of memory");
+    Spbe__V1__DeliveryAck ack = SPBE__V1__DELIVERY_ACK__INIT;
+    ack.receipt = &signed_receipt;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_DELIVERY_ACK;
+    cmd.delivery_ack = &ack;
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, &cmd, &reply, &owner);
+    free(signed_receipt.receipt.data);
+    if (rc != SPBE_OK)
+        return rc;
+    if (leaf_index)
+        *leaf_index = reply->body_case == SPBE__V1__REPLY__BODY_COUNT ? reply->count->count : 0;
+    spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    return SPBE_OK;
+}
+
 /* ------------------------------------------------------------ consumers */
 
 int

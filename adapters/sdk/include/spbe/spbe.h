@@ -265,6 +265,16 @@ int spbe_ack(spbe_client *client, const char *consumer, const char *topic, uint6
              spbe_ack_kind kind, uint32_t delay_ms, int wait);
 
 /**
+ * Signs and sends a delivery receipt: "this member received every message of topic up to
+ * up_to" (through consumer, may be NULL). The broker logs it as a leaf of its audit log
+ * and puts it into the evidence of the messages it covers, so their senders can prove
+ * delivery. *leaf_index (may be NULL) gets its leaf. Errors: SPBE_FORBIDDEN (no right to
+ * read topic), SPBE_NOT_FOUND (no such topic), SPBE_BAD_REQUEST (up_to beyond the topic).
+ */
+int spbe_confirm_delivery(spbe_client *client, const char *topic, uint64_t up_to,
+                          const char *consumer, uint64_t *leaf_index);
+
+/**
  * Serves a service: requests come to fn during spbe_dispatch(); answer each with
  * spbe_respond() (in the handler or later). Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN.
  * Served again after a reconnect.
