@@ -16,4 +16,12 @@ int broker_run(broker *b, volatile sig_atomic_t *stop);
 /* NULL-safe; nulls *b. */
 void broker_destroy(broker **b);
 
+/*
+ * Rotates the broker's key in config->data_dir (the broker must be stopped): a new key
+ * pair; the rotation, signed by the old key, appended to $sys.audit.broker-key (signed by
+ * the old key too) and covered by a last head the old key signs; broker.key/.pub and the
+ * admin identity's broker key replaced. 0, or -1 with the reason in err.
+ */
+int broker_rotate_key(const broker_config *config, char *err, size_t err_len);
+
 #endif

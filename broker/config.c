@@ -43,6 +43,9 @@ usage(FILE *f)
             "      --max-store-bytes N    storage limit; publishes then get STORAGE_FULL\n"
             "      --tree-head-ms N       sign the audit log's tree head this often when it\n"
             "                             grew (default 10000), and at every stop\n"
+            "      --rotate-key           give the broker a new key (the broker stopped): the\n"
+            "                             old key signs the new one into the audit log;\n"
+            "                             members then need the new broker.pub\n"
             "      --retain RULE          retention for matching topics, repeatable, first\n"
             "                             match applies; unlimited by default. RULE is\n"
             "                             PATTERN:max-age=DURATION,max-messages=N,max-bytes=SIZE\n"
@@ -152,6 +155,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         OPT_STORE,
         OPT_RETAIN,
         OPT_HEAD,
+        OPT_ROTATE,
         OPT_VERSION
     };
     static const struct option options[] = {
@@ -168,6 +172,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, OPT_VERSION},
+        {"rotate-key", no_argument, 0, OPT_ROTATE},
         {0, 0, 0, 0},
     };
     const char *env = getenv("SPBE_DATA");
@@ -207,6 +212,9 @@ config_parse_args(broker_config *c, int argc, char **argv)
                 return 2;
             }
             c->heartbeat_ms = (int)v;
+            break;
+        case OPT_ROTATE:
+            c->rotate_key = 1;
             break;
         case OPT_HEAD:
             if (parse_u64(optarg, &v) || v < 100 || v > 86400000) {

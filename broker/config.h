@@ -21,6 +21,7 @@ typedef struct broker_config {
     store_retention retention[CONFIG_RETENTION_MAX]; /* first match applies */
     size_t n_retention;
     int log_level;
+    int rotate_key; /* --rotate-key: rotate the broker's key in data_dir, then exit */
 } broker_config;
 
 /* Fills c with the embedded defaults of the product brief. */

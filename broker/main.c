@@ -25,6 +25,14 @@ main(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : 2;
     log_set_level(config.log_level);
+    if (config.rotate_key) {
+        char why[512];
+        if (broker_rotate_key(&config, why, sizeof why) != 0) {
+            fprintf(stderr, "spbe-broker: %s\n", why);
+            return 1;
+        }
+        return 0;
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -73,6 +73,99 @@ typedef struct sig_item {
     char detail[WIRE_MEMBER_MAX_BYTES + 64];
 } sig_item;
 
+#define BROKER_KEYS_MAX 64
+
+/* The broker's keys in the order they served, from $sys.audit.broker-key: key i signed
+ * everything up to and including leaf last[i] (the rotation that retired it). */
+typedef struct broker_keys {
+    uint8_t key[BROKER_KEYS_MAX][WIRE_KEY_BYTES];
+    uint64_t last[BROKER_KEYS_MAX];
+    size_t n;
+    Spbe__V1__SignedBrokerKeyRotation *signed_rotations[BROKER_KEYS_MAX];
+    char failure[256];
+} broker_keys;
+
+static const uint8_t *
+broker_key_for_leaf(const broker_keys *bk, uint64_t leaf)
+{
+    for (size_t i = 0; i + 1 < bk->n; i++)
+        if (leaf <= bk->last[i])
+            return bk->key[i];
+    return bk->key[bk->n - 1];
+}
+
+static int
+load_rotation(const store_message *m, void *arg)
+{
+    broker_keys *bk = arg;
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *msg;
+    Spbe__V1__SignedBrokerKeyRotation *sr = NULL;
+    Spbe__V1__BrokerKeyRotation *rot = NULL;
+    if (wire_envelope_decode(m->data, m->len, &sm, &msg, NULL) == SPBE_OK)
+        sr =
+            spbe__v1__signed_broker_key_rotation__unpack(NULL, msg->payload.len, msg->payload.data);
+    int ok = sr && wire_broker_rotation_verify(sr, &rot) == SPBE_OK &&
+             wire_envelope_verify(sm, rot->old_key.data) == SPBE_OK && bk->n < BROKER_KEYS_MAX;
+    if (ok && bk->n == 0) { /* the first key is the first rotation's old one */
+        memcpy(bk->key[0], rot->old_key.data, WIRE_KEY_BYTES);
+        bk->n = 1;
+    }
+    if (ok && memcmp(bk->key[bk->n - 1], rot->old_key.data, WIRE_KEY_BYTES) != 0)
+        ok = 0;
+    if (ok) {
+        bk->last[bk->n - 1] = m->leaf_index;
+        bk->signed_rotations[bk->n - 1] = sr;
+        memcpy(bk->key[bk->n], rot->new_key.data, WIRE_KEY_BYTES);
+        bk->last[bk->n] = UINT64_MAX;
+        bk->n++;
+        sr = NULL;
+    } else {
+        snprintf(bk->failure, sizeof bk->failure,
+                 "broker key rotation #%llu does not verify or breaks the chain",
+                 (unsigned long long)m->sequence);
+    }
+    if (rot)
+        spbe__v1__broker_key_rotation__free_unpacked(rot, NULL);
+    if (sr)
+        spbe__v1__signed_broker_key_rotation__free_unpacked(sr, NULL);
+    wire_envelope_free(&sm, &msg);
+    return !ok;
+}
+
+/* Reads the broker's key history; the last key must be current. 0 or -1 (failure set). */
+static int
+broker_keys_load(store_reader *r, const uint8_t current[WIRE_KEY_BYTES], broker_keys *bk)
+{
+    memset(bk, 0, sizeof *bk);
+    store_topic_info t;
+    if (store_topic_get(r, "$sys.audit.broker-key", &t) == SPBE_OK && t.messages) {
+        uint64_t next;
+        store_read_from(r, t.id, t.first_sequence, 0, load_rotation, bk, &next);
+        if (bk->failure[0])
+            return -1;
+    }
+    if (bk->n == 0) {
+        memcpy(bk->key[0], current, WIRE_KEY_BYTES);
+        bk->last[0] = UINT64_MAX;
+        bk->n = 1;
+    }
+    if (memcmp(bk->key[bk->n - 1], current, WIRE_KEY_BYTES) != 0) {
+        snprintf(bk->failure, sizeof bk->failure,
+                 "the broker's current key is not the last of its rotations");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+broker_keys_free(broker_keys *bk)
+{
+    for (size_t i = 0; i < bk->n; i++)
+        if (bk->signed_rotations[i])
+            spbe__v1__signed_broker_key_rotation__free_unpacked(bk->signed_rotations[i], NULL);
+}
+
 typedef struct verify {
     store_reader *r;
     uint64_t size; /* leaves */
@@ -81,6 +174,8 @@ typedef struct verify {
     member_key *keys;
     size_t n_keys;
     uint8_t broker_key[WIRE_KEY_BYTES];
+    char broker_name[WIRE_MEMBER_MAX_BYTES + 1];
+    broker_keys bk;
     char failure[512];
     sig_item *batch;
     size_t n_batch;
@@ -187,7 +282,9 @@ sig_check(const verify *v, sig_item *it)
         it->result = 1;
         snprintf(it->detail, sizeof it->detail, "%s", why ? why : "malformed");
     } else {
-        const uint8_t *key = sender_key(v, msg->sender, it->accepted_ns);
+        const uint8_t *key = strcmp(msg->sender, v->broker_name) == 0
+                                 ? broker_key_for_leaf(&v->bk, it->leaf_index)
+                                 : sender_key(v, msg->sender, it->accepted_ns);
         snprintf(it->detail, sizeof it->detail, "%s", msg->sender);
         it->result = !key                                       ? 2
                      : wire_envelope_verify(sm, key) != SPBE_OK ? 3
@@ -433,7 +530,8 @@ check_head(uint64_t size, const uint8_t *data, size_t len, void *arg)
     verify *v = arg;
     Spbe__V1__SignedTreeHead *sth = spbe__v1__signed_tree_head__unpack(NULL, len, data);
     Spbe__V1__TreeHead *th = NULL;
-    int rc = sth ? wire_tree_head_verify(sth, v->broker_key, &th) : SPBE_BAD_REQUEST;
+    int rc = sth && size ? wire_tree_head_verify(sth, broker_key_for_leaf(&v->bk, size - 1), &th)
+                         : SPBE_BAD_REQUEST;
     if (sth)
         spbe__v1__signed_tree_head__free_unpacked(sth, NULL);
     if (rc != SPBE_OK)
@@ -517,6 +615,7 @@ audit_verify(const cli_common *common)
     }
     verify v = {0};
     memcpy(v.broker_key, broker_id.public_key, sizeof v.broker_key);
+    snprintf(v.broker_name, sizeof v.broker_name, "%s", broker_id.member);
     v.progress = isatty(2) && !common->json;
     v.started_ns = mono_ns();
     if (store_reader_begin(s, &v.r) != SPBE_OK) {
@@ -524,6 +623,8 @@ audit_verify(const cli_common *common)
         return cli_fail("audit", SPBE_INTERNAL, "cannot read %s", common->data);
     }
     store_audit_size(v.r, &v.size);
+    if (broker_keys_load(v.r, v.broker_key, &v.bk) != 0)
+        fail_at(&v, "%s", v.bk.failure);
     /* the broker signs what it appends itself (dead letters, tree heads) */
     Spbe__V1__Member self = SPBE__V1__MEMBER__INIT;
     self.name = broker_id.member;
@@ -539,7 +640,8 @@ audit_verify(const cli_common *common)
         store_close(&s);
         return cli_fail("audit", SPBE_INTERNAL, "out of memory");
     }
-    store_leaf_each(v.r, check_leaf, &v);
+    if (!v.failure[0])
+        store_leaf_each(v.r, check_leaf, &v);
     if (v.n_batch) { /* the batch holds earlier leaves: its failure comes first */
         char walk_failure[sizeof v.failure];
         memcpy(walk_failure, v.failure, sizeof walk_failure);
@@ -566,6 +668,7 @@ audit_verify(const cli_common *common)
     store_close(&s);
     free(v.keys);
     free(v.batch);
+    broker_keys_free(&v.bk);
     double secs = (double)(mono_ns() - v.started_ns) / 1e9;
     if (v.failure[0]) {
         if (common->json) {
@@ -765,6 +868,15 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
         store_close(&s);
         return cli_fail("audit", SPBE_INTERNAL, "cannot read %s", common->data);
     }
+    broker_keys *bk = calloc(1, sizeof *bk);
+    if (!bk || broker_keys_load(r, broker_id.public_key, bk) != 0) {
+        const char *why_keys = bk ? bk->failure : "out of memory";
+        int rc_fail = cli_fail("audit", SPBE_BAD_SIGNATURE, "%s", why_keys);
+        free(bk);
+        store_reader_end(&r);
+        store_close(&s);
+        return rc_fail;
+    }
     int code = SPBE_OK;
     char why[300] = "";
     store_topic_info t;
@@ -802,7 +914,7 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
                  "one every --tree-head-ms and at stop",
                  (unsigned long long)m.leaf_index);
     } else if (!(sth = spbe__v1__signed_tree_head__unpack(NULL, head_len, head_bytes)) ||
-               wire_tree_head_verify(sth, broker_id.public_key, &th) != SPBE_OK ||
+               wire_tree_head_verify(sth, broker_key_for_leaf(bk, head_size - 1), &th) != SPBE_OK ||
                merkle_inclusion_proof(store_subtree, r, m.leaf_index, head_size, path_hashes,
                                       &n_path) != 0) {
         code = SPBE_INTERNAL;
@@ -857,8 +969,11 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
         b.head = sth;
         b.n_inclusion = n_path;
         b.inclusion = inclusion;
-        b.broker_key.data = broker_id.public_key;
+        /* the key that signed the head, and the rotations from it to the current key */
+        b.broker_key.data = (uint8_t *)broker_key_for_leaf(bk, head_size - 1);
         b.broker_key.len = WIRE_KEY_BYTES;
+        b.n_broker_rotations = bk->n - 1;
+        b.broker_rotations = bk->signed_rotations;
         if (receipt.receipt.data)
             b.receipt = &receipt;
         cd = calloc(1, sizeof *cd);
@@ -906,6 +1021,8 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
     for (size_t i = 0; cd && i < cd->n; i++)
         spbe__v1__signed_delivery_receipt__free_unpacked(cd->signed_receipts[i], NULL);
     free(cd);
+    broker_keys_free(bk);
+    free(bk);
     if (th)
         spbe__v1__tree_head__free_unpacked(th, NULL);
     if (sth)
@@ -920,17 +1037,28 @@ audit_prove(const cli_common *common, const char *topic, const char *seq_text, c
 /* Checks a bundle with nothing but itself (and, if given, the broker key to expect). */
 static int
 check_bundle(const Spbe__V1__EvidenceBundle *b, const cli_common *common, char *why, size_t why_len,
-             Spbe__V1__TreeHead **th_out)
+             Spbe__V1__TreeHead **th_out, uint8_t last_key[WIRE_KEY_BYTES])
 {
     *th_out = NULL;
     if (b->version != 1)
         return snprintf(why, why_len, "unknown bundle version %u", b->version), -1;
     if (b->broker_key.len != WIRE_KEY_BYTES || b->sender_key.len != WIRE_KEY_BYTES || !b->head)
         return snprintf(why, why_len, "the bundle is incomplete"), -1;
+    /* from the key that signed the head through the broker's rotations to its last key,
+     * each rotation signed by the key before */
+    memcpy(last_key, b->broker_key.data, WIRE_KEY_BYTES);
+    for (size_t i = 0; i < b->n_broker_rotations; i++) {
+        Spbe__V1__BrokerKeyRotation *rot;
+        if (wire_broker_rotation_verify(b->broker_rotations[i], &rot) != SPBE_OK)
+            return snprintf(why, why_len, "broker key rotation %zu does not verify", i + 1), -1;
+        if (memcmp(rot->old_key.data, last_key, WIRE_KEY_BYTES) == 0)
+            memcpy(last_key, rot->new_key.data, WIRE_KEY_BYTES);
+        spbe__v1__broker_key_rotation__free_unpacked(rot, NULL);
+    }
     if (common->broker_key) {
         uint8_t want[WIRE_KEY_BYTES];
         if (wire_hex_decode(common->broker_key, want, sizeof want) != SPBE_OK ||
-            memcmp(want, b->broker_key.data, sizeof want) != 0)
+            memcmp(want, last_key, sizeof want) != 0)
             return snprintf(why, why_len, "it is not signed by the expected broker key"), -1;
     }
     Spbe__V1__SignedMessage *sm;
@@ -992,7 +1120,7 @@ check_bundle(const Spbe__V1__EvidenceBundle *b, const cli_common *common, char *
         return snprintf(why, why_len, "the inclusion proof does not lead to the head's root"), -1;
     if (b->receipt) {
         Spbe__V1__Receipt *r;
-        if (wire_receipt_verify(b->receipt, b->broker_key.data, &r) != SPBE_OK)
+        if (wire_receipt_verify(b->receipt, last_key, &r) != SPBE_OK)
             return snprintf(why, why_len, "the receipt's signature does not verify"), -1;
         bad = r->code != SPBE__V1__ERROR_CODE__OK || strcmp(r->topic, b->topic) != 0 ||
               r->sequence != b->sequence || r->message_hash.len != sizeof hash ||
@@ -1063,14 +1191,15 @@ audit_check(const cli_common *common, const char *file)
     free(data);
     char why[300];
     Spbe__V1__TreeHead *th = NULL;
-    int ok = b && check_bundle(b, common, why, sizeof why, &th) == 0;
+    uint8_t last_key[WIRE_KEY_BYTES];
+    int ok = b && check_bundle(b, common, why, sizeof why, &th, last_key) == 0;
     if (!b)
         snprintf(why, sizeof why, "%s is not an evidence bundle", file);
     if (ok) {
         char accepted[40], signed_at[40], key[65];
         cli_time(b->accepted_ns, accepted, sizeof accepted);
         cli_time(th->timestamp_ns, signed_at, sizeof signed_at);
-        cli_hex(b->broker_key.data, WIRE_KEY_BYTES, key);
+        cli_hex(last_key, WIRE_KEY_BYTES, key);
         if (common->json) {
             printf("{\"ok\":true,\"topic\":");
             cli_json_string(stdout, b->topic);
@@ -1151,7 +1280,7 @@ audit_head(const cli_common *common, const char *out)
 }
 
 static Spbe__V1__TreeHead *
-load_head(const char *file, const uint8_t broker_key[WIRE_KEY_BYTES], char *why, size_t why_len)
+load_head(const char *file, const broker_keys *bk, char *why, size_t why_len)
 {
     size_t len;
     uint8_t *data = read_file(file, &len);
@@ -1173,7 +1302,14 @@ load_head(const char *file, const uint8_t broker_key[WIRE_KEY_BYTES], char *why,
     }
     free(data);
     Spbe__V1__TreeHead *th = NULL;
-    if (!sth || wire_tree_head_verify(sth, broker_key, &th) != SPBE_OK)
+    /* signed by one of the broker's keys: the one it had at that size is checked below */
+    for (size_t i = 0; sth && !th && i < bk->n; i++)
+        if (wire_tree_head_verify(sth, bk->key[i], &th) == SPBE_OK && th->size &&
+            memcmp(broker_key_for_leaf(bk, th->size - 1), bk->key[i], WIRE_KEY_BYTES) != 0) {
+            spbe__v1__tree_head__free_unpacked(th, NULL);
+            th = NULL;
+        }
+    if (!th)
         snprintf(why, why_len, "%s is not a tree head signed by this broker", file);
     if (sth)
         spbe__v1__signed_tree_head__free_unpacked(sth, NULL);
@@ -1192,8 +1328,21 @@ audit_consistency(const cli_common *common, const char *old_file, const char *ne
     snprintf(path, sizeof path, "%s/broker.pub", common->data);
     if (identity_load(path, &broker_id, why, sizeof why) != SPBE_OK)
         return cli_fail("audit", SPBE_NOT_FOUND, "the broker's key: %s", why);
-    Spbe__V1__TreeHead *a = load_head(old_file, broker_id.public_key, why, sizeof why);
-    Spbe__V1__TreeHead *b = a ? load_head(new_file, broker_id.public_key, why, sizeof why) : NULL;
+    store *s = cli_open_store(common, "audit");
+    store_reader *r = NULL;
+    broker_keys *bk = calloc(1, sizeof *bk);
+    if (!s || !bk || store_reader_begin(s, &r) != SPBE_OK ||
+        broker_keys_load(r, broker_id.public_key, bk) != 0) {
+        snprintf(why, sizeof why, "%s", bk && bk->failure[0] ? bk->failure : "cannot read the log");
+        store_reader_end(&r);
+        store_close(&s);
+        if (bk)
+            broker_keys_free(bk);
+        free(bk);
+        return cli_fail("audit", SPBE_INTERNAL, "%s", why);
+    }
+    Spbe__V1__TreeHead *a = load_head(old_file, bk, why, sizeof why);
+    Spbe__V1__TreeHead *b = a ? load_head(new_file, bk, why, sizeof why) : NULL;
     int ok = 0;
     if (a && b) {
         if (a->size > b->size) {
@@ -1201,26 +1350,25 @@ audit_consistency(const cli_common *common, const char *old_file, const char *ne
             a = b;
             b = t;
         }
-        store *s = cli_open_store(common, "audit");
-        store_reader *r = NULL;
         uint8_t proof[MERKLE_PATH_MAX][MERKLE_HASH_BYTES];
         size_t n = 0;
-        if (s && store_reader_begin(s, &r) == SPBE_OK &&
-            (a->size == 0 ||
-             merkle_consistency_proof(store_subtree, r, a->size, b->size, proof, &n) == 0))
+        if (a->size == 0 ||
+            merkle_consistency_proof(store_subtree, r, a->size, b->size, proof, &n) == 0)
             ok = merkle_verify_consistency(a->size, b->size, a->root.data, b->root.data,
                                            (const uint8_t(*)[MERKLE_HASH_BYTES])proof, n);
         if (!ok)
             snprintf(why, sizeof why,
                      "the tree of %llu does not extend the tree of %llu: history was changed",
                      (unsigned long long)b->size, (unsigned long long)a->size);
-        store_reader_end(&r);
-        store_close(&s);
         if (ok)
             printf("consistent: the tree of %llu extends the tree of %llu (proof of %zu "
                    "hashes)\n",
                    (unsigned long long)b->size, (unsigned long long)a->size, n);
     }
+    store_reader_end(&r);
+    store_close(&s);
+    broker_keys_free(bk);
+    free(bk);
     if (a)
         spbe__v1__tree_head__free_unpacked(a, NULL);
     if (b)

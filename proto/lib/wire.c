@@ -407,6 +407,48 @@ wire_delivery_verify(const Spbe__V1__SignedDeliveryReceipt *signed_receipt,
 }
 
 int
+wire_broker_rotation_sign(const Spbe__V1__BrokerKeyRotation *rotation,
+                          const uint8_t old_secret[WIRE_SECRET_BYTES],
+                          Spbe__V1__SignedBrokerKeyRotation *out)
+{
+    size_t len = spbe__v1__broker_key_rotation__get_packed_size(rotation);
+    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
+    if (!buf)
+        return SPBE_INTERNAL;
+    spbe__v1__broker_key_rotation__pack(rotation, buf);
+    wire_sign_detached(WIRE_CONTEXT_BROKER_KEY, buf, len, old_secret, buf + len);
+    spbe__v1__signed_broker_key_rotation__init(out);
+    out->rotation.data = buf;
+    out->rotation.len = len;
+    out->signature.data = buf + len;
+    out->signature.len = WIRE_SIGNATURE_BYTES;
+    return SPBE_OK;
+}
+
+int
+wire_broker_rotation_verify(const Spbe__V1__SignedBrokerKeyRotation *signed_rotation,
+                            Spbe__V1__BrokerKeyRotation **rotation_out)
+{
+    *rotation_out = spbe__v1__broker_key_rotation__unpack(NULL, signed_rotation->rotation.len,
+                                                          signed_rotation->rotation.data);
+    Spbe__V1__BrokerKeyRotation *r = *rotation_out;
+    if (!r || r->old_key.len != WIRE_KEY_BYTES || r->new_key.len != WIRE_KEY_BYTES) {
+        if (r)
+            spbe__v1__broker_key_rotation__free_unpacked(r, NULL);
+        *rotation_out = NULL;
+        return SPBE_BAD_REQUEST;
+    }
+    int rc = wire_verify_detached(WIRE_CONTEXT_BROKER_KEY, signed_rotation->rotation.data,
+                                  signed_rotation->rotation.len, signed_rotation->signature.data,
+                                  signed_rotation->signature.len, r->old_key.data);
+    if (rc != SPBE_OK) {
+        spbe__v1__broker_key_rotation__free_unpacked(r, NULL);
+        *rotation_out = NULL;
+    }
+    return rc;
+}
+
+int
 wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],
                     Spbe__V1__SignedTreeHead *out)
 {

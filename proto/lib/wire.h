@@ -30,6 +30,7 @@
 #define WIRE_CONTEXT_TREE_HEAD "spbe.v1.treehead"
 #define WIRE_CONTEXT_KEY_ROTATION "spbe.v1.keyrotation"
 #define WIRE_CONTEXT_DELIVERY "spbe.v1.delivery"
+#define WIRE_CONTEXT_BROKER_KEY "spbe.v1.brokerkey"
 
 /* Initialise libsodium; returns SPBE_OK or SPBE_INTERNAL. Safe to call repeatedly. */
 int wire_init(void);
@@ -132,6 +133,14 @@ int wire_delivery_sign(const Spbe__V1__DeliveryReceipt *receipt,
 int wire_delivery_verify(const Spbe__V1__SignedDeliveryReceipt *signed_receipt,
                          const uint8_t key[WIRE_KEY_BYTES],
                          Spbe__V1__DeliveryReceipt **receipt_out);
+
+/* A rotation of the broker's key, signed by the old key; verification checks the old
+ * key's signature (against the rotation's own old_key, which the caller must trust). */
+int wire_broker_rotation_sign(const Spbe__V1__BrokerKeyRotation *rotation,
+                              const uint8_t old_secret[WIRE_SECRET_BYTES],
+                              Spbe__V1__SignedBrokerKeyRotation *out);
+int wire_broker_rotation_verify(const Spbe__V1__SignedBrokerKeyRotation *signed_rotation,
+                                Spbe__V1__BrokerKeyRotation **rotation_out);
 
 /* Verifies and decodes a signed receipt; *receipt_out freed with
  * spbe__v1__receipt__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */

@@ -518,6 +518,46 @@ test_key_rotation_and_revocation(void **state)
     (void)r2;
 }
 
+/* The broker's key rotates: the old key signs the new one into the log; everything
+ * before verifies with the old key, everything after with the new one. */
+static void
+test_broker_key_rotation(void **state)
+{
+    fixture *f = *state;
+    char out[4096], err[4096], key[400];
+    assert_int_equal(harness_broker_signal(&f->broker, SIGTERM), 0);
+    int rc = harness_run(out, sizeof out, err, sizeof err, "%s --rotate-key --data %s",
+                         SPBE_BROKER_BIN, f->broker.data);
+    if (rc != 0)
+        fail_msg("rotate-key: %s", err);
+    assert_non_null(strstr(out, "broker key rotated"));
+    assert_int_equal(harness_broker_restart(&f->broker), 0);
+    /* identities made with the old broker key no longer reach it; new ones do */
+    spbe_options o = {.endpoint = f->broker.endpoint, .timeout_ms = 2000, .no_reconnect = 1};
+    spbe_client *c = NULL;
+    assert_int_not_equal(spbe_connect(f->publisher, &o, &c), SPBE_OK);
+    spbe_close(&c);
+    assert_int_equal(harness_member(&f->broker, "kemenag/haji", "ikn.audit.>", NULL, NULL, key), 0);
+    c = harness_connect(&f->broker, key, 0);
+    assert_non_null(c);
+    assert_int_equal(spbe_publish(c, "ikn.audit.a", "sesudah rotasi", 14, NULL, NULL), SPBE_OK);
+    spbe_close(&c);
+    usleep(600000); /* a head signed with the new key */
+    rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE audit verify --data %s",
+                     f->broker.data);
+    if (rc != 0)
+        fail_msg("verify after the broker's rotation: %s", err);
+    /* evidence of a message from before, checked against the new key */
+    rc = harness_run(out, sizeof out, err, sizeof err,
+                     "cd %s && $SPBE audit prove ikn.audit.a 2 --data %s -o before.evidence "
+                     ">/dev/null && $SPBE audit check before.evidence --broker-key $(sed -n "
+                     "'s/^public_key *= *//p' %s)",
+                     f->broker.dir, f->broker.data, f->broker.broker_pub);
+    if (rc != 0)
+        fail_msg("evidence after the broker's rotation: %s %s", out, err);
+    assert_non_null(strstr(out, "(as expected)"));
+}
+
 int
 main(void)
 {
@@ -534,6 +574,7 @@ main(void)
         cmocka_unit_test(test_consistency_of_two_heads),
         cmocka_unit_test(test_delivery_receipts_in_the_evidence),
         cmocka_unit_test(test_key_rotation_and_revocation),
+        cmocka_unit_test(test_broker_key_rotation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
