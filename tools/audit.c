@@ -169,7 +169,7 @@ broker_keys_free(broker_keys *bk)
 typedef struct verify {
     store_reader *r;
     uint64_t size; /* leaves */
-    uint64_t leaves, messages, retained_out, member_changes, deliveries, nodes, heads;
+    uint64_t leaves, messages, retained_out, member_changes, deliveries, nodes, heads, topics;
     int64_t first_ns, last_ns;
     member_key *keys;
     size_t n_keys;
@@ -585,6 +585,7 @@ static int
 check_topic(const store_topic_info *t, void *arg)
 {
     verify *v = arg;
+    v->topics++;
     if (!t->messages)
         return 0;
     topic_walk tw = {v, t->name};
@@ -685,18 +686,21 @@ audit_verify(const cli_common *common)
     double rate = secs > 0 ? (double)v.leaves / secs : 0;
     if (common->json) {
         printf("{\"ok\":true,\"entries\":%llu,\"messages_verified\":%llu,\"retained_out\":%llu,"
-               "\"registry_changes\":%llu,\"delivery_receipts\":%llu,\"tree_nodes\":%llu,"
+               "\"registry_changes\":%llu,\"delivery_receipts\":%llu,\"topics\":%llu,"
+               "\"tree_nodes\":%llu,"
                "\"tree_heads\":%llu,\"root\":\"%s\","
                "\"first\":\"%s\",\"last\":\"%s\",\"seconds\":%.3f,\"entries_per_s\":%.0f}\n",
                (unsigned long long)v.leaves, (unsigned long long)v.messages,
                (unsigned long long)v.retained_out, (unsigned long long)v.member_changes,
-               (unsigned long long)v.deliveries, (unsigned long long)v.nodes,
-               (unsigned long long)v.heads, root_hex, first, last, secs, rate);
+               (unsigned long long)v.deliveries, (unsigned long long)v.topics,
+               (unsigned long long)v.nodes, (unsigned long long)v.heads, root_hex, first, last,
+               secs, rate);
     } else {
         printf("audit log verified: %llu entries (%llu messages with their signatures, %llu "
                "deleted by retention, %llu registry changes)\n",
                (unsigned long long)v.leaves, (unsigned long long)v.messages,
                (unsigned long long)v.retained_out, (unsigned long long)v.member_changes);
+        printf("  topics   %llu\n", (unsigned long long)v.topics);
         printf("  delivery %llu signed delivery receipts\n", (unsigned long long)v.deliveries);
         printf("  tree     %llu nodes, root %s\n", (unsigned long long)v.nodes, root_hex);
         printf("  heads    %llu signed tree heads checked against the broker's key\n",
