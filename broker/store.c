@@ -1856,3 +1856,24 @@ store_delivery_each(store_reader *r, uint32_t topic_id, uint64_t from,
     mdb_cursor_close(cur);
     return code;
 }
+
+int
+store_backup(store *s, const char *dir, char *err, size_t err_len)
+{
+    if (mkdir(dir, 0700) != 0) {
+        snprintf(err, err_len, "cannot create %s: %s", dir, strerror(errno));
+        return errno == EEXIST ? SPBE_BAD_REQUEST : SPBE_INTERNAL;
+    }
+    /* one read transaction: a consistent snapshot, free pages left out */
+    pthread_rwlock_rdlock(&s->resize_lock);
+    int rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    pthread_rwlock_unlock(&s->resize_lock);
+    if (rc) {
+        snprintf(err, err_len, "cannot copy to %s: %s", dir, mdb_strerror(rc));
+        return map_error(rc);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    chmod(path, 0600); /* the messages are no one else's, as in the data directory */
+    return SPBE_OK;
+}

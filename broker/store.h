@@ -188,6 +188,11 @@ typedef struct store_delivery {
 int store_delivery_each(store_reader *r, uint32_t topic_id, uint64_t from,
                         int (*fn)(const store_delivery *, void *), void *arg);
 
+/* Writes a consistent, compacted copy of the environment into dir (created, 0700; it
+ * must not exist), while writers go on. SPBE_OK, SPBE_BAD_REQUEST (dir exists) or an error
+ * with the reason in err. */
+int store_backup(store *s, const char *dir, char *err, size_t err_len);
+
 /* Puts (adds or replaces) a member with a durable commit; the change is a leaf of the
  * audit log. */
 int store_member_put(store *s, const Spbe__V1__Member *member);

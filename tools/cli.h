@@ -74,5 +74,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_consumer(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
 
 #endif

@@ -20,7 +20,8 @@ static const struct {
     {"serve", cmd_serve, "serve a service with a command: serve SERVICE -- COMMAND"},
     {"consumer", cmd_consumer, "durable consumers: consumer ls|info|rm"},
     {"dlq", cmd_dlq, "dead letters of a consumer: dlq ls|replay|purge"},
-    {"audit", cmd_audit, "proof: audit verify"},
+    {"audit", cmd_audit, "proof: audit verify|prove|check|head|consistency"},
+    {"backup", cmd_backup, "ops: a consistent copy of a data directory, while it runs"},
     {"bench", cmd_bench, "load: bench pub|consume|req"},
 };
 
