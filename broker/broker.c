@@ -20,7 +20,9 @@
 
 #include "consumer.h"
 #include "identity.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 #include "router.h"
 #include "service.h"
@@ -107,7 +109,9 @@ struct broker {
     group *filling; /* receives publishes in this loop turn */
     int in_writer;  /* groups handed to the writer */
     writer *writer;
-    uint64_t accepted, rejected, duplicates, commits;
+    metrics m;         /* counters, also read by the HTTP thread */
+    http_server *http; /* NULL with --http off */
+    int64_t next_snapshot_ms;
     workpool *workers;
     stage_clock clock;
     consumer_set *consumers;
@@ -236,6 +240,8 @@ send_delivery_event(broker *b, session *s, Spbe__V1__Delivery *d, const uint8_t 
     f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
     f.event = &ev;
     int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
+    if (rc == 0)
+        metrics_add(&b->m.delivered, 1);
     if (rc == EHOSTUNREACH) /* the router or the consumer lets go; the idle timer the session */
         log_event(LOG_INFO, "session_gone", "member=%s consumer=%s", s->member,
                   d->consumer[0] ? d->consumer : "-");
@@ -335,6 +341,8 @@ broker_keys(broker *b, char *err, size_t err_len)
 
 /* ------------------------------------------------------------ setup */
 
+static void metrics_snapshot_publish(broker *b);
+
 int
 broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
 {
@@ -348,6 +356,7 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory");
         return -1;
     }
+    metrics_init(&b->m);
     b->config = *config;
     b->groups = calloc(GROUPS, sizeof *b->groups);
     for (int i = 0; b->groups && i < GROUPS; i++) {
@@ -417,10 +426,17 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         snprintf(err, err_len, "cannot bind %s: %s", config->endpoint, zmq_strerror(errno));
         goto fail;
     }
+    if (config->http[0]) {
+        b->http = http_start(config->http, &b->m, b->store, SPBE_VERSION, err, err_len);
+        if (!b->http)
+            goto fail;
+        metrics_snapshot_publish(b);
+    }
     char pk[2 * WIRE_KEY_BYTES + 1];
     wire_hex_encode(b->key.public_key, WIRE_KEY_BYTES, pk);
-    log_event(LOG_INFO, "started", "endpoint=%s data=%s broker_key=%s version=%s pid=%ld",
-              config->endpoint, config->data_dir, pk, SPBE_VERSION, (long)getpid());
+    log_event(LOG_INFO, "started", "endpoint=%s http=%s data=%s broker_key=%s version=%s pid=%ld",
+              config->endpoint, config->http[0] ? config->http : "off", config->data_dir, pk,
+              SPBE_VERSION, (long)getpid());
     *out = b;
     return 0;
 fail_msg:
@@ -436,6 +452,7 @@ broker_destroy(broker **bp)
     if (!bp || !*bp)
         return;
     broker *b = *bp;
+    http_stop(&b->http); /* it reads the store and the counters: first to go */
     while (b->n_sessions)
         session_close(b, b->sessions[0]);
     free(b->sessions);
@@ -453,6 +470,7 @@ broker_destroy(broker **bp)
     registry_destroy(&b->registry);
     store_close(&b->store);
     free(b->groups);
+    metrics_destroy(&b->m);
     memset(&b->key, 0, sizeof b->key);
     free(b);
     *bp = NULL;
@@ -572,7 +590,7 @@ static void
 reject_publish(broker *b, session *s, uint64_t request_id, int code, const char *reason,
                const Spbe__V1__Message *m, const uint8_t *hash)
 {
-    b->rejected++;
+    metrics_rejected(&b->m, code);
     log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s reason=\"%s\"", s->member,
               m && m->topic ? m->topic : "-", spbe_error_name(code), reason);
     Spbe__V1__SignedReceipt receipt;
@@ -835,7 +853,7 @@ request_forward(broker *b, pending_publish *p)
                       "the serving member cannot take the request now");
         return;
     }
-    b->requests++;
+    metrics_add(&b->m.requests, 1);
 }
 
 /* A stored reply goes to the caller waiting for it, with both receipts. */
@@ -862,7 +880,7 @@ response_forward(broker *b, pending_publish *p)
     if (request_receipt)
         spbe__v1__signed_receipt__free_unpacked(request_receipt, NULL);
     service_pending_free(pr);
-    b->responses++;
+    metrics_add(&b->m.responses, 1);
 }
 
 /* After the commit (or without one, if nothing in the group passed): receipts signed in
@@ -877,9 +895,10 @@ group_finish(broker *b, group *g)
         if (p->item)
             p->code = p->item->code;
         if (p->code == SPBE_OK) {
-            b->accepted++;
+            metrics_add(&b->m.accepted, 1);
+            metrics_add(&b->m.bytes_accepted, p->item->len);
         } else if (p->code == SPBE_DUPLICATE) {
-            b->duplicates++;
+            metrics_add(&b->m.duplicates, 1);
             store_topic_info original;
             if ((rd || store_reader_begin(b->store, &rd) == SPBE_OK) &&
                 store_topic_get_by_id(rd, p->item->topic_id, &original) == SPBE_OK) {
@@ -887,7 +906,7 @@ group_finish(broker *b, group *g)
                 p->topic = p->original_topic;
             }
         } else {
-            b->rejected++;
+            metrics_rejected(&b->m, p->code);
             log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s",
                       p->message->sender, p->message->topic, spbe_error_name(p->code));
         }
@@ -939,6 +958,8 @@ group_finish(broker *b, group *g)
     b->clock.check_ns += g->check_ns;
     b->clock.verify_ns += g->verify_ns;
     b->clock.commit_ns += g->job.count ? g->job.commit_ns : 0;
+    if (g->job.count)
+        metrics_commit(&b->m, g->job.commit_ns);
     b->clock.receipt_ns += t1 - t0;
     b->clock.fanout_ns += t2 - t1;
     g->n_batch = 0;
@@ -993,7 +1014,7 @@ group_submit(broker *b)
         group_finish(b, g);
         return;
     }
-    b->commits++;
+    metrics_add(&b->m.commits, 1);
     b->in_writer++;
 }
 
@@ -2111,7 +2132,7 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     if (routing_len > ROUTING_MAX)
         return;
     if (n < 2 || too_many) {
-        b->rejected++;
+        metrics_rejected(&b->m, SPBE_BAD_REQUEST);
         send_error(b, routing, routing_len, 0, SPBE_BAD_REQUEST,
                    n < 2 ? "a message needs a control frame"
                          : "too many frames: a message is a control frame and at most one body");
@@ -2120,7 +2141,7 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     Spbe__V1__Command *cmd =
         spbe__v1__command__unpack(NULL, zmq_msg_size(&frames[1]), zmq_msg_data(&frames[1]));
     if (!cmd || cmd->body_case == SPBE__V1__COMMAND__BODY__NOT_SET) {
-        b->rejected++;
+        metrics_rejected(&b->m, SPBE_BAD_REQUEST);
         log_event(LOG_INFO, "bad_frame",
                   "code=BAD_REQUEST reason=\"control frame is not a Command\"");
         send_error(b, routing, routing_len, cmd ? cmd->request_id : 0, SPBE_BAD_REQUEST,
@@ -2300,6 +2321,50 @@ expire_sessions(broker *b, int64_t now)
     }
 }
 
+static void
+snapshot_consumer(Spbe__V1__ConsumerInfo *info, void *arg)
+{
+    if (collect_push(arg, info))
+        spbe__v1__consumer_info__free_unpacked(info, NULL);
+}
+
+/* What the HTTP thread shows of the I/O thread's own state: consumers and sessions. */
+static void
+metrics_snapshot_publish(broker *b)
+{
+    collect c = {0};
+    consumer_each(b->consumers, snapshot_consumer, &c);
+    Spbe__V1__Consumers list = SPBE__V1__CONSUMERS__INIT;
+    list.consumers = (Spbe__V1__ConsumerInfo **)c.items;
+    list.n_consumers = c.n;
+    size_t len = spbe__v1__consumers__get_packed_size(&list);
+    uint8_t *packed = malloc(len ? len : 1);
+    if (packed)
+        spbe__v1__consumers__pack(&list, packed);
+    for (size_t i = 0; i < c.n; i++)
+        spbe__v1__consumer_info__free_unpacked(c.items[i], NULL);
+    free(c.items);
+    size_t cap = 64 + b->n_sessions * 160, used = 0;
+    char *json = malloc(cap);
+    if (json) {
+        used += (size_t)snprintf(json, cap, "[");
+        for (size_t i = 0; i < b->n_sessions && used < cap; i++) {
+            const session *t = b->sessions[i];
+            time_t secs = (time_t)(t->opened_ns / 1000000000);
+            struct tm tm;
+            char since[32];
+            gmtime_r(&secs, &tm);
+            strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            used += (size_t)snprintf(json + used, cap - used,
+                                     "%s{\"member\":\"%s\",\"since\":\"%s\",\"revoked\":%s}",
+                                     i ? "," : "", t->member, since, t->revoked ? "true" : "false");
+        }
+        if (used < cap)
+            snprintf(json + used, cap - used, "]");
+    }
+    metrics_publish(&b->m, packed, packed ? len : 0, json);
+}
+
 int
 broker_run(broker *b, volatile sig_atomic_t *stop)
 {
@@ -2362,11 +2427,17 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
             pump = 1;
         pending_request *late;
         while ((late = service_pending_expired(b->services, wire_now_ns())) != NULL) {
-            b->request_timeouts++;
+            metrics_add(&b->m.request_timeouts, 1);
             late->next = NULL;
             requests_fail(b, late, SPBE_TIMEOUT, "no reply from the serving member in time");
         }
         int64_t now = now_ms();
+        atomic_store(&b->m.loop_ns, wire_now_ns());
+        atomic_store(&b->m.sessions, b->n_sessions);
+        if (b->http && now >= b->next_snapshot_ms) {
+            metrics_snapshot_publish(b);
+            b->next_snapshot_ms = now + 250;
+        }
         if (now >= next_head) {
             tree_head_commit(b);
             next_head = now + b->config.tree_head_ms;
@@ -2401,15 +2472,20 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
               (unsigned long long)delivered, (unsigned long long)deferred,
               (unsigned long long)caught_up);
     log_event(LOG_INFO, "service_totals", "requests=%llu responses=%llu timeouts=%llu",
-              (unsigned long long)b->requests, (unsigned long long)b->responses,
-              (unsigned long long)b->request_timeouts);
+              (unsigned long long)metrics_get(&b->m.requests),
+              (unsigned long long)metrics_get(&b->m.responses),
+              (unsigned long long)metrics_get(&b->m.request_timeouts));
+    uint64_t rejected = 0;
+    for (int code = 0; code < METRICS_CODES; code++)
+        rejected += metrics_get(&b->m.rejected[code]);
     stage_clock *c = &b->clock;
     double per = c->messages ? 1e3 * (double)c->messages : 1;
     log_event(LOG_INFO, "stopped",
               "accepted=%llu rejected=%llu duplicates=%llu commits=%llu messages_per_commit=%.1f "
               "us_per_message: receive_check=%.2f verify=%.2f commit=%.2f receipt=%.2f fanout=%.2f",
-              (unsigned long long)b->accepted, (unsigned long long)b->rejected,
-              (unsigned long long)b->duplicates, (unsigned long long)b->commits,
+              (unsigned long long)metrics_get(&b->m.accepted), (unsigned long long)rejected,
+              (unsigned long long)metrics_get(&b->m.duplicates),
+              (unsigned long long)metrics_get(&b->m.commits),
               c->groups ? (double)c->messages / (double)c->groups : 0.0, (double)c->check_ns / per,
               (double)c->verify_ns / per, (double)c->commit_ns / per, (double)c->receipt_ns / per,
               (double)c->fanout_ns / per);

@@ -20,6 +20,7 @@ config_defaults(broker_config *c)
     c->dedup_window_ns = 24LL * 3600 * 1000000000;
     c->heartbeat_ms = 5000;
     c->tree_head_ms = 10000;
+    snprintf(c->http, sizeof c->http, "127.0.0.1:7480");
     c->log_level = LOG_INFO;
 }
 
@@ -36,6 +37,7 @@ usage(FILE *f)
             "options:\n"
             "  -d, --data DIR             data directory (env SPBE_DATA; default ./spbe-data)\n"
             "  -l, --listen ENDPOINT      ZeroMQ endpoint to bind (default tcp://127.0.0.1:7400)\n"
+            "      --http HOST:PORT|off   metrics, health and JSON (default 127.0.0.1:7480)\n"
             "      --name NAME            broker name in receipts (default spbe-broker)\n"
             "      --max-message-bytes N  largest signed message accepted (default 1048576)\n"
             "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
@@ -156,6 +158,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         OPT_RETAIN,
         OPT_HEAD,
         OPT_ROTATE,
+        OPT_HTTP,
         OPT_VERSION
     };
     static const struct option options[] = {
@@ -173,6 +176,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, OPT_VERSION},
         {"rotate-key", no_argument, 0, OPT_ROTATE},
+        {"http", required_argument, 0, OPT_HTTP},
         {0, 0, 0, 0},
     };
     const char *env = getenv("SPBE_DATA");
@@ -212,6 +216,13 @@ config_parse_args(broker_config *c, int argc, char **argv)
                 return 2;
             }
             c->heartbeat_ms = (int)v;
+            break;
+        case OPT_HTTP:
+            if (strlen(optarg) >= sizeof c->http) {
+                fprintf(stderr, "spbe-broker: --http takes HOST:PORT or off\n");
+                return 2;
+            }
+            snprintf(c->http, sizeof c->http, "%s", strcmp(optarg, "off") == 0 ? "" : optarg);
             break;
         case OPT_ROTATE:
             c->rotate_key = 1;

@@ -22,6 +22,7 @@ typedef struct broker_config {
     size_t n_retention;
     int log_level;
     int rotate_key; /* --rotate-key: rotate the broker's key in data_dir, then exit */
+    char http[64];  /* HOST:PORT of the HTTP endpoint, "" for none */
 } broker_config;
 
 /* Fills c with the embedded defaults of the product brief. */

@@ -92,8 +92,8 @@ spawn(test_broker *b)
             close(fd);
         }
         char cmd[2048];
-        snprintf(cmd, sizeof cmd, "exec %s --data %s --listen %s %s", SPBE_BROKER_BIN, b->data,
-                 b->endpoint, b->extra);
+        snprintf(cmd, sizeof cmd, "exec %s --data %s --listen %s --http 127.0.0.1:%d %s",
+                 SPBE_BROKER_BIN, b->data, b->endpoint, b->http_port, b->extra);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
@@ -114,7 +114,10 @@ harness_broker_start(test_broker *b, const char *extra_flags)
     snprintf(b->log, sizeof b->log, "%s/broker.log", b->dir);
     snprintf(b->extra, sizeof b->extra, "%s", extra_flags ? extra_flags : "");
     b->port = free_port();
-    if (b->port < 0)
+    do
+        b->http_port = free_port();
+    while (b->http_port == b->port);
+    if (b->port < 0 || b->http_port < 0)
         return -1;
     snprintf(b->endpoint, sizeof b->endpoint, "tcp://127.0.0.1:%d", b->port);
     setenv("SPBE_BROKER", b->endpoint, 1);

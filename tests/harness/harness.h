@@ -15,6 +15,7 @@
 typedef struct test_broker {
     pid_t pid;
     int port;
+    int http_port;  /* its HTTP endpoint on 127.0.0.1 */
     char dir[256];  /* temporary directory holding everything below */
     char data[320]; /* the broker's data directory */
     char endpoint[64];

@@ -1,7 +1,8 @@
 /*
- * test_ops.c - operations: a backup taken while publishers run opens cleanly, passes
- * spbe audit verify, and a broker started on it serves every message acknowledged
- * before the backup began.
+ * test_ops.c - operations: the HTTP endpoint (/metrics checked by promtool and against
+ * what the test did, /healthz, /readyz and the JSON under /v1/, all under load); a backup
+ * taken while publishers run opens cleanly, passes spbe audit verify, and a broker
+ * started on it serves every message acknowledged before the backup began.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -13,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 
 #include "harness.h"
@@ -120,10 +124,150 @@ test_backup_while_publishing(void **state)
     assert_int_equal(harness_broker_stop(&b), 0);
 }
 
+/* GET path from 127.0.0.1:port: the status, and the body into out. -1 if no answer. */
+static int
+http_get(int port, const char *path, char *out, size_t out_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    static char resp[1 << 20];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof resp - 1 && (r = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    resp[got] = '\0';
+    int status = -1;
+    sscanf(resp, "HTTP/1.%*d %d", &status);
+    const char *body = strstr(resp, "\r\n\r\n");
+    snprintf(out, out_len, "%s", body ? body + 4 : "");
+    return status;
+}
+
+/* The value of a metric line that starts with prefix (name and labels), or -1. */
+static long long
+metric(const char *text, const char *prefix)
+{
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, prefix, strlen(prefix)) == 0 && p[strlen(prefix)] == ' ')
+            return atoll(p + strlen(prefix) + 1);
+    return -1;
+}
+
+typedef struct acker {
+    spbe_client *c;
+    int got;
+} acker;
+
+static void
+count_and_ack(const spbe_delivery *d, void *arg)
+{
+    acker *a = arg;
+    a->got++;
+    assert_int_equal(spbe_ack(a->c, d->consumer, d->topic, d->sequence, SPBE_ACK, 0, 1), SPBE_OK);
+}
+
+static void
+test_http_endpoint_under_load(void **state)
+{
+    (void)state;
+    test_broker b;
+    assert_int_equal(harness_broker_start(&b, NULL), 0);
+    char key[400], reader[400];
+    assert_int_equal(harness_member(&b, "bkn/siasn", "ops.>,backup.>", NULL, NULL, key), 0);
+    assert_int_equal(harness_member(&b, "portal/status", NULL, "ops.>", NULL, reader), 0);
+    static char out[1 << 20];
+    assert_int_equal(http_get(b.http_port, "/healthz", out, sizeof out), 200);
+    assert_string_equal(out, "ok\n");
+    assert_int_equal(http_get(b.http_port, "/readyz", out, sizeof out), 200);
+    assert_int_equal(http_get(b.http_port, "/nowhere", out, sizeof out), 404);
+
+    /* known traffic: 25 accepted, 3 refused, a consumer acknowledging all 25 */
+    spbe_client *c = harness_connect(&b, key, 0);
+    for (int i = 0; i < 25; i++)
+        assert_int_equal(spbe_publish(c, "ops.counted", "x", 1, NULL, NULL), SPBE_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(spbe_publish(c, "elsewhere.t", "x", 1, NULL, NULL), SPBE_FORBIDDEN);
+    spbe_close(&c);
+    spbe_client *r = harness_connect(&b, reader, 0);
+    acker ak = {r, 0};
+    spbe_set_delivery_handler(r, count_and_ack, &ak);
+    spbe_consumer_options o = {.start = SPBE_START_FIRST};
+    assert_int_equal(spbe_consume(r, "ops-portal", "ops.counted", &o, NULL), SPBE_OK);
+    for (int i = 0; i < 100 && ak.got < 25; i++)
+        assert_int_equal(spbe_dispatch(r, 50, NULL), SPBE_OK);
+    assert_int_equal(ak.got, 25);
+    assert_int_equal(spbe_flush(r, 2000), SPBE_OK);
+
+    /* load beside the reads: a publisher runs while the endpoint is asked */
+    publisher p = {.broker = &b, .key = key};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, publish_run, &p), 0);
+    usleep(300000);
+    long long acked = -1;
+    for (int i = 0; i < 40 && acked != 25; i++) { /* the consumers' snapshot: every 250 ms */
+        assert_int_equal(http_get(b.http_port, "/metrics", out, sizeof out), 200);
+        acked = metric(out, "spbe_consumer_acked_total{consumer=\"ops-portal\"}");
+        if (acked != 25)
+            usleep(100000);
+    }
+    assert_int_equal(acked, 25);
+    assert_int_equal(metric(out, "spbe_messages_rejected_total{code=\"FORBIDDEN\"}"), 3);
+    assert_int_equal(metric(out, "spbe_topic_messages{topic=\"ops.counted\"}"), 25);
+    assert_true(metric(out, "spbe_messages_accepted_total") >= 25 + 1);
+    assert_true(metric(out, "spbe_messages_delivered_total") >= 25);
+    assert_int_equal(metric(out, "spbe_consumer_pending{consumer=\"ops-portal\"}"), 0);
+    assert_true(metric(out, "spbe_commit_duration_seconds_count") > 0);
+    assert_int_equal(metric(out, "spbe_sessions"), 2);
+    /* the format holds for promtool */
+    char path[600];
+    snprintf(path, sizeof path, "%s/metrics.txt", b.dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(out, fp);
+    fclose(fp);
+    char check[4096], err[4096];
+    int rc = harness_run(check, sizeof check, err, sizeof err, "promtool check metrics < %s", path);
+    if (rc != 0)
+        fail_msg("promtool: %s %s", check, err);
+    assert_int_equal(http_get(b.http_port, "/healthz", out, sizeof out), 200);
+    assert_int_equal(http_get(b.http_port, "/readyz", out, sizeof out), 200);
+    assert_int_equal(http_get(b.http_port, "/v1/topics", out, sizeof out), 200);
+    assert_non_null(
+        strstr(out, "\"name\":\"ops.counted\",\"first_sequence\":1,\"last_sequence\":25"));
+    assert_int_equal(http_get(b.http_port, "/v1/consumers", out, sizeof out), 200);
+    assert_non_null(strstr(out, "\"name\":\"ops-portal\""));
+    assert_non_null(strstr(out, "\"acked\":25"));
+    assert_int_equal(http_get(b.http_port, "/v1/members", out, sizeof out), 200);
+    assert_non_null(strstr(out, "\"name\":\"portal/status\""));
+    assert_null(strstr(out, "ops.>")); /* public data only: no rights */
+    assert_int_equal(http_get(b.http_port, "/v1/sessions", out, sizeof out), 200);
+    assert_non_null(strstr(out, "\"member\":\"portal/status\""));
+    p.stop = 1;
+    pthread_join(th, NULL);
+    assert_true(p.ok);
+    spbe_close(&r);
+    assert_int_equal(harness_broker_stop(&b), 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_endpoint_under_load),
         cmocka_unit_test(test_backup_while_publishing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
