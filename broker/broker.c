@@ -109,8 +109,9 @@ struct broker {
     group *filling; /* receives publishes in this loop turn */
     int in_writer;  /* groups handed to the writer */
     writer *writer;
-    metrics m;         /* counters, also read by the HTTP thread */
-    http_server *http; /* NULL with --http off */
+    metrics m;            /* counters, also read by the HTTP thread */
+    log_limit reject_log; /* rejections are logged, at most so many a second */
+    http_server *http;    /* NULL with --http off */
     int64_t next_snapshot_ms;
     workpool *workers;
     stage_clock clock;
@@ -357,6 +358,7 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         return -1;
     }
     metrics_init(&b->m);
+    b->reject_log = (log_limit){.event = "rejections", .per_second = 50};
     b->config = *config;
     b->groups = calloc(GROUPS, sizeof *b->groups);
     for (int i = 0; b->groups && i < GROUPS; i++) {
@@ -512,9 +514,12 @@ zap_handle(broker *b)
         memcpy(address, zmq_msg_data(&frames[3]), len);
         address[len] = '\0';
     }
-    if (status[0] != '2')
-        log_event(LOG_WARN, "handshake_refused", "address=%s code=UNKNOWN_SENDER reason=\"%s\"",
-                  address, text);
+    if (status[0] != '2') {
+        metrics_rejected(&b->m, SPBE_UNKNOWN_SENDER);
+        if (log_allow(&b->reject_log))
+            log_event(LOG_WARN, "handshake_refused", "address=%s code=UNKNOWN_SENDER reason=\"%s\"",
+                      address, text);
+    }
     const char *version = "1.0";
     zmq_send(b->zap, version, 3, ZMQ_SNDMORE);
     zmq_send(b->zap, n >= 2 ? zmq_msg_data(&frames[1]) : "", n >= 2 ? zmq_msg_size(&frames[1]) : 0,
@@ -591,8 +596,9 @@ reject_publish(broker *b, session *s, uint64_t request_id, int code, const char 
                const Spbe__V1__Message *m, const uint8_t *hash)
 {
     metrics_rejected(&b->m, code);
-    log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s reason=\"%s\"", s->member,
-              m && m->topic ? m->topic : "-", spbe_error_name(code), reason);
+    if (log_allow(&b->reject_log))
+        log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s reason=\"%s\"",
+                  s->member, m && m->topic ? m->topic : "-", spbe_error_name(code), reason);
     Spbe__V1__SignedReceipt receipt;
     receipt_sign(b, code, NULL, 0, 0, hash, m, NULL, &receipt);
     receipt_send(b, s->routing, s->routing_len, request_id, code, reason, &receipt);
@@ -907,8 +913,9 @@ group_finish(broker *b, group *g)
             }
         } else {
             metrics_rejected(&b->m, p->code);
-            log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s",
-                      p->message->sender, p->message->topic, spbe_error_name(p->code));
+            if (log_allow(&b->reject_log))
+                log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s",
+                          p->message->sender, p->message->topic, spbe_error_name(p->code));
         }
     }
     store_reader_end(&rd);
@@ -1093,7 +1100,9 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
         return;
     }
     if (m->revoked) {
-        log_event(LOG_WARN, "hello_rejected", "member=%s code=REVOKED", m->name);
+        metrics_rejected(&b->m, SPBE_REVOKED);
+        if (log_allow(&b->reject_log))
+            log_event(LOG_WARN, "hello_rejected", "member=%s code=REVOKED", m->name);
         send_error(b, routing, routing_len, request_id, SPBE_REVOKED, "member has been revoked");
         return;
     }
@@ -1150,8 +1159,10 @@ handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Sub
         return;
     }
     if (!m || !registry_may_subscribe(m, sub->pattern)) {
-        log_event(LOG_INFO, "subscribe_rejected", "member=%s pattern=%s code=FORBIDDEN", s->member,
-                  sub->pattern);
+        metrics_rejected(&b->m, SPBE_FORBIDDEN);
+        if (log_allow(&b->reject_log))
+            log_event(LOG_INFO, "subscribe_rejected", "member=%s pattern=%s code=FORBIDDEN",
+                      s->member, sub->pattern);
         send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
                    "no right to subscribe to this pattern");
         return;
@@ -1595,7 +1606,9 @@ require_admin(broker *b, session *s, uint64_t request_id)
     const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
     if (m && registry_has_role(m, "admin"))
         return 1;
-    log_event(LOG_WARN, "registry_change_rejected", "member=%s code=FORBIDDEN", s->member);
+    metrics_rejected(&b->m, SPBE_FORBIDDEN);
+    if (log_allow(&b->reject_log))
+        log_event(LOG_WARN, "registry_change_rejected", "member=%s code=FORBIDDEN", s->member);
     send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
                "registry changes need the admin role");
     return 0;
@@ -1712,8 +1725,10 @@ handle_serve(broker *b, session *s, uint64_t request_id, const char *service, in
         return;
     }
     if (!m || !registry_may_serve(m, service)) {
-        log_event(LOG_INFO, "serve_rejected", "member=%s service=%s code=FORBIDDEN", s->member,
-                  service);
+        metrics_rejected(&b->m, SPBE_FORBIDDEN);
+        if (log_allow(&b->reject_log))
+            log_event(LOG_INFO, "serve_rejected", "member=%s service=%s code=FORBIDDEN", s->member,
+                      service);
         send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
                    "no right to serve this service");
         return;
@@ -1787,8 +1802,10 @@ handle_consume(broker *b, session *s, uint64_t request_id, const Spbe__V1__Consu
         }
     }
     if (bad) {
-        log_event(LOG_INFO, "consume_rejected", "member=%s consumer=%s code=%s reason=\"%s\"",
-                  s->member, cfg && cfg->name ? cfg->name : "-", spbe_error_name(code), bad);
+        metrics_rejected(&b->m, code);
+        if (log_allow(&b->reject_log))
+            log_event(LOG_INFO, "consume_rejected", "member=%s consumer=%s code=%s reason=\"%s\"",
+                      s->member, cfg && cfg->name ? cfg->name : "-", spbe_error_name(code), bad);
         send_error(b, s->routing, s->routing_len, request_id, code, bad);
         return;
     }
@@ -2142,8 +2159,9 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
         spbe__v1__command__unpack(NULL, zmq_msg_size(&frames[1]), zmq_msg_data(&frames[1]));
     if (!cmd || cmd->body_case == SPBE__V1__COMMAND__BODY__NOT_SET) {
         metrics_rejected(&b->m, SPBE_BAD_REQUEST);
-        log_event(LOG_INFO, "bad_frame",
-                  "code=BAD_REQUEST reason=\"control frame is not a Command\"");
+        if (log_allow(&b->reject_log))
+            log_event(LOG_INFO, "bad_frame",
+                      "code=BAD_REQUEST reason=\"control frame is not a Command\"");
         send_error(b, routing, routing_len, cmd ? cmd->request_id : 0, SPBE_BAD_REQUEST,
                    cmd ? "command has no body" : "control frame is not a Command");
         if (cmd)
@@ -2433,6 +2451,7 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
         }
         int64_t now = now_ms();
         atomic_store(&b->m.loop_ns, wire_now_ns());
+        log_limit_flush(&b->reject_log);
         atomic_store(&b->m.sessions, b->n_sessions);
         if (b->http && now >= b->next_snapshot_ms) {
             metrics_snapshot_publish(b);

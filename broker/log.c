@@ -35,3 +35,37 @@ log_event(enum log_level level, const char *event, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s\n", line);
 }
+
+static long long
+monotonic_second(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec;
+}
+
+void
+log_limit_flush(log_limit *l)
+{
+    long long now = monotonic_second();
+    if (now == l->second)
+        return;
+    if (l->suppressed)
+        log_event(LOG_WARN, "log_suppressed", "of=%s lines=%llu per_second=%d", l->event,
+                  l->suppressed, l->per_second);
+    l->second = now;
+    l->used = 0;
+    l->suppressed = 0;
+}
+
+int
+log_allow(log_limit *l)
+{
+    log_limit_flush(l);
+    if (l->used < l->per_second) {
+        l->used++;
+        return 1;
+    }
+    l->suppressed++;
+    return 0;
+}

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <cmocka.h>
+#include <zmq.h>
 
 #include "harness.h"
 
@@ -263,12 +264,67 @@ test_http_endpoint_under_load(void **state)
     assert_int_equal(harness_broker_stop(&b), 0);
 }
 
+/* 100,000 malformed requests: the broker keeps serving, its log stays bounded, every
+ * one is counted. */
+static void
+test_a_flood_of_bad_requests(void **state)
+{
+    (void)state;
+    test_broker b;
+    assert_int_equal(harness_broker_start(&b, NULL), 0);
+    char key[400];
+    assert_int_equal(harness_member(&b, "bkn/siasn", "ops.>", NULL, NULL, key), 0);
+    void *ctx = zmq_ctx_new();
+    void *s = harness_raw_connect(&b, ctx, key, 0);
+    assert_non_null(s);
+    uint64_t rid;
+    assert_int_equal(harness_raw_reply(s, &rid), SPBE_OK); /* welcome */
+    enum { FLOOD = 100000 };
+    for (int i = 0; i < FLOOD; i++) {
+        static const uint8_t junk[] = {0xff, 0xff, 0x01};
+        assert_int_equal(zmq_send(s, junk, sizeof junk, 0), (int)sizeof junk);
+    }
+    static char out[1 << 20];
+    long long bad = -1;
+    for (int i = 0; i < 600 && bad != FLOOD; i++) {
+        assert_int_equal(http_get(b.http_port, "/metrics", out, sizeof out), 200);
+        bad = metric(out, "spbe_messages_rejected_total{code=\"BAD_REQUEST\"}");
+        if (bad != FLOOD)
+            usleep(100000);
+    }
+    assert_int_equal(bad, FLOOD); /* exact */
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    /* still serving */
+    spbe_client *c = harness_connect(&b, key, 0);
+    assert_non_null(c);
+    assert_int_equal(spbe_publish(c, "ops.after", "ok", 2, NULL, NULL), SPBE_OK);
+    spbe_close(&c);
+    usleep(1100000); /* the last second's count of lines left out is written */
+    /* the log: a bounded number of lines, and how many were left out */
+    char lines[64], err[256];
+    assert_int_equal(
+        harness_run(lines, sizeof lines, err, sizeof err, "grep -c bad_frame %s", b.log), 0);
+    long written = atol(lines);
+    assert_int_equal(harness_run(lines, sizeof lines, err, sizeof err,
+                                 "grep -o 'of=rejections lines=[0-9]*' %s | "
+                                 "awk -F'lines=' '{n += $2} END {print n + 0}'",
+                                 b.log),
+                     0);
+    long suppressed = atol(lines);
+    printf("# %d bad requests: %ld logged, %ld counted as left out\n", FLOOD, written, suppressed);
+    assert_true(written < 5000);
+    assert_int_equal(written + suppressed, FLOOD);
+    assert_int_equal(harness_broker_stop(&b), 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_endpoint_under_load),
         cmocka_unit_test(test_backup_while_publishing),
+        cmocka_unit_test(test_a_flood_of_bad_requests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
