@@ -376,6 +376,9 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
     }
     b->router = router_new(b->store, send_delivery, b);
     b->consumers = consumer_set_new(b->store, &b->key, send_consumer_delivery, b);
+    if (b->consumers)
+        consumer_set_defaults(b->consumers, config->consumer_ack_wait_ms,
+                              config->consumer_max_deliveries, config->consumer_max_in_flight);
     b->services = service_table_new();
     b->workers = workpool_new(0);
     b->ctx = zmq_ctx_new();

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libconfig.h>
+
 #include "log.h"
 #include "wire.h"
 
@@ -38,6 +40,10 @@ usage(FILE *f)
             "  -d, --data DIR             data directory (env SPBE_DATA; default ./spbe-data)\n"
             "  -l, --listen ENDPOINT      ZeroMQ endpoint to bind (default tcp://127.0.0.1:7400)\n"
             "      --http HOST:PORT|off   metrics, health and JSON (default 127.0.0.1:7480)\n"
+            "      --config FILE          settings from FILE (docs/configuration.md); flags\n"
+            "                             given as well override it\n"
+            "      --check-config         check the file and the flags, then exit\n"
+            "      --log-json             log lines as JSON objects\n"
             "      --name NAME            broker name in receipts (default spbe-broker)\n"
             "      --max-message-bytes N  largest signed message accepted (default 1048576)\n"
             "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
@@ -147,6 +153,241 @@ config_parse_retention(const char *text, store_retention *r, char *err, size_t e
 }
 
 int
+config_set(broker_config *c, const char *key, const char *value, char *err, size_t err_len)
+{
+    uint64_t v = 0;
+    static const uint64_t size_mult[] = {1024ull, 1048576ull, 1073741824ull};
+    int num = parse_u64(value, &v) == 0;
+    if (strcmp(key, "data") == 0) {
+        if (!*value || strlen(value) >= sizeof c->data_dir)
+            return snprintf(err, err_len, "data: a directory path"), -1;
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", value);
+    } else if (strcmp(key, "listen") == 0) {
+        if (strncmp(value, "tcp://", 6) != 0 || strlen(value) >= sizeof c->endpoint)
+            return snprintf(err, err_len, "listen: a ZeroMQ endpoint tcp://HOST:PORT"), -1;
+        snprintf(c->endpoint, sizeof c->endpoint, "%s", value);
+    } else if (strcmp(key, "http") == 0) {
+        if (strcmp(value, "off") != 0 && (!strchr(value, ':') || strlen(value) >= sizeof c->http))
+            return snprintf(err, err_len, "http: HOST:PORT or off"), -1;
+        snprintf(c->http, sizeof c->http, "%s", strcmp(value, "off") == 0 ? "" : value);
+    } else if (strcmp(key, "name") == 0) {
+        if (!*value || strlen(value) >= sizeof c->name)
+            return snprintf(err, err_len, "name: 1 to %zu characters", sizeof c->name - 1), -1;
+        snprintf(c->name, sizeof c->name, "%s", value);
+    } else if (strcmp(key, "max_message_bytes") == 0) {
+        if (parse_scaled(value, strlen(value), "kMG", size_mult, &v) || v < 256 || v > (256u << 20))
+            return snprintf(err, err_len, "max_message_bytes: 256..268435456"), -1;
+        c->max_message_bytes = v;
+    } else if (strcmp(key, "dedup_window_s") == 0) {
+        if (!num || v > 365ull * 86400)
+            return snprintf(err, err_len, "dedup_window_s: 0..31536000 seconds"), -1;
+        c->dedup_window_ns = (int64_t)v * 1000000000;
+    } else if (strcmp(key, "heartbeat_ms") == 0) {
+        if (!num || v < 100 || v > 600000)
+            return snprintf(err, err_len, "heartbeat_ms: 100..600000"), -1;
+        c->heartbeat_ms = (int)v;
+    } else if (strcmp(key, "tree_head_ms") == 0) {
+        if (!num || v < 100 || v > 86400000)
+            return snprintf(err, err_len, "tree_head_ms: 100..86400000"), -1;
+        c->tree_head_ms = (int)v;
+    } else if (strcmp(key, "max_store_bytes") == 0) {
+        if (parse_scaled(value, strlen(value), "kMG", size_mult, &v) || (v && v < (1u << 20)))
+            return snprintf(err, err_len, "max_store_bytes: 0 (no limit) or at least 1048576"), -1;
+        c->max_store_bytes = v;
+    } else if (strcmp(key, "retain") == 0) {
+        if (c->n_retention == CONFIG_RETENTION_MAX)
+            return snprintf(err, err_len, "at most %d retention rules", CONFIG_RETENTION_MAX), -1;
+        if (config_parse_retention(value, &c->retention[c->n_retention], err, err_len))
+            return -1;
+        c->n_retention++;
+    } else if (strcmp(key, "consumer_ack_wait_ms") == 0) {
+        if (!num || v < 100 || v > 86400000)
+            return snprintf(err, err_len, "ack_wait_ms: 100..86400000"), -1;
+        c->consumer_ack_wait_ms = (uint32_t)v;
+    } else if (strcmp(key, "consumer_max_deliveries") == 0) {
+        if (!num || v < 1 || v > 10000)
+            return snprintf(err, err_len, "max_deliveries: 1..10000"), -1;
+        c->consumer_max_deliveries = (uint32_t)v;
+    } else if (strcmp(key, "consumer_max_in_flight") == 0) {
+        if (!num || v < 1 || v > 100000)
+            return snprintf(err, err_len, "max_in_flight: 1..100000"), -1;
+        c->consumer_max_in_flight = (uint32_t)v;
+    } else if (strcmp(key, "log_level") == 0) {
+        static const char *levels[] = {"debug", "info", "warn", "error"};
+        int found = -1;
+        for (int i = 0; i < 4; i++)
+            if (strcmp(value, levels[i]) == 0)
+                found = i;
+        if (found < 0)
+            return snprintf(err, err_len, "log level: debug, info, warn or error"), -1;
+        c->log_level = found;
+    } else if (strcmp(key, "log_format") == 0) {
+        if (strcmp(value, "text") && strcmp(value, "json"))
+            return snprintf(err, err_len, "log format: text or json"), -1;
+        c->log_json = strcmp(value, "json") == 0;
+    } else {
+        return snprintf(err, err_len, "unknown key '%s'", key), -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ the file */
+
+/* A setting's value as text (strings as they are, numbers in decimal); NULL if neither. */
+static const char *
+setting_text(const config_setting_t *st, char *buf, size_t len)
+{
+    switch (config_setting_type(st)) {
+    case CONFIG_TYPE_STRING:
+        return config_setting_get_string(st);
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64:
+        snprintf(buf, len, "%lld", config_setting_get_int64(st));
+        return buf;
+    default:
+        return NULL;
+    }
+}
+
+static int
+file_error(const char *path, const config_setting_t *st, char *err, size_t err_len,
+           const char *what)
+{
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", what);
+    snprintf(err, err_len, "%s:%d: %s", path, st ? config_setting_source_line(st) : 0, copy);
+    return -1;
+}
+
+/* One scalar key: key as written, name as config_set knows it. */
+static int
+file_scalar(broker_config *c, const char *path, const config_setting_t *st, const char *name,
+            char *err, size_t err_len)
+{
+    char buf[64], why[400];
+    const char *text = setting_text(st, buf, sizeof buf);
+    if (!text) {
+        snprintf(why, sizeof why, "%s takes a string or a number", config_setting_name(st));
+        return file_error(path, st, err, err_len, why);
+    }
+    if (config_set(c, name, text, why, sizeof why) != 0)
+        return file_error(path, st, err, err_len, why);
+    return 0;
+}
+
+/* A retention rule: { pattern = "ikn.>"; max_age = "30d"; max_messages = 1000; max_bytes = "2G"; }
+ */
+static int
+file_rule(broker_config *c, const char *path, const config_setting_t *rule, char *err,
+          size_t err_len)
+{
+    if (!config_setting_is_group(rule))
+        return file_error(path, rule, err, err_len,
+                          "a retention rule is a group: { pattern = ...; max_age = ...; }");
+    char text[1024], why[400];
+    const char *pattern = NULL;
+    size_t used = 0;
+    for (int i = 0; i < config_setting_length(rule); i++) {
+        const config_setting_t *f = config_setting_get_elem(rule, (unsigned)i);
+        const char *name = config_setting_name(f);
+        char buf[64];
+        const char *value = setting_text(f, buf, sizeof buf);
+        if (strcmp(name, "pattern") == 0 && value) {
+            pattern = value;
+            continue;
+        }
+        const char *limit = strcmp(name, "max_age") == 0        ? "max-age"
+                            : strcmp(name, "max_messages") == 0 ? "max-messages"
+                            : strcmp(name, "max_bytes") == 0    ? "max-bytes"
+                                                                : NULL;
+        if (!limit || !value) {
+            snprintf(why, sizeof why,
+                     "retention rules know pattern, max_age, max_messages, "
+                     "max_bytes, not '%s'",
+                     name);
+            return file_error(path, f, err, err_len, why);
+        }
+        used += (size_t)snprintf(text + used, used < sizeof text ? sizeof text - used : 0,
+                                 "%s%s=%s", used ? "," : "", limit, value);
+    }
+    if (!pattern)
+        return file_error(path, rule, err, err_len, "a retention rule needs a pattern");
+    char rule_text[1400];
+    snprintf(rule_text, sizeof rule_text, "%s:%s", pattern, used < sizeof text ? text : "");
+    if (config_set(c, "retain", rule_text, why, sizeof why) != 0)
+        return file_error(path, rule, err, err_len, why);
+    return 0;
+}
+
+int
+config_load_file(broker_config *c, const char *path, char *err, size_t err_len)
+{
+    config_t cf;
+    config_init(&cf);
+    if (config_read_file(&cf, path) != CONFIG_TRUE) {
+        if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
+            snprintf(err, err_len, "%s: cannot read the file", path);
+        else
+            snprintf(err, err_len, "%s:%d: %s",
+                     config_error_file(&cf) ? config_error_file(&cf) : path, config_error_line(&cf),
+                     config_error_text(&cf));
+        config_destroy(&cf);
+        return -1;
+    }
+    const config_setting_t *root = config_root_setting(&cf);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < config_setting_length(root); i++) {
+        const config_setting_t *st = config_setting_get_elem(root, (unsigned)i);
+        const char *name = config_setting_name(st);
+        if (strcmp(name, "retention") == 0) {
+            if (!config_setting_is_list(st))
+                rc = file_error(path, st, err, err_len,
+                                "retention is a list of rules: ( { ... }, { ... } )");
+            for (int k = 0; rc == 0 && k < config_setting_length(st); k++)
+                rc = file_rule(c, path, config_setting_get_elem(st, (unsigned)k), err, err_len);
+        } else if (strcmp(name, "consumer_defaults") == 0 || strcmp(name, "log") == 0) {
+            if (!config_setting_is_group(st)) {
+                rc = file_error(path, st, err, err_len, "a group: { key = value; ... }");
+                break;
+            }
+            const char *prefix = name[0] == 'c' ? "consumer_" : "log_";
+            for (int k = 0; rc == 0 && k < config_setting_length(st); k++) {
+                const config_setting_t *f = config_setting_get_elem(st, (unsigned)k);
+                char key[96], why[200];
+                snprintf(key, sizeof key, "%s%s", prefix, config_setting_name(f));
+                if (name[0] == 'c' && strcmp(key, "consumer_ack_wait_ms") &&
+                    strcmp(key, "consumer_max_deliveries") &&
+                    strcmp(key, "consumer_max_in_flight")) {
+                    snprintf(why, sizeof why,
+                             "consumer_defaults knows ack_wait_ms, max_deliveries, "
+                             "max_in_flight, not '%s'",
+                             config_setting_name(f));
+                    rc = file_error(path, f, err, err_len, why);
+                } else if (name[0] == 'l' && strcmp(key, "log_level") &&
+                           strcmp(key, "log_format")) {
+                    snprintf(why, sizeof why, "log knows level and format, not '%s'",
+                             config_setting_name(f));
+                    rc = file_error(path, f, err, err_len, why);
+                } else {
+                    rc = file_scalar(c, path, f, key, err, err_len);
+                }
+            }
+        } else if (strcmp(name, "retain") == 0 || strncmp(name, "consumer_", 9) == 0 ||
+                   strncmp(name, "log_", 4) == 0 || config_setting_is_aggregate(st)) {
+            char why[200];
+            snprintf(why, sizeof why, "unknown key '%s'", name);
+            rc = file_error(path, st, err, err_len, why);
+        } else {
+            rc = file_scalar(c, path, st, name, err, err_len);
+        }
+    }
+    config_destroy(&cf);
+    return rc;
+}
+
+/* ------------------------------------------------------------ flags */
+
+int
 config_parse_args(broker_config *c, int argc, char **argv)
 {
     enum {
@@ -159,6 +400,9 @@ config_parse_args(broker_config *c, int argc, char **argv)
         OPT_HEAD,
         OPT_ROTATE,
         OPT_HTTP,
+        OPT_CONFIG,
+        OPT_CHECK,
+        OPT_LOG_JSON,
         OPT_VERSION
     };
     static const struct option options[] = {
@@ -177,83 +421,66 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"version", no_argument, 0, OPT_VERSION},
         {"rotate-key", no_argument, 0, OPT_ROTATE},
         {"http", required_argument, 0, OPT_HTTP},
+        {"config", required_argument, 0, OPT_CONFIG},
+        {"check-config", no_argument, 0, OPT_CHECK},
+        {"log-json", no_argument, 0, OPT_LOG_JSON},
         {0, 0, 0, 0},
     };
+    static const struct {
+        int opt;
+        const char *key;
+    } keys[] = {{'d', "data"},
+                {'l', "listen"},
+                {OPT_NAME, "name"},
+                {OPT_MAX, "max_message_bytes"},
+                {OPT_DEDUP, "dedup_window_s"},
+                {OPT_HEARTBEAT, "heartbeat_ms"},
+                {OPT_STORE, "max_store_bytes"},
+                {OPT_RETAIN, "retain"},
+                {OPT_HEAD, "tree_head_ms"},
+                {OPT_HTTP, "http"}};
+    /* the file first (SPBE_DATA and flags override it) */
+    const char *file = NULL;
+    int opt;
+    opterr = 0;
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "d:l:vqh", options, NULL)) != -1)
+        if (opt == OPT_CONFIG)
+            file = optarg;
+    opterr = 1;
+    char err[600];
+    if (file && config_load_file(c, file, err, sizeof err) != 0) {
+        fprintf(stderr, "spbe-broker: %s\n", err);
+        return 2;
+    }
     const char *env = getenv("SPBE_DATA");
     if (env && *env)
         snprintf(c->data_dir, sizeof c->data_dir, "%s", env);
-    int opt;
-    uint64_t v;
-    optind = 1;
+    optind = 0;
     while ((opt = getopt_long(argc, argv, "d:l:vqh", options, NULL)) != -1) {
+        const char *key = NULL;
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (keys[i].opt == opt)
+                key = keys[i].key;
+        if (key) {
+            if (config_set(c, key, optarg, err, sizeof err) != 0) {
+                fprintf(stderr, "spbe-broker: %s\n", err);
+                return 2;
+            }
+            continue;
+        }
         switch (opt) {
-        case 'd':
-            snprintf(c->data_dir, sizeof c->data_dir, "%s", optarg);
+        case OPT_CONFIG:
             break;
-        case 'l':
-            snprintf(c->endpoint, sizeof c->endpoint, "%s", optarg);
-            break;
-        case OPT_NAME:
-            snprintf(c->name, sizeof c->name, "%s", optarg);
-            break;
-        case OPT_MAX:
-            if (parse_u64(optarg, &v) || v < 256 || v > (256u << 20)) {
-                fprintf(stderr, "spbe-broker: --max-message-bytes must be 256..268435456\n");
-                return 2;
-            }
-            c->max_message_bytes = v;
-            break;
-        case OPT_DEDUP:
-            if (parse_u64(optarg, &v) || v > 365ull * 86400) {
-                fprintf(stderr, "spbe-broker: --dedup-window must be 0..31536000 seconds\n");
-                return 2;
-            }
-            c->dedup_window_ns = (int64_t)v * 1000000000;
-            break;
-        case OPT_HEARTBEAT:
-            if (parse_u64(optarg, &v) || v < 100 || v > 600000) {
-                fprintf(stderr, "spbe-broker: --heartbeat-ms must be 100..600000\n");
-                return 2;
-            }
-            c->heartbeat_ms = (int)v;
-            break;
-        case OPT_HTTP:
-            if (strlen(optarg) >= sizeof c->http) {
-                fprintf(stderr, "spbe-broker: --http takes HOST:PORT or off\n");
-                return 2;
-            }
-            snprintf(c->http, sizeof c->http, "%s", strcmp(optarg, "off") == 0 ? "" : optarg);
+        case OPT_CHECK:
+            c->check_only = 1;
             break;
         case OPT_ROTATE:
             c->rotate_key = 1;
             break;
-        case OPT_HEAD:
-            if (parse_u64(optarg, &v) || v < 100 || v > 86400000) {
-                fprintf(stderr, "spbe-broker: --tree-head-ms must be 100..86400000\n");
-                return 2;
-            }
-            c->tree_head_ms = (int)v;
+        case OPT_LOG_JSON:
+            c->log_json = 1;
             break;
-        case OPT_STORE:
-            if (parse_u64(optarg, &v) || v < (1u << 20)) {
-                fprintf(stderr, "spbe-broker: --max-store-bytes must be at least 1048576\n");
-                return 2;
-            }
-            c->max_store_bytes = v;
-            break;
-        case OPT_RETAIN: {
-            char err[256];
-            if (c->n_retention == CONFIG_RETENTION_MAX) {
-                fprintf(stderr, "spbe-broker: at most %d retention rules\n", CONFIG_RETENTION_MAX);
-                return 2;
-            }
-            if (config_parse_retention(optarg, &c->retention[c->n_retention], err, sizeof err)) {
-                fprintf(stderr, "spbe-broker: %s\n", err);
-                return 2;
-            }
-            c->n_retention++;
-            break;
-        }
         case 'v':
             c->log_level = LOG_DEBUG;
             break;
@@ -275,6 +502,10 @@ config_parse_args(broker_config *c, int argc, char **argv)
         fprintf(stderr, "spbe-broker: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return 2;
+    }
+    if (c->check_only) {
+        printf("%s: the configuration is valid\n", file ? file : "flags");
+        return 1;
     }
     return 0;
 }

@@ -23,16 +23,27 @@ typedef struct broker_config {
     int log_level;
     int rotate_key; /* --rotate-key: rotate the broker's key in data_dir, then exit */
     char http[64];  /* HOST:PORT of the HTTP endpoint, "" for none */
+    uint32_t consumer_ack_wait_ms, consumer_max_deliveries,
+        consumer_max_in_flight; /* 0: 30000, 5, 1000 */
+    int log_json;               /* log lines as JSON */
+    int check_only;             /* --check-config */
 } broker_config;
 
 /* Fills c with the embedded defaults of the product brief. */
 void config_defaults(broker_config *c);
 
 /*
- * Applies command-line flags. Returns 0 to run, 1 when --help or --version was
+ * Applies --config FILE, SPBE_DATA, then the flags. Returns 0 to run, 1 when --help,
+ * --version or --check-config (valid) was
  * printed (exit 0), 2 on bad usage (message printed to stderr).
  */
 int config_parse_args(broker_config *c, int argc, char **argv);
+
+/* Sets one setting by its key in the configuration file (docs/configuration.md), from
+ * text; flags and the file both come here. 0, or -1 with the reason in err. */
+int config_set(broker_config *c, const char *key, const char *value, char *err, size_t err_len);
+/* Applies a configuration file (libconfig syntax). 0, or -1 with "FILE:LINE: reason". */
+int config_load_file(broker_config *c, const char *path, char *err, size_t err_len);
 
 /* Parses one retention rule "PATTERN:max-age=30d,max-messages=N,max-bytes=SIZE" into r.
  * 0 on success; -1 with a reason in err. */

@@ -73,6 +73,7 @@ struct consumer_set {
     uint64_t batch; /* number of the batch ops are gathered in; taken batches are older */
     store_append_item *letters;
     size_t n_letters;
+    uint32_t default_ack_wait_ms, default_max_deliveries, default_max_in_flight;
 };
 
 /* ------------------------------------------------------------ small parts */
@@ -285,6 +286,15 @@ release(consumer *c, pend *p)
 }
 
 /* ------------------------------------------------------------ set */
+
+void
+consumer_set_defaults(consumer_set *cs, uint32_t ack_wait_ms, uint32_t max_deliveries,
+                      uint32_t max_in_flight)
+{
+    cs->default_ack_wait_ms = ack_wait_ms;
+    cs->default_max_deliveries = max_deliveries;
+    cs->default_max_in_flight = max_in_flight;
+}
 
 consumer_set *
 consumer_set_new(store *s, const identity *key, consumer_send_fn send, void *ctx)
@@ -569,6 +579,13 @@ consumer_create(consumer_set *cs, const Spbe__V1__ConsumerConfig *config, const 
     cfg->base.n_unknown_fields = 0;
     cfg->name = strdup(config->name);
     cfg->pattern = strdup(config->pattern);
+    /* what the creator left open takes the broker's defaults, kept with the consumer */
+    if (!cfg->ack_wait_ms)
+        cfg->ack_wait_ms = cs->default_ack_wait_ms;
+    if (!cfg->max_deliveries)
+        cfg->max_deliveries = cs->default_max_deliveries;
+    if (!cfg->max_in_flight)
+        cfg->max_in_flight = cs->default_max_in_flight;
     info->config = cfg;
     info->owner = strdup(owner);
     info->created_ns = wire_now_ns();

@@ -86,6 +86,11 @@ void consumer_take(consumer_set *cs, consumer_batch *batch);
  * frees the batch. */
 void consumer_batch_done(consumer_set *cs, consumer_batch *batch);
 
+/* Settings a new consumer takes when its creator leaves them 0 (0 here: 30000 ms, 5
+ * deliveries, 1000 in flight). */
+void consumer_set_defaults(consumer_set *cs, uint32_t ack_wait_ms, uint32_t max_deliveries,
+                           uint32_t max_in_flight);
+
 /* Info of one consumer (*out freed with spbe__v1__consumer_info__free_unpacked), or
  * SPBE_NOT_FOUND. */
 int consumer_info(consumer_set *cs, const char *name, Spbe__V1__ConsumerInfo **out);

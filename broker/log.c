@@ -3,9 +3,61 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static enum log_level log_threshold = LOG_INFO; /* set once from main, read-only after */
+static int log_json;                            /* likewise */
+
+void
+log_set_json(int json)
+{
+    log_json = json;
+}
+
+/* "k=v k2=\"a b\"" as JSON members: ,"k":"v","k2":"a b" */
+static void
+json_pairs(const char *in, char *out, size_t len)
+{
+    size_t o = 0;
+#define PUT(ch)                                                                                    \
+    do {                                                                                           \
+        if (o + 1 < len)                                                                           \
+            out[o++] = (ch);                                                                       \
+    } while (0)
+    const char *p = in;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *eq = strchr(p, '=');
+        if (!*p || !eq)
+            break;
+        PUT(',');
+        PUT('"');
+        for (; p < eq; p++)
+            PUT(*p);
+        PUT('"');
+        PUT(':');
+        PUT('"');
+        p = eq + 1;
+        int quoted = *p == '"';
+        if (quoted)
+            p++;
+        for (; *p && (quoted ? *p != '"' : *p != ' '); p++) {
+            if (quoted && *p == '\\' && p[1])
+                p++;
+            if (*p == '"' || *p == '\\')
+                PUT('\\');
+            if ((unsigned char)*p >= 0x20)
+                PUT(*p);
+        }
+        if (quoted && *p == '"')
+            p++;
+        PUT('"');
+    }
+#undef PUT
+    out[o] = '\0';
+}
 
 void
 log_set_level(enum log_level level)
@@ -25,15 +77,20 @@ log_event(enum log_level level, const char *event, const char *fmt, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    char line[1024];
-    int n = snprintf(line, sizeof line, "ts=%s.%03ldZ level=%s event=%s ", when,
-                     ts.tv_nsec / 1000000, names[level], event);
+    char pairs[1024];
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof line)
-        vsnprintf(line + n, sizeof line - n, fmt, ap);
+    vsnprintf(pairs, sizeof pairs, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s\n", line);
+    if (log_json) {
+        char members[2048];
+        json_pairs(pairs, members, sizeof members);
+        fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"event\":\"%s\"%s}\n", when,
+                ts.tv_nsec / 1000000, names[level], event, members);
+        return;
+    }
+    fprintf(stderr, "ts=%s.%03ldZ level=%s event=%s %s\n", when, ts.tv_nsec / 1000000, names[level],
+            event, pairs);
 }
 
 static long long

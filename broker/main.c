@@ -25,6 +25,7 @@ main(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : 2;
     log_set_level(config.log_level);
+    log_set_json(config.log_json);
     if (config.rotate_key) {
         char why[512];
         if (broker_rotate_key(&config, why, sizeof why) != 0) {

@@ -63,7 +63,7 @@ wait_started(test_broker *b, long offset)
             int found = 0;
             fseek(f, offset, SEEK_SET);
             while (!found && fgets(line, sizeof line, f))
-                found = strstr(line, "event=started") != NULL;
+                found = strstr(line, "event=started") || strstr(line, "\"event\":\"started\"");
             fclose(f);
             if (found)
                 return 0;

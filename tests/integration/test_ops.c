@@ -318,6 +318,97 @@ test_a_flood_of_bad_requests(void **state)
     assert_int_equal(harness_broker_stop(&b), 0);
 }
 
+static void
+write_text(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* The configuration file: refused with file, line and reason; every documented key
+ * accepted; a sample of keys has its effect. */
+static void
+test_configuration_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/spbe-config-XXXXXX", path[256], out[4096], err[4096];
+    assert_non_null(mkdtemp(dir));
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"name = \"a\";\nbogus = 3;\n", "bad.conf:2: unknown key 'bogus'"},
+        {"heartbeat_ms = 5;\n", "bad.conf:1: heartbeat_ms: 100..600000"},
+        {"name = \"a\"\nlisten = ;\n", "bad.conf:2: syntax error"},
+        {"retention = ( { pattern = \"ikn.>\"; max_aeg = \"1d\"; } );\n",
+         "bad.conf:1: retention rules know pattern"},
+        {"retention = ( { pattern = \"IKN\"; max_age = \"1d\"; } );\n", "invalid topic pattern"},
+        {"log = { level = \"loud\"; };\n", "bad.conf:1: log level"},
+        {"consumer_defaults = { ack_wait = 1; };\n", "consumer_defaults knows"},
+        {"max_store_bytes = \"12\";\n", "max_store_bytes"},
+    };
+    snprintf(path, sizeof path, "%s/bad.conf", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text(path, bad[i].text);
+        int rc = harness_run(out, sizeof out, err, sizeof err, "%s --config %s --check-config",
+                             SPBE_BROKER_BIN, path);
+        if (rc != 2 || !strstr(err, bad[i].want))
+            fail_msg("config %zu: exit %d, wanted '%s' in: %s", i, rc, bad[i].want, err);
+    }
+    /* every key of docs/configuration.md */
+    snprintf(path, sizeof path, "%s/all.conf", dir);
+    char all[2048];
+    snprintf(all, sizeof all,
+             "data = \"%s/data\";\nlisten = \"tcp://127.0.0.1:7599\";\n"
+             "http = \"127.0.0.1:7598\";\nname = \"broker-pusat\";\n"
+             "max_message_bytes = \"2M\";\nmax_store_bytes = \"1G\";\ndedup_window_s = 3600;\n"
+             "heartbeat_ms = 2000;\ntree_head_ms = 5000;\n"
+             "retention = ( { pattern = \"ikn.>\"; max_age = \"90d\"; max_messages = 1000000; "
+             "max_bytes = \"20G\"; } );\n"
+             "consumer_defaults = { ack_wait_ms = 60000; max_deliveries = 10; max_in_flight = 500; "
+             "};\nlog = { level = \"debug\"; format = \"json\"; };\n",
+             dir);
+    write_text(path, all);
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "%s --config %s --check-config",
+                                 SPBE_BROKER_BIN, path),
+                     0);
+    assert_non_null(strstr(out, "valid"));
+    /* their effect, for a sample: retention, consumer defaults, JSON logs, the name */
+    snprintf(path, sizeof path, "%s/sample.conf", dir);
+    write_text(path, "name = \"broker-pusat\";\n"
+                     "retention = ( { pattern = \"conf.kept.>\"; max_messages = 5; } );\n"
+                     "consumer_defaults = { ack_wait_ms = 60000; max_deliveries = 10; };\n"
+                     "log = { format = \"json\"; };\n");
+    char flags[400];
+    snprintf(flags, sizeof flags, "--config %s", path);
+    test_broker b;
+    assert_int_equal(harness_broker_start(&b, flags), 0);
+    char key[400];
+    assert_int_equal(harness_member(&b, "bkn/siasn", "conf.>", "conf.>", NULL, key), 0);
+    spbe_client *c = harness_connect(&b, key, 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(spbe_publish(c, "conf.kept.a", "x", 1, NULL, NULL), SPBE_OK);
+    spbe_consumer_options o = {0};
+    assert_int_equal(spbe_consume(c, "conf-consumer", "conf.>", &o, NULL), SPBE_OK);
+    spbe_close(&c);
+    uint64_t kept = 20;
+    for (int i = 0; i < 50 && kept > 5; i++) {
+        usleep(100000);
+        kept = harness_stored(&b, "conf.kept.a");
+    }
+    assert_int_equal(kept, 5);
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
+                                 "$SPBE consumer info conf-consumer --json --key %s", key),
+                     0);
+    assert_non_null(strstr(out, "\"ack_wait_ms\":60000,\"max_deliveries\":10"));
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "grep -c '^{\"ts\":' %s", b.log),
+                     0);
+    assert_true(atoi(out) > 0);
+    assert_int_equal(harness_broker_stop(&b), 0);
+    harness_run(NULL, 0, NULL, 0, "rm -rf %s", dir);
+}
+
 int
 main(void)
 {
@@ -325,6 +416,7 @@ main(void)
         cmocka_unit_test(test_http_endpoint_under_load),
         cmocka_unit_test(test_backup_while_publishing),
         cmocka_unit_test(test_a_flood_of_bad_requests),
+        cmocka_unit_test(test_configuration_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -150,6 +150,27 @@ test_broker_flags_for_retention_and_the_storage_limit(void **state)
     assert_int_equal(config_parse_args(&c, 3, bad), 2);
 }
 
+static void
+test_one_setter_for_flags_and_file(void **state)
+{
+    (void)state;
+    broker_config c;
+    config_defaults(&c);
+    char err[256];
+    assert_int_equal(config_set(&c, "max_store_bytes", "2G", err, sizeof err), 0);
+    assert_int_equal(c.max_store_bytes, 2ull << 30);
+    assert_int_equal(config_set(&c, "max_store_bytes", "0", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "http", "off", err, sizeof err), 0);
+    assert_string_equal(c.http, "");
+    assert_int_equal(config_set(&c, "log_format", "json", err, sizeof err), 0);
+    assert_int_equal(c.log_json, 1);
+    assert_int_equal(config_set(&c, "consumer_max_in_flight", "0", err, sizeof err), -1);
+    assert_non_null(strstr(err, "max_in_flight"));
+    assert_int_equal(config_set(&c, "listen", "udp://x", err, sizeof err), -1);
+    assert_int_equal(config_set(&c, "nonsense", "1", err, sizeof err), -1);
+    assert_non_null(strstr(err, "unknown key 'nonsense'"));
+}
+
 int
 main(void)
 {
@@ -158,6 +179,7 @@ main(void)
         cmocka_unit_test(test_pending_requests_by_ref_deadline_and_server),
         cmocka_unit_test(test_retention_rules_parse_with_units_and_refuse_what_is_not_one),
         cmocka_unit_test(test_broker_flags_for_retention_and_the_storage_limit),
+        cmocka_unit_test(test_one_setter_for_flags_and_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
