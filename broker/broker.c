@@ -47,6 +47,7 @@ typedef struct session {
     int revoked;
     int64_t last_seen_ms;
     int64_t opened_ns;
+    uint64_t received, delivered; /* signed messages from it, deliveries to it */
 } session;
 
 /* What a signed message arriving from a client is: a publish, a request to a service,
@@ -241,8 +242,10 @@ send_delivery_event(broker *b, session *s, Spbe__V1__Delivery *d, const uint8_t 
     f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
     f.event = &ev;
     int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
-    if (rc == 0)
+    if (rc == 0) {
         metrics_add(&b->m.delivered, 1);
+        s->delivered++;
+    }
     if (rc == EHOSTUNREACH) /* the router or the consumer lets go; the idle timer the session */
         log_event(LOG_INFO, "session_gone", "member=%s consumer=%s", s->member,
                   d->consumer[0] ? d->consumer : "-");
@@ -693,6 +696,7 @@ admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admissi
                        NULL);
         return;
     }
+    s->received++;
     size_t len = zmq_msg_size(body);
     const uint8_t *data = zmq_msg_data(body);
     uint8_t hash[WIRE_HASH_BYTES];
@@ -1446,6 +1450,45 @@ collect_topic(const store_topic_info *t, void *arg)
         return 0;
     Spbe__V1__TopicInfo *ti = topic_info_new(t);
     return !ti || collect_push(c, ti);
+}
+
+static void
+handle_session_list(broker *b, session *s, uint64_t request_id)
+{
+    const Spbe__V1__Member *m = registry_find_member(b->registry, s->member);
+    if (!m || (!registry_has_role(m, "ops") && !registry_has_role(m, "admin"))) {
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_FORBIDDEN,
+                   "listing sessions needs the ops or admin role");
+        return;
+    }
+    Spbe__V1__SessionInfo *infos = calloc(b->n_sessions + 1, sizeof *infos);
+    Spbe__V1__SessionInfo **ptrs = calloc(b->n_sessions + 1, sizeof *ptrs);
+    if (!infos || !ptrs) {
+        free(infos);
+        free(ptrs);
+        send_error(b, s->routing, s->routing_len, request_id, SPBE_INTERNAL, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < b->n_sessions; i++) {
+        const session *t = b->sessions[i];
+        spbe__v1__session_info__init(&infos[i]);
+        infos[i].member = (char *)t->member;
+        infos[i].since_ns = t->opened_ns;
+        infos[i].received = t->received;
+        infos[i].delivered = t->delivered;
+        infos[i].subscriptions = (uint32_t)router_count_owner(b->router, (void *)t);
+        ptrs[i] = &infos[i];
+    }
+    Spbe__V1__Sessions list = SPBE__V1__SESSIONS__INIT;
+    list.sessions = ptrs;
+    list.n_sessions = b->n_sessions;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_SESSIONS;
+    reply.sessions = &list;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    free(infos);
+    free(ptrs);
 }
 
 static void
@@ -2274,6 +2317,9 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     case SPBE__V1__COMMAND__BODY_MEMBER_REVOKE:
         if (require_admin(b, s, rid))
             handle_member_revoke(b, s, rid, cmd->member_revoke);
+        break;
+    case SPBE__V1__COMMAND__BODY_SESSION_LIST:
+        handle_session_list(b, s, rid);
         break;
     case SPBE__V1__COMMAND__BODY_DELIVERY_ACK:
         handle_delivery_ack(b, s, rid, cmd->delivery_ack);

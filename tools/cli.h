@@ -75,5 +75,7 @@ int cmd_consumer(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_session(int argc, char **argv);
 
 #endif

@@ -22,6 +22,8 @@ static const struct {
     {"dlq", cmd_dlq, "dead letters of a consumer: dlq ls|replay|purge"},
     {"audit", cmd_audit, "proof: audit verify|prove|check|head|consistency"},
     {"backup", cmd_backup, "ops: a consistent copy of a data directory, while it runs"},
+    {"stats", cmd_stats, "ops: rates per topic and consumer (--watch)"},
+    {"session", cmd_session, "ops: session ls"},
     {"bench", cmd_bench, "load: bench pub|consume|req"},
 };
 

@@ -257,6 +257,24 @@ test_http_endpoint_under_load(void **state)
     assert_null(strstr(out, "ops.>")); /* public data only: no rights */
     assert_int_equal(http_get(b.http_port, "/v1/sessions", out, sizeof out), 200);
     assert_non_null(strstr(out, "\"member\":\"portal/status\""));
+    /* the CLI's live view and the session list, as ops use them */
+    char cli[8192], cli_err[1024];
+    assert_int_equal(harness_run(cli, sizeof cli, cli_err, sizeof cli_err,
+                                 "$SPBE stats --interval-ms 500 --json --key %s", b.admin_key),
+                     0);
+    assert_non_null(strstr(cli, "\"topic\":\"backup.t\",\"msgs_per_s\":"));
+    assert_non_null(strstr(cli, "\"consumer\":\"ops-portal\""));
+    const char *busy = strstr(cli, "\"topic\":\"backup.t\",\"msgs_per_s\":");
+    assert_true(atof(busy + strlen("\"topic\":\"backup.t\",\"msgs_per_s\":")) > 0);
+    assert_int_equal(harness_run(cli, sizeof cli, cli_err, sizeof cli_err,
+                                 "$SPBE session ls --json --key %s", b.admin_key),
+                     0);
+    assert_non_null(strstr(cli, "\"member\":\"bkn/siasn\""));
+    assert_non_null(strstr(cli, "\"member\":\"portal/status\""));
+    assert_int_equal(
+        harness_run(cli, sizeof cli, cli_err, sizeof cli_err, "$SPBE session ls --key %s", reader),
+        1); /* not for a plain member */
+    assert_non_null(strstr(cli_err, "FORBIDDEN"));
     p.stop = 1;
     pthread_join(th, NULL);
     assert_true(p.ok);
