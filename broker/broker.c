@@ -399,7 +399,10 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         uint8_t root[WIRE_HASH_BYTES];
         store_tree_head(b->store, &size, root);
         if (store_reader_begin(b->store, &rd) == SPBE_OK) {
-            if (store_head_latest(rd, &head, &data, &len) == SPBE_OK && size == head + 1)
+            /* covered by the last head, or all but that head's own message (or, after a key
+             * rotation, the rotation's head itself): never sign a size twice */
+            if (store_head_latest(rd, &head, &data, &len) == SPBE_OK &&
+                (size == head || size == head + 1))
                 b->head_end = size;
             store_reader_end(&rd);
         }
