@@ -1713,11 +1713,13 @@ store_subtree(void *reader, unsigned level, uint64_t index, uint8_t out[32])
     return tree_get(&tt, level, index, out);
 }
 
-int
-store_leaf_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *), void *arg)
+/* Calls fn(key as a big-endian u64, value) over a database of 8-byte keys, in key order. */
+static int
+each_u64_key(store_reader *r, MDB_dbi dbi, int (*fn)(uint64_t, const uint8_t *, size_t, void *),
+             void *arg)
 {
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(r->txn, r->s->audit_leaves, &cur);
+    int rc = mdb_cursor_open(r->txn, dbi, &cur);
     if (rc)
         return map_error(rc);
     MDB_val key, val;
@@ -1733,6 +1735,12 @@ store_leaf_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, vo
     }
     mdb_cursor_close(cur);
     return code;
+}
+
+int
+store_leaf_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *), void *arg)
+{
+    return each_u64_key(r, r->s->audit_leaves, fn, arg);
 }
 
 int
@@ -1762,23 +1770,7 @@ store_node_each(store_reader *r, int (*fn)(unsigned, uint64_t, const uint8_t *, 
 int
 store_head_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *), void *arg)
 {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(r->txn, r->s->audit_heads, &cur);
-    if (rc)
-        return map_error(rc);
-    MDB_val key, val;
-    int code = SPBE_OK;
-    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-        if (key.mv_size != 8) {
-            code = SPBE_INTERNAL;
-            break;
-        }
-        if (fn(get_be64(key.mv_data), val.mv_data, val.mv_size, arg))
-            break;
-    }
-    mdb_cursor_close(cur);
-    return code;
+    return each_u64_key(r, r->s->audit_heads, fn, arg);
 }
 
 int
@@ -1792,27 +1784,6 @@ store_head_latest(store_reader *r, uint64_t *size, const uint8_t **data, size_t 
     rc = mdb_cursor_get(cur, &key, &val, MDB_LAST);
     if (rc == 0 && key.mv_size == 8) {
         *size = get_be64(key.mv_data);
-        *data = val.mv_data;
-        *len = val.mv_size;
-    }
-    mdb_cursor_close(cur);
-    return rc == 0 && key.mv_size != 8 ? SPBE_INTERNAL : map_error(rc);
-}
-
-int
-store_head_at_least(store_reader *r, uint64_t size, uint64_t *found, const uint8_t **data,
-                    size_t *len)
-{
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(r->txn, r->s->audit_heads, &cur);
-    if (rc)
-        return map_error(rc);
-    uint8_t k[8];
-    put_be64(k, size);
-    MDB_val key = {8, k}, val;
-    rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
-    if (rc == 0 && key.mv_size == 8) {
-        *found = get_be64(key.mv_data);
         *data = val.mv_data;
         *len = val.mv_size;
     }

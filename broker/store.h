@@ -159,8 +159,8 @@ void store_tree_head(store *s, uint64_t *size, uint8_t root[32]);
 /* The audit log, read in a transaction: its size (leaves); leaf bytes by index (valid
  * until the reader ends); perfect subtrees as a merkle_subtree_fn (ctx: the reader);
  * leaves, tree nodes (level, index, hash) and signed heads (tree size, encoded
- * SignedTreeHead) in key order until fn returns non-zero; the latest head, and the first
- * head of a size at least size. SPBE_OK or SPBE_NOT_FOUND. */
+ * SignedTreeHead) in key order until fn returns non-zero; the latest head. SPBE_OK or
+ * SPBE_NOT_FOUND. */
 int store_audit_size(store_reader *r, uint64_t *size);
 int store_leaf_get(store_reader *r, uint64_t index, const uint8_t **data, size_t *len);
 int store_subtree(void *reader, unsigned level, uint64_t index, uint8_t out[32]);
@@ -171,8 +171,6 @@ int store_node_each(store_reader *r, int (*fn)(unsigned, uint64_t, const uint8_t
 int store_head_each(store_reader *r, int (*fn)(uint64_t, const uint8_t *, size_t, void *),
                     void *arg);
 int store_head_latest(store_reader *r, uint64_t *size, const uint8_t **data, size_t *len);
-int store_head_at_least(store_reader *r, uint64_t size, uint64_t *found, const uint8_t **data,
-                        size_t *len);
 
 /* A signed delivery receipt as stored, in key order (topic, up_to, member). */
 typedef struct store_delivery {

@@ -297,37 +297,57 @@ wire_envelope_verify(const Spbe__V1__SignedMessage *signed_message,
                                 signed_message->signature.len, public_key);
 }
 
+/* Encodes m and signs it under context into one buffer: data, then the signature
+ * (free(data->data) frees both). */
+static int
+sign_encoded(const char *context, const ProtobufCMessage *m,
+             const uint8_t secret[WIRE_SECRET_BYTES], ProtobufCBinaryData *data,
+             ProtobufCBinaryData *signature)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
+    if (!buf)
+        return SPBE_INTERNAL;
+    protobuf_c_message_pack(m, buf);
+    wire_sign_detached(context, buf, len, secret, buf + len);
+    data->data = buf;
+    data->len = len;
+    signature->data = buf + len;
+    signature->len = WIRE_SIGNATURE_BYTES;
+    return SPBE_OK;
+}
+
+/* Verifies signed data under context with key, then decodes it as descriptor's type. */
+static int
+verify_encoded(const char *context, const ProtobufCBinaryData *data,
+               const ProtobufCBinaryData *signature, const uint8_t key[WIRE_KEY_BYTES],
+               const ProtobufCMessageDescriptor *descriptor, ProtobufCMessage **out)
+{
+    *out = NULL;
+    int rc =
+        wire_verify_detached(context, data->data, data->len, signature->data, signature->len, key);
+    if (rc != SPBE_OK)
+        return rc;
+    *out = protobuf_c_message_unpack(descriptor, NULL, data->len, data->data);
+    return *out ? SPBE_OK : SPBE_BAD_REQUEST;
+}
+
 int
 wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIRE_SECRET_BYTES],
                   Spbe__V1__SignedReceipt *out)
 {
-    size_t len = spbe__v1__receipt__get_packed_size(receipt);
-    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
-    if (!buf)
-        return SPBE_INTERNAL;
-    spbe__v1__receipt__pack(receipt, buf);
-    wire_sign_detached(WIRE_CONTEXT_RECEIPT, buf, len, secret, buf + len);
     spbe__v1__signed_receipt__init(out);
-    out->receipt.data = buf;
-    out->receipt.len = len;
-    out->signature.data = buf + len;
-    out->signature.len = WIRE_SIGNATURE_BYTES;
-    return SPBE_OK;
+    return sign_encoded(WIRE_CONTEXT_RECEIPT, &receipt->base, secret, &out->receipt,
+                        &out->signature);
 }
 
 int
 wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,
                     const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__Receipt **receipt_out)
 {
-    *receipt_out = NULL;
-    int rc = wire_verify_detached(WIRE_CONTEXT_RECEIPT, signed_receipt->receipt.data,
-                                  signed_receipt->receipt.len, signed_receipt->signature.data,
-                                  signed_receipt->signature.len, broker_key);
-    if (rc != SPBE_OK)
-        return rc;
-    *receipt_out =
-        spbe__v1__receipt__unpack(NULL, signed_receipt->receipt.len, signed_receipt->receipt.data);
-    return *receipt_out ? SPBE_OK : SPBE_BAD_REQUEST;
+    return verify_encoded(WIRE_CONTEXT_RECEIPT, &signed_receipt->receipt,
+                          &signed_receipt->signature, broker_key, &spbe__v1__receipt__descriptor,
+                          (ProtobufCMessage **)receipt_out);
 }
 
 const uint8_t *
@@ -377,33 +397,18 @@ int
 wire_delivery_sign(const Spbe__V1__DeliveryReceipt *receipt,
                    const uint8_t secret[WIRE_SECRET_BYTES], Spbe__V1__SignedDeliveryReceipt *out)
 {
-    size_t len = spbe__v1__delivery_receipt__get_packed_size(receipt);
-    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
-    if (!buf)
-        return SPBE_INTERNAL;
-    spbe__v1__delivery_receipt__pack(receipt, buf);
-    wire_sign_detached(WIRE_CONTEXT_DELIVERY, buf, len, secret, buf + len);
     spbe__v1__signed_delivery_receipt__init(out);
-    out->receipt.data = buf;
-    out->receipt.len = len;
-    out->signature.data = buf + len;
-    out->signature.len = WIRE_SIGNATURE_BYTES;
-    return SPBE_OK;
+    return sign_encoded(WIRE_CONTEXT_DELIVERY, &receipt->base, secret, &out->receipt,
+                        &out->signature);
 }
 
 int
 wire_delivery_verify(const Spbe__V1__SignedDeliveryReceipt *signed_receipt,
                      const uint8_t key[WIRE_KEY_BYTES], Spbe__V1__DeliveryReceipt **receipt_out)
 {
-    *receipt_out = NULL;
-    int rc = wire_verify_detached(WIRE_CONTEXT_DELIVERY, signed_receipt->receipt.data,
-                                  signed_receipt->receipt.len, signed_receipt->signature.data,
-                                  signed_receipt->signature.len, key);
-    if (rc != SPBE_OK)
-        return rc;
-    *receipt_out = spbe__v1__delivery_receipt__unpack(NULL, signed_receipt->receipt.len,
-                                                      signed_receipt->receipt.data);
-    return *receipt_out ? SPBE_OK : SPBE_BAD_REQUEST;
+    return verify_encoded(WIRE_CONTEXT_DELIVERY, &signed_receipt->receipt,
+                          &signed_receipt->signature, key, &spbe__v1__delivery_receipt__descriptor,
+                          (ProtobufCMessage **)receipt_out);
 }
 
 int
@@ -411,18 +416,9 @@ wire_broker_rotation_sign(const Spbe__V1__BrokerKeyRotation *rotation,
                           const uint8_t old_secret[WIRE_SECRET_BYTES],
                           Spbe__V1__SignedBrokerKeyRotation *out)
 {
-    size_t len = spbe__v1__broker_key_rotation__get_packed_size(rotation);
-    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
-    if (!buf)
-        return SPBE_INTERNAL;
-    spbe__v1__broker_key_rotation__pack(rotation, buf);
-    wire_sign_detached(WIRE_CONTEXT_BROKER_KEY, buf, len, old_secret, buf + len);
     spbe__v1__signed_broker_key_rotation__init(out);
-    out->rotation.data = buf;
-    out->rotation.len = len;
-    out->signature.data = buf + len;
-    out->signature.len = WIRE_SIGNATURE_BYTES;
-    return SPBE_OK;
+    return sign_encoded(WIRE_CONTEXT_BROKER_KEY, &rotation->base, old_secret, &out->rotation,
+                        &out->signature);
 }
 
 int
@@ -452,36 +448,23 @@ int
 wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],
                     Spbe__V1__SignedTreeHead *out)
 {
-    size_t len = spbe__v1__tree_head__get_packed_size(head);
-    uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
-    if (!buf)
-        return SPBE_INTERNAL;
-    spbe__v1__tree_head__pack(head, buf);
-    wire_sign_detached(WIRE_CONTEXT_TREE_HEAD, buf, len, secret, buf + len);
     spbe__v1__signed_tree_head__init(out);
-    out->head.data = buf;
-    out->head.len = len;
-    out->signature.data = buf + len;
-    out->signature.len = WIRE_SIGNATURE_BYTES;
-    return SPBE_OK;
+    return sign_encoded(WIRE_CONTEXT_TREE_HEAD, &head->base, secret, &out->head, &out->signature);
 }
 
 int
 wire_tree_head_verify(const Spbe__V1__SignedTreeHead *signed_head,
                       const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__TreeHead **head_out)
 {
-    *head_out = NULL;
     int rc =
-        wire_verify_detached(WIRE_CONTEXT_TREE_HEAD, signed_head->head.data, signed_head->head.len,
-                             signed_head->signature.data, signed_head->signature.len, broker_key);
-    if (rc != SPBE_OK)
-        return rc;
-    *head_out = spbe__v1__tree_head__unpack(NULL, signed_head->head.len, signed_head->head.data);
-    if (*head_out && (*head_out)->root.len != WIRE_HASH_BYTES) {
+        verify_encoded(WIRE_CONTEXT_TREE_HEAD, &signed_head->head, &signed_head->signature,
+                       broker_key, &spbe__v1__tree_head__descriptor, (ProtobufCMessage **)head_out);
+    if (rc == SPBE_OK && (*head_out)->root.len != WIRE_HASH_BYTES) {
         spbe__v1__tree_head__free_unpacked(*head_out, NULL);
         *head_out = NULL;
+        rc = SPBE_BAD_REQUEST;
     }
-    return *head_out ? SPBE_OK : SPBE_BAD_REQUEST;
+    return rc;
 }
 
 int
