@@ -320,11 +320,19 @@ test_slow_subscriber_is_caught_up_from_the_store_without_loss(void **state)
     spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
     char payload[200];
     memset(payload, 'p', sizeof payload);
+    Spbe__V1__Ping keep = SPBE__V1__PING__INIT;
+    Spbe__V1__Command keepalive = SPBE__V1__COMMAND__INIT;
+    keepalive.body_case = SPBE__V1__COMMAND__BODY_PING;
+    keepalive.ping = &keep;
+    uint8_t ping_buf[16];
+    size_t ping_len = spbe__v1__command__pack(&keepalive, ping_buf);
     for (int i = 0; i < total; i++) {
         assert_int_equal(
             spbe_publish_async(pub, "ikn.slow.asn", payload, sizeof payload, NULL, NULL), SPBE_OK);
         if (spbe_in_flight(pub) >= 1000)
             assert_int_equal(spbe_dispatch(pub, 1000, NULL), SPBE_OK);
+        if (i % 2000 == 0) /* the reader stays alive, as a client must, without reading */
+            zmq_send(s, ping_buf, ping_len, ZMQ_DONTWAIT);
     }
     assert_int_equal(spbe_flush(pub, 30000), SPBE_OK); /* the publisher was never held up */
     spbe_close(&pub);
