@@ -110,9 +110,11 @@ struct broker {
     group *filling; /* receives publishes in this loop turn */
     int in_writer;  /* groups handed to the writer */
     writer *writer;
-    metrics m;            /* counters, also read by the HTTP thread */
-    log_limit reject_log; /* rejections are logged, at most so many a second */
-    http_server *http;    /* NULL with --http off */
+    metrics m;                   /* counters, also read by the HTTP thread */
+    log_limit reject_log;        /* rejections are logged, at most so many a second */
+    struct rate_bucket *buckets; /* per member, with --member-rate */
+    size_t n_buckets, cap_buckets;
+    http_server *http; /* NULL with --http off */
     int64_t next_snapshot_ms;
     workpool *workers;
     stage_clock clock;
@@ -481,6 +483,7 @@ broker_destroy(broker **bp)
     registry_destroy(&b->registry);
     store_close(&b->store);
     free(b->groups);
+    free(b->buckets);
     metrics_destroy(&b->m);
     memset(&b->key, 0, sizeof b->key);
     free(b);
@@ -691,6 +694,50 @@ admit_kind(broker *b, session *s, const admission *a, const Spbe__V1__Member *se
 /* Checks a signed message (publish, request or reply) in the order cheapest first; one
  * that passes joins the commit group (taking the body frame), where its signature is
  * verified on the workers. */
+/* A member's budget of signed messages: member_rate a second, member_burst at once. */
+typedef struct rate_bucket {
+    char member[WIRE_MEMBER_MAX_BYTES + 1];
+    double tokens;
+    int64_t last_ns;
+} rate_bucket;
+
+/* 1 if the member may send one more signed message now. */
+static int
+rate_take(broker *b, const char *member)
+{
+    if (!b->config.member_rate)
+        return 1;
+    double rate = b->config.member_rate;
+    double burst = b->config.member_burst ? b->config.member_burst : rate;
+    int64_t now = mono_ns();
+    rate_bucket *k = NULL;
+    for (size_t i = 0; i < b->n_buckets && !k; i++)
+        if (strcmp(b->buckets[i].member, member) == 0)
+            k = &b->buckets[i];
+    if (!k) {
+        if (b->n_buckets == b->cap_buckets) {
+            size_t cap = b->cap_buckets ? 2 * b->cap_buckets : 32;
+            rate_bucket *grown = realloc(b->buckets, cap * sizeof *grown);
+            if (!grown)
+                return 1; /* no memory for a bucket: do not refuse for that */
+            b->buckets = grown;
+            b->cap_buckets = cap;
+        }
+        k = &b->buckets[b->n_buckets++];
+        snprintf(k->member, sizeof k->member, "%s", member);
+        k->tokens = burst;
+        k->last_ns = now;
+    }
+    k->tokens += (double)(now - k->last_ns) * rate / 1e9;
+    if (k->tokens > burst)
+        k->tokens = burst;
+    k->last_ns = now;
+    if (k->tokens < 1)
+        return 0;
+    k->tokens -= 1;
+    return 1;
+}
+
 static void
 admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admission *a)
 {
@@ -704,6 +751,13 @@ admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admissi
     const uint8_t *data = zmq_msg_data(body);
     uint8_t hash[WIRE_HASH_BYTES];
     wire_hash(data, len, hash);
+    if (!rate_take(b, s->member)) { /* before any costly check */
+        char reason[96];
+        snprintf(reason, sizeof reason, "over %u signed messages a second for this member",
+                 b->config.member_rate);
+        reject_publish(b, s, request_id, SPBE_RATE_LIMITED, reason, NULL, hash);
+        return;
+    }
     if (len > b->config.max_message_bytes) {
         char reason[96];
         snprintf(reason, sizeof reason, "message of %zu bytes exceeds the limit of %llu", len,

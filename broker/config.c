@@ -44,6 +44,9 @@ usage(FILE *f)
             "                             given as well override it\n"
             "      --check-config         check the file and the flags, then exit\n"
             "      --log-json             log lines as JSON objects\n"
+            "      --member-rate N        signed messages per second per member (0: no\n"
+            "                             limit); beyond it RATE_LIMITED\n"
+            "      --member-burst N       what a member may send at once (default: the rate)\n"
             "      --name NAME            broker name in receipts (default spbe-broker)\n"
             "      --max-message-bytes N  largest signed message accepted (default 1048576)\n"
             "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
@@ -212,6 +215,14 @@ config_set(broker_config *c, const char *key, const char *value, char *err, size
         if (!num || v < 1 || v > 100000)
             return snprintf(err, err_len, "max_in_flight: 1..100000"), -1;
         c->consumer_max_in_flight = (uint32_t)v;
+    } else if (strcmp(key, "member_rate") == 0) {
+        if (!num || v > 10000000)
+            return snprintf(err, err_len, "member_rate: 0 (no limit)..10000000 per second"), -1;
+        c->member_rate = (uint32_t)v;
+    } else if (strcmp(key, "member_burst") == 0) {
+        if (!num || v > 10000000)
+            return snprintf(err, err_len, "member_burst: 0 (the rate)..10000000"), -1;
+        c->member_burst = (uint32_t)v;
     } else if (strcmp(key, "log_level") == 0) {
         static const char *levels[] = {"debug", "info", "warn", "error"};
         int found = -1;
@@ -403,6 +414,8 @@ config_parse_args(broker_config *c, int argc, char **argv)
         OPT_CONFIG,
         OPT_CHECK,
         OPT_LOG_JSON,
+        OPT_RATE,
+        OPT_BURST,
         OPT_VERSION
     };
     static const struct option options[] = {
@@ -424,6 +437,8 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"config", required_argument, 0, OPT_CONFIG},
         {"check-config", no_argument, 0, OPT_CHECK},
         {"log-json", no_argument, 0, OPT_LOG_JSON},
+        {"member-rate", required_argument, 0, OPT_RATE},
+        {"member-burst", required_argument, 0, OPT_BURST},
         {0, 0, 0, 0},
     };
     static const struct {
@@ -438,7 +453,9 @@ config_parse_args(broker_config *c, int argc, char **argv)
                 {OPT_STORE, "max_store_bytes"},
                 {OPT_RETAIN, "retain"},
                 {OPT_HEAD, "tree_head_ms"},
-                {OPT_HTTP, "http"}};
+                {OPT_HTTP, "http"},
+                {OPT_RATE, "member_rate"},
+                {OPT_BURST, "member_burst"}};
     /* the file first (SPBE_DATA and flags override it) */
     const char *file = NULL;
     int opt;

@@ -24,9 +24,10 @@ typedef struct broker_config {
     int rotate_key; /* --rotate-key: rotate the broker's key in data_dir, then exit */
     char http[64];  /* HOST:PORT of the HTTP endpoint, "" for none */
     uint32_t consumer_ack_wait_ms, consumer_max_deliveries,
-        consumer_max_in_flight; /* 0: 30000, 5, 1000 */
-    int log_json;               /* log lines as JSON */
-    int check_only;             /* --check-config */
+        consumer_max_in_flight;         /* 0: 30000, 5, 1000 */
+    int log_json;                       /* log lines as JSON */
+    uint32_t member_rate, member_burst; /* signed messages per second per member; 0: no limit */
+    int check_only;                     /* --check-config */
 } broker_config;
 
 /* Fills c with the embedded defaults of the product brief. */

@@ -182,7 +182,7 @@ render_metrics(http_server *h, buf *b)
             metrics_get(&m->duplicates));
     bprintf(b, "# HELP spbe_messages_rejected_total Messages and commands refused, by code.\n"
                "# TYPE spbe_messages_rejected_total counter\n");
-    for (int code = 1; code < METRICS_CODES - 1; code++)
+    for (int code = 1; code < METRICS_CODES - 1; code++) /* the last counts unknown codes */
         bprintf(b, "spbe_messages_rejected_total{code=\"%s\"} %llu\n", spbe_error_name(code),
                 (unsigned long long)metrics_get(&m->rejected[code]));
     counter(b, "spbe_accepted_bytes_total", "Bytes of the messages accepted (signed envelopes).",

@@ -22,6 +22,7 @@ static const struct {
     [SPBE_STORAGE_FULL] = {"STORAGE_FULL", "broker storage is full"},
     [SPBE_UNAVAILABLE] = {"UNAVAILABLE", "broker or service unavailable"},
     [SPBE_INTERNAL] = {"INTERNAL", "internal error"},
+    [SPBE_RATE_LIMITED] = {"RATE_LIMITED", "the member sends faster than its rate limit"},
 };
 
 const char *

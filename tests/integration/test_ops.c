@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -427,6 +428,64 @@ test_configuration_file(void **state)
     harness_run(NULL, 0, NULL, 0, "rm -rf %s", dir);
 }
 
+typedef struct receipts {
+    int ok, limited, other;
+} receipts;
+
+static void
+count_receipt(const spbe_receipt *r, void *arg)
+{
+    receipts *c = arg;
+    if (r->code == SPBE_OK)
+        c->ok++;
+    else if (r->code == SPBE_RATE_LIMITED)
+        c->limited++;
+    else
+        c->other++;
+}
+
+/* A member over its rate gets RATE_LIMITED; other members do not notice; it recovers. */
+static void
+test_member_rate_limit(void **state)
+{
+    (void)state;
+    test_broker b;
+    assert_int_equal(harness_broker_start(&b, "--member-rate 100 --member-burst 100"), 0);
+    char fast[400], calm[400];
+    assert_int_equal(harness_member(&b, "bkn/siasn", "ops.>", NULL, NULL, fast), 0);
+    assert_int_equal(harness_member(&b, "oikn/hunian", "ops.>", NULL, NULL, calm), 0);
+    spbe_client *c = harness_connect(&b, fast, 0);
+    receipts got = {0};
+    spbe_set_receipt_handler(c, count_receipt, &got);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 400; i++)
+        assert_int_equal(spbe_publish_async(c, "ops.rate", "x", 1, NULL, NULL), SPBE_OK);
+    assert_int_equal(spbe_flush(c, 20000), SPBE_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("# 400 sent in %.2f s: %d accepted, %d RATE_LIMITED\n", secs, got.ok, got.limited);
+    assert_int_equal(got.ok + got.limited, 400);
+    assert_int_equal(got.other, 0);
+    assert_true(got.limited > 0);
+    assert_true(got.ok <= 100 + (int)(100 * secs) + 1); /* the burst, then the rate */
+    /* another member is not held back */
+    spbe_client *d = harness_connect(&b, calm, 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(spbe_publish(d, "ops.rate", "y", 1, NULL, NULL), SPBE_OK);
+    spbe_close(&d);
+    /* the budget refills */
+    usleep(1100000);
+    spbe_receipt r;
+    assert_int_equal(spbe_publish(c, "ops.rate", "again", 5, NULL, &r), SPBE_OK);
+    spbe_close(&c);
+    static char out[1 << 20];
+    assert_int_equal(http_get(b.http_port, "/metrics", out, sizeof out), 200);
+    assert_int_equal(metric(out, "spbe_messages_rejected_total{code=\"RATE_LIMITED\"}"),
+                     got.limited);
+    assert_int_equal(harness_broker_stop(&b), 0);
+}
+
 int
 main(void)
 {
@@ -435,6 +494,7 @@ main(void)
         cmocka_unit_test(test_backup_while_publishing),
         cmocka_unit_test(test_a_flood_of_bad_requests),
         cmocka_unit_test(test_configuration_file),
+        cmocka_unit_test(test_member_rate_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

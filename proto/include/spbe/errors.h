@@ -25,9 +25,10 @@ enum spbe_error {
     SPBE_STORAGE_FULL = 12,
     SPBE_UNAVAILABLE = 13,
     SPBE_INTERNAL = 14,
+    SPBE_RATE_LIMITED = 15,
 };
 
-#define SPBE_ERROR_COUNT 15
+#define SPBE_ERROR_COUNT 16
 
 /** The code's name as the CLI prints it ("BAD_SIGNATURE"); "UNKNOWN_CODE" if out of range. */
 const char *spbe_error_name(int code);
