@@ -382,7 +382,7 @@ test_configuration_file(void **state)
              "data = \"%s/data\";\nlisten = \"tcp://127.0.0.1:7599\";\n"
              "http = \"127.0.0.1:7598\";\nname = \"broker-pusat\";\n"
              "max_message_bytes = \"2M\";\nmax_store_bytes = \"1G\";\ndedup_window_s = 3600;\n"
-             "heartbeat_ms = 2000;\ntree_head_ms = 5000;\n"
+             "heartbeat_ms = 2000;\ntree_head_ms = 5000;\nmember_rate = 1000;\nmember_burst = 2000;\n"
              "retention = ( { pattern = \"ikn.>\"; max_age = \"90d\"; max_messages = 1000000; "
              "max_bytes = \"20G\"; } );\n"
              "consumer_defaults = { ack_wait_ms = 60000; max_deliveries = 10; max_in_flight = 500; "
