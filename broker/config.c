@@ -295,16 +295,17 @@ file_rule(broker_config *c, const char *path, const config_setting_t *rule, char
     if (!config_setting_is_group(rule))
         return file_error(path, rule, err, err_len,
                           "a retention rule is a group: { pattern = ...; max_age = ...; }");
-    char text[1024], why[400];
-    const char *pattern = NULL;
+    char text[1024], why[400], pattern[300] = "";
     size_t used = 0;
     for (int i = 0; i < config_setting_length(rule); i++) {
         const config_setting_t *f = config_setting_get_elem(rule, (unsigned)i);
         const char *name = config_setting_name(f);
         char buf[64];
         const char *value = setting_text(f, buf, sizeof buf);
-        if (strcmp(name, "pattern") == 0 && value) {
-            pattern = value;
+        if (strcmp(name, "pattern") == 0) {
+            if (config_setting_type(f) != CONFIG_TYPE_STRING || strlen(value) >= sizeof pattern)
+                return file_error(path, f, err, err_len, "pattern is a topic pattern in quotes");
+            snprintf(pattern, sizeof pattern, "%s", value); /* value may live in buf */
             continue;
         }
         const char *limit = strcmp(name, "max_age") == 0        ? "max-age"
@@ -318,13 +319,15 @@ file_rule(broker_config *c, const char *path, const config_setting_t *rule, char
                      name);
             return file_error(path, f, err, err_len, why);
         }
-        used += (size_t)snprintf(text + used, used < sizeof text ? sizeof text - used : 0,
-                                 "%s%s=%s", used ? "," : "", limit, value);
+        int n = snprintf(text + used, sizeof text - used, "%s%s=%s", used ? "," : "", limit, value);
+        if (n < 0 || (size_t)n >= sizeof text - used)
+            return file_error(path, f, err, err_len, "the retention rule is too long");
+        used += (size_t)n;
     }
-    if (!pattern)
+    if (!pattern[0])
         return file_error(path, rule, err, err_len, "a retention rule needs a pattern");
     char rule_text[1400];
-    snprintf(rule_text, sizeof rule_text, "%s:%s", pattern, used < sizeof text ? text : "");
+    snprintf(rule_text, sizeof rule_text, "%s:%s", pattern, used ? text : "");
     if (config_set(c, "retain", rule_text, why, sizeof why) != 0)
         return file_error(path, rule, err, err_len, why);
     return 0;

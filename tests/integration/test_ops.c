@@ -366,6 +366,8 @@ test_configuration_file(void **state)
         {"log = { level = \"loud\"; };\n", "bad.conf:1: log level"},
         {"consumer_defaults = { ack_wait = 1; };\n", "consumer_defaults knows"},
         {"max_store_bytes = \"12\";\n", "max_store_bytes"},
+        {"retention = ( { pattern = 5; max_age = \"1d\"; } );\n", /* found by fuzzing */
+         "pattern is a topic pattern in quotes"},
     };
     snprintf(path, sizeof path, "%s/bad.conf", dir);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -378,16 +380,17 @@ test_configuration_file(void **state)
     /* every key of docs/configuration.md */
     snprintf(path, sizeof path, "%s/all.conf", dir);
     char all[2048];
-    snprintf(all, sizeof all,
-             "data = \"%s/data\";\nlisten = \"tcp://127.0.0.1:7599\";\n"
-             "http = \"127.0.0.1:7598\";\nname = \"broker-pusat\";\n"
-             "max_message_bytes = \"2M\";\nmax_store_bytes = \"1G\";\ndedup_window_s = 3600;\n"
-             "heartbeat_ms = 2000;\ntree_head_ms = 5000;\nmember_rate = 1000;\nmember_burst = 2000;\n"
-             "retention = ( { pattern = \"ikn.>\"; max_age = \"90d\"; max_messages = 1000000; "
-             "max_bytes = \"20G\"; } );\n"
-             "consumer_defaults = { ack_wait_ms = 60000; max_deliveries = 10; max_in_flight = 500; "
-             "};\nlog = { level = \"debug\"; format = \"json\"; };\n",
-             dir);
+    snprintf(
+        all, sizeof all,
+        "data = \"%s/data\";\nlisten = \"tcp://127.0.0.1:7599\";\n"
+        "http = \"127.0.0.1:7598\";\nname = \"broker-pusat\";\n"
+        "max_message_bytes = \"2M\";\nmax_store_bytes = \"1G\";\ndedup_window_s = 3600;\n"
+        "heartbeat_ms = 2000;\ntree_head_ms = 5000;\nmember_rate = 1000;\nmember_burst = 2000;\n"
+        "retention = ( { pattern = \"ikn.>\"; max_age = \"90d\"; max_messages = 1000000; "
+        "max_bytes = \"20G\"; } );\n"
+        "consumer_defaults = { ack_wait_ms = 60000; max_deliveries = 10; max_in_flight = 500; "
+        "};\nlog = { level = \"debug\"; format = \"json\"; };\n",
+        dir);
     write_text(path, all);
     assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "%s --config %s --check-config",
                                  SPBE_BROKER_BIN, path),
