@@ -773,6 +773,18 @@ admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admissi
         code = SPBE_BAD_REQUEST;
         reason = "batch signatures are not supported by this broker";
     }
+    char skew_reason[128];
+    if (code == SPBE_OK && b->config.max_clock_skew_s) {
+        int64_t skew = m->created_ns - wire_now_ns();
+        int64_t bound = (int64_t)b->config.max_clock_skew_s * 1000000000;
+        if (skew > bound || skew < -bound) {
+            code = SPBE_BAD_REQUEST;
+            snprintf(skew_reason, sizeof skew_reason,
+                     "created %lld s from the broker's clock (the bound is %u s)",
+                     (long long)(skew / 1000000000), b->config.max_clock_skew_s);
+            reason = skew_reason;
+        }
+    }
     const Spbe__V1__Member *sender = NULL;
     if (code == SPBE_OK) {
         sender = registry_find_member(b->registry, m->sender);

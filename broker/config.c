@@ -47,6 +47,8 @@ usage(FILE *f)
             "      --member-rate N        signed messages per second per member (0: no\n"
             "                             limit); beyond it RATE_LIMITED\n"
             "      --member-burst N       what a member may send at once (default: the rate)\n"
+            "      --max-clock-skew S     refuse messages created more than S seconds from the\n"
+            "                             broker's clock (default 0: no bound)\n"
             "      --name NAME            broker name in receipts (default spbe-broker)\n"
             "      --max-message-bytes N  largest signed message accepted (default 1048576)\n"
             "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
@@ -215,6 +217,10 @@ config_set(broker_config *c, const char *key, const char *value, char *err, size
         if (!num || v < 1 || v > 100000)
             return snprintf(err, err_len, "max_in_flight: 1..100000"), -1;
         c->consumer_max_in_flight = (uint32_t)v;
+    } else if (strcmp(key, "max_clock_skew_s") == 0) {
+        if (!num || v > 31536000)
+            return snprintf(err, err_len, "max_clock_skew_s: 0 (no bound)..31536000"), -1;
+        c->max_clock_skew_s = (uint32_t)v;
     } else if (strcmp(key, "member_rate") == 0) {
         if (!num || v > 10000000)
             return snprintf(err, err_len, "member_rate: 0 (no limit)..10000000 per second"), -1;
@@ -419,6 +425,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         OPT_LOG_JSON,
         OPT_RATE,
         OPT_BURST,
+        OPT_SKEW,
         OPT_VERSION
     };
     static const struct option options[] = {
@@ -442,6 +449,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"log-json", no_argument, 0, OPT_LOG_JSON},
         {"member-rate", required_argument, 0, OPT_RATE},
         {"member-burst", required_argument, 0, OPT_BURST},
+        {"max-clock-skew", required_argument, 0, OPT_SKEW},
         {0, 0, 0, 0},
     };
     static const struct {
@@ -458,7 +466,8 @@ config_parse_args(broker_config *c, int argc, char **argv)
                 {OPT_HEAD, "tree_head_ms"},
                 {OPT_HTTP, "http"},
                 {OPT_RATE, "member_rate"},
-                {OPT_BURST, "member_burst"}};
+                {OPT_BURST, "member_burst"},
+                {OPT_SKEW, "max_clock_skew_s"}};
     /* the file first (SPBE_DATA and flags override it) */
     const char *file = NULL;
     int opt;

@@ -27,7 +27,8 @@ typedef struct broker_config {
         consumer_max_in_flight;         /* 0: 30000, 5, 1000 */
     int log_json;                       /* log lines as JSON */
     uint32_t member_rate, member_burst; /* signed messages per second per member; 0: no limit */
-    int check_only;                     /* --check-config */
+    uint32_t max_clock_skew_s; /* created_ns this far from the broker's clock is refused; 0: any */
+    int check_only;            /* --check-config */
 } broker_config;
 
 /* Fills c with the embedded defaults of the product brief. */

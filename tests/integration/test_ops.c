@@ -22,6 +22,10 @@
 #include <zmq.h>
 
 #include "harness.h"
+#include "identity.h"
+#include "spbe/errors.h"
+#include "spbe/v1/spbe.pb-c.h"
+#include "wire.h"
 
 #define MAX_ACKED 200000
 
@@ -386,6 +390,7 @@ test_configuration_file(void **state)
         "http = \"127.0.0.1:7598\";\nname = \"broker-pusat\";\n"
         "max_message_bytes = \"2M\";\nmax_store_bytes = \"1G\";\ndedup_window_s = 3600;\n"
         "heartbeat_ms = 2000;\ntree_head_ms = 5000;\nmember_rate = 1000;\nmember_burst = 2000;\n"
+        "max_clock_skew_s = 300;\n"
         "retention = ( { pattern = \"ikn.>\"; max_age = \"90d\"; max_messages = 1000000; "
         "max_bytes = \"20G\"; } );\n"
         "consumer_defaults = { ack_wait_ms = 60000; max_deliveries = 10; max_in_flight = 500; "
@@ -447,13 +452,20 @@ count_receipt(const spbe_receipt *r, void *arg)
         c->other++;
 }
 
+static void
+remember_receipt(const spbe_receipt *r, void *arg)
+{
+    *(spbe_receipt *)arg = *r;
+}
+
 /* A member over its rate gets RATE_LIMITED; other members do not notice; it recovers. */
 static void
 test_member_rate_limit(void **state)
 {
     (void)state;
     test_broker b;
-    assert_int_equal(harness_broker_start(&b, "--member-rate 100 --member-burst 100"), 0);
+    assert_int_equal(
+        harness_broker_start(&b, "--member-rate 100 --member-burst 100 --max-clock-skew 60"), 0);
     char fast[400], calm[400];
     assert_int_equal(harness_member(&b, "bkn/siasn", "ops.>", NULL, NULL, fast), 0);
     assert_int_equal(harness_member(&b, "oikn/hunian", "ops.>", NULL, NULL, calm), 0);
@@ -481,6 +493,26 @@ test_member_rate_limit(void **state)
     usleep(1100000);
     spbe_receipt r;
     assert_int_equal(spbe_publish(c, "ops.rate", "again", 5, NULL, &r), SPBE_OK);
+    /* a message dated an hour away from the broker's clock is refused, the reason says so */
+    identity id;
+    char ierr[256];
+    assert_int_equal(identity_load(fast, &id, ierr, sizeof ierr), SPBE_OK);
+    uint8_t mid[16] = {9};
+    Spbe__V1__Message m = SPBE__V1__MESSAGE__INIT;
+    m.id.data = mid;
+    m.id.len = sizeof mid;
+    m.topic = "ops.rate";
+    m.sender = id.member;
+    m.created_ns = wire_now_ns() - 3600LL * 1000000000;
+    uint8_t *bytes;
+    size_t len;
+    assert_int_equal(wire_message_sign(&m, id.secret_key, &bytes, &len), SPBE_OK);
+    spbe_set_receipt_handler(c, remember_receipt, &r);
+    assert_int_equal(spbe_publish_signed(c, bytes, len, NULL), SPBE_OK);
+    assert_int_equal(spbe_flush(c, 5000), SPBE_OK);
+    free(bytes);
+    assert_int_equal(r.code, SPBE_BAD_REQUEST);
+    assert_non_null(strstr(r.error, "from the broker's clock"));
     spbe_close(&c);
     static char out[1 << 20];
     assert_int_equal(http_get(b.http_port, "/metrics", out, sizeof out), 200);
