@@ -107,11 +107,14 @@ cmd_backup(int argc, char **argv)
     snprintf(path, sizeof path, "%s/data.mdb", out);
     struct stat st;
     long long bytes = stat(path, &st) == 0 ? (long long)st.st_size : 0;
-    if (common.json)
-        printf("{\"out\":\"%s\",\"bytes\":%lld,\"entries\":%llu,\"key_files\":%d}\n", out, bytes,
+    if (common.json) {
+        printf("{\"out\":");
+        cli_json_string(stdout, out);
+        printf(",\"bytes\":%lld,\"entries\":%llu,\"key_files\":%d}\n", bytes,
                (unsigned long long)entries, keys);
-    else
+    } else {
         printf("backup of %s in %s: %lld bytes, %llu audit log entries, %d key files\n",
                common.data, out, bytes, (unsigned long long)entries, keys);
+    }
     return EXIT_OK;
 }
