@@ -1286,6 +1286,19 @@ valid_patterns(char **patterns, size_t n)
     return 1;
 }
 
+/* Replies with one member's record. */
+static void
+send_member(broker *b, session *s, uint64_t request_id, const Spbe__V1__Member *m)
+{
+    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
+    info.member = (Spbe__V1__Member *)m;
+    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
+    reply.request_id = request_id;
+    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
+    reply.member = &info;
+    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+}
+
 static void
 handle_member_add(broker *b, session *s, uint64_t request_id, const Spbe__V1__MemberAdd *add)
 {
@@ -1326,13 +1339,7 @@ handle_member_add(broker *b, session *s, uint64_t request_id, const Spbe__V1__Me
         return;
     }
     log_event(LOG_INFO, "member_added", "member=%s by=%s", add->name, s->member);
-    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
-    info.member = (Spbe__V1__Member *)registry_find_member(b->registry, add->name);
-    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
-    reply.request_id = request_id;
-    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
-    reply.member = &info;
-    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    send_member(b, s, request_id, registry_find_member(b->registry, add->name));
 }
 
 /* A member's new key: the old one ends now, its sessions end, the registry keeps both
@@ -1408,13 +1415,7 @@ handle_member_rotate(broker *b, session *s, uint64_t request_id, const Spbe__V1_
     }
     log_event(LOG_WARN, "member_key_rotated", "member=%s by=%s reason=\"%s\"", mr->name, s->member,
               reason);
-    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
-    info.member = (Spbe__V1__Member *)registry_find_member(b->registry, mr->name);
-    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
-    reply.request_id = request_id;
-    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
-    reply.member = &info;
-    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    send_member(b, s, request_id, registry_find_member(b->registry, mr->name));
     /* the old key's sessions end: they reconnect with the new key */
     for (size_t i = b->n_sessions; i-- > 0;) {
         session *t = b->sessions[i];
@@ -1463,13 +1464,7 @@ handle_member_revoke(broker *b, session *s, uint64_t request_id, const Spbe__V1_
     }
     log_event(LOG_WARN, "member_revoked", "member=%s by=%s reason=\"%s\"", rv->name, s->member,
               m.revoke_reason);
-    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
-    info.member = (Spbe__V1__Member *)registry_find_member(b->registry, rv->name);
-    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
-    reply.request_id = request_id;
-    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
-    reply.member = &info;
-    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    send_member(b, s, request_id, registry_find_member(b->registry, rv->name));
 }
 
 typedef struct collect {
@@ -1705,14 +1700,8 @@ handle_member_get(broker *b, session *s, uint64_t request_id, const char *name)
      * only for the member itself and for ops/admin */
     Spbe__V1__Member public_part = *m;
     public_part.rights = NULL;
-    Spbe__V1__MemberInfo info = SPBE__V1__MEMBER_INFO__INIT;
-    info.member = strcmp(name, s->member) == 0 || may_inspect_members(b, s) ? (Spbe__V1__Member *)m
-                                                                            : &public_part;
-    Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
-    reply.request_id = request_id;
-    reply.body_case = SPBE__V1__REPLY__BODY_MEMBER;
-    reply.member = &info;
-    send_reply(b, s->routing, s->routing_len, &reply, NULL, 0);
+    send_member(b, s, request_id,
+                strcmp(name, s->member) == 0 || may_inspect_members(b, s) ? m : &public_part);
 }
 
 static int
@@ -1759,34 +1748,23 @@ tree_head_commit(broker *b)
     store_tree_head(b->store, &size, root);
     if (size == 0 || size == b->head_end)
         return;
-    Spbe__V1__TreeHead th = SPBE__V1__TREE_HEAD__INIT;
-    th.size = size;
-    th.root.data = root;
-    th.root.len = sizeof root;
-    th.timestamp_ns = wire_now_ns();
-    th.broker = b->config.name;
-    Spbe__V1__SignedTreeHead sth;
-    if (wire_tree_head_sign(&th, b->key.secret_key, &sth) != SPBE_OK)
-        return;
-    size_t plen = spbe__v1__signed_tree_head__get_packed_size(&sth);
-    uint8_t *payload = malloc(plen ? plen : 1), *bytes = NULL;
-    size_t len = 0;
+    uint8_t *payload = NULL, *bytes = NULL;
+    size_t plen = 0, len = 0;
     uint8_t id[WIRE_ID_BYTES];
     wire_random_id(id);
-    if (payload) {
-        spbe__v1__signed_tree_head__pack(&sth, payload);
+    if (wire_tree_head_encode(size, root, b->config.name, b->key.secret_key, &payload, &plen) ==
+        SPBE_OK) {
         Spbe__V1__Message msg = SPBE__V1__MESSAGE__INIT;
         msg.id.data = id;
         msg.id.len = sizeof id;
         msg.topic = "$sys.audit.head";
         msg.sender = b->key.member;
-        msg.created_ns = th.timestamp_ns;
+        msg.created_ns = wire_now_ns();
         msg.schema = "spbe.v1.SignedTreeHead";
         msg.payload.data = payload;
         msg.payload.len = plen;
         wire_message_sign(&msg, b->key.secret_key, &bytes, &len);
     }
-    free(sth.head.data);
     if (!bytes) {
         free(payload);
         log_event(LOG_ERROR, "tree_head_failed", "size=%llu", (unsigned long long)size);

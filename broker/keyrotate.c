@@ -62,23 +62,10 @@ store_head(store *s, const identity *key, const char *broker_name)
     uint64_t size;
     uint8_t root[WIRE_HASH_BYTES];
     store_tree_head(s, &size, root);
-    Spbe__V1__TreeHead th = SPBE__V1__TREE_HEAD__INIT;
-    th.size = size;
-    th.root.data = root;
-    th.root.len = sizeof root;
-    th.timestamp_ns = wire_now_ns();
-    th.broker = (char *)broker_name;
-    Spbe__V1__SignedTreeHead sth;
-    if (wire_tree_head_sign(&th, key->secret_key, &sth) != SPBE_OK)
+    uint8_t *buf;
+    size_t len;
+    if (wire_tree_head_encode(size, root, broker_name, key->secret_key, &buf, &len) != SPBE_OK)
         return SPBE_INTERNAL;
-    size_t len = spbe__v1__signed_tree_head__get_packed_size(&sth);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
-        free(sth.head.data);
-        return SPBE_INTERNAL;
-    }
-    spbe__v1__signed_tree_head__pack(&sth, buf);
-    free(sth.head.data);
     store_op op = {.kind = STORE_OP_HEAD_PUT, .sequence = size, .record = buf, .record_len = len};
     int ops_rc = SPBE_INTERNAL;
     store_apply(s, NULL, 0, &op, 1, 0, &ops_rc);

@@ -249,6 +249,38 @@ member_offline(const cli_common *common, const char *what, const char *name)
     return exit_code;
 }
 
+/* The key of --key-file or --public-key for member name (one of them); with proof not
+ * NULL and a file holding the secret, also the proof of possession for a rotation. */
+static int
+member_key(const member_args *a, const char *name, const char *verb, uint8_t key[32],
+           uint8_t proof[64], int *proved)
+{
+    if (!!a->key_file == !!a->public_key) {
+        fprintf(stderr, "spbe member %s: give exactly one of --key-file and --public-key\n", verb);
+        return EXIT_USAGE;
+    }
+    if (!a->key_file) {
+        if (wire_hex_decode(a->public_key, key, 32) == SPBE_OK)
+            return EXIT_OK;
+        fprintf(stderr, "spbe member %s: --public-key takes 64 hex digits\n", verb);
+        return EXIT_USAGE;
+    }
+    identity id;
+    char err[512];
+    if (identity_load(a->key_file, &id, err, sizeof err) != SPBE_OK)
+        return cli_fail("member", SPBE_BAD_REQUEST, "%s", err);
+    if (strcmp(id.member, name) != 0)
+        return cli_fail("member", SPBE_BAD_REQUEST, "%s is the key of %s, not %s", a->key_file,
+                        id.member, name);
+    memcpy(key, id.public_key, 32);
+    if (proof && id.has_secret) { /* proof that the new key is held */
+        wire_rotation_sign(name, key, id.secret_key, proof);
+        *proved = 1;
+    }
+    memset(&id, 0, sizeof id);
+    return EXIT_OK;
+}
+
 int
 cmd_member(int argc, char **argv)
 {
@@ -302,29 +334,13 @@ cmd_member(int argc, char **argv)
     Spbe__V1__MemberRotate rotate = SPBE__V1__MEMBER_ROTATE__INIT;
     uint8_t key[32], proof[64];
     if (strcmp(what, "rotate") == 0) {
-        if (!!a.key_file == !!a.public_key) {
-            fprintf(stderr,
-                    "spbe member rotate: give exactly one of --key-file and --public-key\n");
-            return EXIT_USAGE;
-        }
-        if (a.key_file) {
-            identity id;
-            char err[512];
-            if (identity_load(a.key_file, &id, err, sizeof err) != SPBE_OK)
-                return cli_fail("member", SPBE_BAD_REQUEST, "%s", err);
-            if (strcmp(id.member, name) != 0)
-                return cli_fail("member", SPBE_BAD_REQUEST, "%s is the key of %s, not %s",
-                                a.key_file, id.member, name);
-            memcpy(key, id.public_key, 32);
-            if (id.has_secret) { /* proof that the new key is held */
-                wire_rotation_sign(name, key, id.secret_key, proof);
-                rotate.proof.data = proof;
-                rotate.proof.len = sizeof proof;
-            }
-            memset(&id, 0, sizeof id);
-        } else if (wire_hex_decode(a.public_key, key, 32) != SPBE_OK) {
-            fprintf(stderr, "spbe member rotate: --public-key takes 64 hex digits\n");
-            return EXIT_USAGE;
+        int proved = 0;
+        int rc = member_key(&a, name, "rotate", key, proof, &proved);
+        if (rc != EXIT_OK)
+            return rc;
+        if (proved) {
+            rotate.proof.data = proof;
+            rotate.proof.len = sizeof proof;
         }
         rotate.name = (char *)name;
         rotate.public_key.data = key;
@@ -333,23 +349,9 @@ cmd_member(int argc, char **argv)
         cmd.body_case = SPBE__V1__COMMAND__BODY_MEMBER_ROTATE;
         cmd.member_rotate = &rotate;
     } else if (strcmp(what, "add") == 0) {
-        if (!!a.key_file == !!a.public_key) {
-            fprintf(stderr, "spbe member add: give exactly one of --key-file and --public-key\n");
-            return EXIT_USAGE;
-        }
-        if (a.key_file) {
-            identity id;
-            char err[512];
-            if (identity_load(a.key_file, &id, err, sizeof err) != SPBE_OK)
-                return cli_fail("member", SPBE_BAD_REQUEST, "%s", err);
-            if (strcmp(id.member, name) != 0)
-                return cli_fail("member", SPBE_BAD_REQUEST, "%s is the key of %s, not %s",
-                                a.key_file, id.member, name);
-            memcpy(key, id.public_key, 32);
-        } else if (wire_hex_decode(a.public_key, key, 32) != SPBE_OK) {
-            fprintf(stderr, "spbe member add: --public-key takes 64 hex digits\n");
-            return EXIT_USAGE;
-        }
+        int rc = member_key(&a, name, "add", key, NULL, NULL);
+        if (rc != EXIT_OK)
+            return rc;
         add.name = (char *)name;
         add.public_key.data = key;
         add.public_key.len = 32;

@@ -453,6 +453,28 @@ wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SE
 }
 
 int
+wire_tree_head_encode(uint64_t size, const uint8_t root[WIRE_HASH_BYTES], const char *broker,
+                      const uint8_t secret[WIRE_SECRET_BYTES], uint8_t **out, size_t *len)
+{
+    Spbe__V1__TreeHead th = SPBE__V1__TREE_HEAD__INIT;
+    th.size = size;
+    th.root.data = (uint8_t *)root;
+    th.root.len = WIRE_HASH_BYTES;
+    th.timestamp_ns = wire_now_ns();
+    th.broker = (char *)broker;
+    Spbe__V1__SignedTreeHead sth;
+    *out = NULL;
+    if (wire_tree_head_sign(&th, secret, &sth) != SPBE_OK)
+        return SPBE_INTERNAL;
+    *len = spbe__v1__signed_tree_head__get_packed_size(&sth);
+    *out = malloc(*len ? *len : 1);
+    if (*out)
+        spbe__v1__signed_tree_head__pack(&sth, *out);
+    free(sth.head.data);
+    return *out ? SPBE_OK : SPBE_INTERNAL;
+}
+
+int
 wire_tree_head_verify(const Spbe__V1__SignedTreeHead *signed_head,
                       const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__TreeHead **head_out)
 {

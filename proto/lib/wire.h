@@ -120,6 +120,10 @@ int wire_rotation_verify(const char *name, const uint8_t key[WIRE_KEY_BYTES], co
  * free(out->head.data)). */
 int wire_tree_head_sign(const Spbe__V1__TreeHead *head, const uint8_t secret[WIRE_SECRET_BYTES],
                         Spbe__V1__SignedTreeHead *out);
+/* Signs the head of a tree (size, root, now, broker) and encodes the SignedTreeHead into
+ * *out (malloc'ed, caller frees). SPBE_OK or SPBE_INTERNAL. */
+int wire_tree_head_encode(uint64_t size, const uint8_t root[WIRE_HASH_BYTES], const char *broker,
+                          const uint8_t secret[WIRE_SECRET_BYTES], uint8_t **out, size_t *len);
 /* Verifies and decodes a signed tree head (root must be 32 bytes); *head_out freed with
  * spbe__v1__tree_head__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */
 int wire_tree_head_verify(const Spbe__V1__SignedTreeHead *signed_head,

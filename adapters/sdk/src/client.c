@@ -1163,6 +1163,18 @@ simple_call(spbe_client *c, Spbe__V1__Command *cmd, Spbe__V1__Reply **reply,
     return rc;
 }
 
+/* A call whose reply says only whether it worked. */
+static int
+call_ok(spbe_client *c, Spbe__V1__Command *cmd)
+{
+    Spbe__V1__Reply *reply;
+    Spbe__V1__BrokerFrame *owner;
+    int rc = simple_call(c, cmd, &reply, &owner);
+    if (rc == SPBE_OK)
+        spbe__v1__broker_frame__free_unpacked(owner, NULL);
+    return rc;
+}
+
 /* Sends a Subscribe or Consume and remembers the subscription it opened (to resume it
  * after a reconnect); *out is the new entry, first in c->subs. */
 static int
@@ -1234,12 +1246,7 @@ spbe_unsubscribe(spbe_client *c, uint64_t id)
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_UNSUBSCRIBE;
     cmd.unsubscribe = &u;
-    Spbe__V1__Reply *reply;
-    Spbe__V1__BrokerFrame *owner;
-    int rc = simple_call(c, &cmd, &reply, &owner);
-    if (rc == SPBE_OK)
-        spbe__v1__broker_frame__free_unpacked(owner, NULL);
-    return rc;
+    return call_ok(c, &cmd);
 }
 
 /* 1 while a session with the broker is established. */
@@ -1426,12 +1433,7 @@ spbe_ack(spbe_client *c, const char *consumer, const char *topic, uint64_t seque
         cmd.request_id = 0; /* no answer */
         return send_command(c, &cmd, NULL, 0);
     }
-    Spbe__V1__Reply *reply;
-    Spbe__V1__BrokerFrame *owner;
-    int rc = simple_call(c, &cmd, &reply, &owner);
-    if (rc == SPBE_OK)
-        spbe__v1__broker_frame__free_unpacked(owner, NULL);
-    return rc;
+    return call_ok(c, &cmd);
 }
 
 /* ------------------------------------------------------------ services */
@@ -1451,12 +1453,7 @@ serve_command(spbe_client *c, const char *service, int serve)
         cmd.body_case = SPBE__V1__COMMAND__BODY_UNSERVE;
         cmd.unserve = &un;
     }
-    Spbe__V1__Reply *reply;
-    Spbe__V1__BrokerFrame *owner;
-    int rc = simple_call(c, &cmd, &reply, &owner);
-    if (rc == SPBE_OK)
-        spbe__v1__broker_frame__free_unpacked(owner, NULL);
-    return rc;
+    return call_ok(c, &cmd);
 }
 
 int
