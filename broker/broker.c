@@ -116,6 +116,8 @@ struct broker {
     size_t n_buckets, cap_buckets;
     http_server *http; /* NULL with --http off */
     int64_t next_snapshot_ms;
+    int64_t next_expire_ms, next_head_ms; /* session expiry and signed heads are due */
+    int pump;                             /* last turn's fan-out: 1 more now, 2 soon, 0 done */
     workpool *workers;
     stage_clock clock;
     consumer_set *consumers;
@@ -447,6 +449,8 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
     }
     char pk[2 * WIRE_KEY_BYTES + 1];
     wire_hex_encode(b->key.public_key, WIRE_KEY_BYTES, pk);
+    b->next_expire_ms = now_ms() + b->config.heartbeat_ms;
+    b->next_head_ms = now_ms() + b->config.tree_head_ms;
     log_event(LOG_INFO, "started", "endpoint=%s http=%s data=%s broker_key=%s version=%s pid=%ld",
               config->endpoint, config->http[0] ? config->http : "off", config->data_dir, pk,
               SPBE_VERSION, (long)getpid());
@@ -2480,88 +2484,94 @@ metrics_snapshot_publish(broker *b)
 }
 
 int
-broker_run(broker *b, volatile sig_atomic_t *stop)
+broker_step(broker *b, long max_wait_ms)
 {
-    int64_t next_expire = now_ms() + b->config.heartbeat_ms;
-    int64_t next_head = now_ms() + b->config.tree_head_ms;
-    int pump = 0;
-    while (!*stop) {
-        /* with every group busy, leave new messages queued in ZeroMQ (back-pressure) */
-        int can_receive = b->free_groups != NULL;
-        zmq_pollitem_t items[] = {{b->socket, 0, can_receive ? ZMQ_POLLIN : 0, 0},
-                                  {b->zap, 0, ZMQ_POLLIN, 0},
-                                  {writer_socket(b->writer), 0, ZMQ_POLLIN, 0}};
-        long timeout = pump == 1 ? 0 : pump == 2 ? 5 : 200;
-        long due = consumer_next_due_ms(b->consumers);
-        if (due >= 0 && due < timeout)
-            timeout = due;
-        int64_t deadline = service_next_deadline(b->services);
-        if (deadline != INT64_MAX) {
-            int64_t left = (deadline - wire_now_ns()) / 1000000 + 1;
-            if (left < timeout)
-                timeout = left < 0 ? 0 : (long)left;
+    /* with every group busy, leave new messages queued in ZeroMQ (back-pressure) */
+    int can_receive = b->free_groups != NULL;
+    zmq_pollitem_t items[] = {{b->socket, 0, can_receive ? ZMQ_POLLIN : 0, 0},
+                              {b->zap, 0, ZMQ_POLLIN, 0},
+                              {writer_socket(b->writer), 0, ZMQ_POLLIN, 0}};
+    long timeout = b->pump == 1 ? 0 : b->pump == 2 ? 5 : 200;
+    if (max_wait_ms >= 0 && max_wait_ms < timeout)
+        timeout = max_wait_ms;
+    long due = consumer_next_due_ms(b->consumers);
+    if (due >= 0 && due < timeout)
+        timeout = due;
+    int64_t deadline = service_next_deadline(b->services);
+    if (deadline != INT64_MAX) {
+        int64_t left = (deadline - wire_now_ns()) / 1000000 + 1;
+        if (left < timeout)
+            timeout = left < 0 ? 0 : (long)left;
+    }
+    if (b->free_groups && consumer_dirty(b->consumers) && timeout > 1)
+        timeout = 1; /* let acks gather for a moment, then commit them */
+    if (zmq_poll(items, 3, timeout) < 0) {
+        if (errno == EINTR)
+            return 0;
+        log_event(LOG_ERROR, "poll_failed", "reason=\"%s\"", zmq_strerror(errno));
+        return -1;
+    }
+    while (zmq_poll(&items[1], 1, 0) > 0 && (items[1].revents & ZMQ_POLLIN))
+        zap_handle(b);
+    groups_collect(b);
+    if (b->free_groups) {
+        b->filling = b->free_groups;
+        b->free_groups = b->filling->next;
+        b->filling->n_batch = 0;
+        uint64_t t_check = mono_ns();
+        for (int i = 0; i < DRAIN_MAX && b->filling->n_batch < DRAIN_MAX; i++) {
+            zmq_msg_t frames[3];
+            int too_many;
+            int n = receive_message(b, frames, &too_many);
+            if (n == 0)
+                break;
+            handle_message(b, frames, n, too_many);
+            for (int k = 0; k < n; k++)
+                zmq_msg_close(&frames[k]);
         }
-        if (b->free_groups && consumer_dirty(b->consumers) && timeout > 1)
-            timeout = 1; /* let acks gather for a moment, then commit them */
-        if (zmq_poll(items, 3, timeout) < 0) {
-            if (errno == EINTR)
-                continue;
-            log_event(LOG_ERROR, "poll_failed", "reason=\"%s\"", zmq_strerror(errno));
-            return -1;
-        }
-        while (zmq_poll(&items[1], 1, 0) > 0 && (items[1].revents & ZMQ_POLLIN))
-            zap_handle(b);
-        groups_collect(b);
-        if (b->free_groups) {
-            b->filling = b->free_groups;
-            b->free_groups = b->filling->next;
-            b->filling->n_batch = 0;
-            uint64_t t_check = mono_ns();
-            for (int i = 0; i < DRAIN_MAX && b->filling->n_batch < DRAIN_MAX; i++) {
-                zmq_msg_t frames[3];
-                int too_many;
-                int n = receive_message(b, frames, &too_many);
-                if (n == 0)
-                    break;
-                handle_message(b, frames, n, too_many);
-                for (int k = 0; k < n; k++)
-                    zmq_msg_close(&frames[k]);
-            }
-            b->filling->check_ns = mono_ns() - t_check;
-            if (b->filling->n_batch || consumer_dirty(b->consumers)) {
-                group_submit(b);
-            } else {
-                b->filling->next = b->free_groups;
-                b->free_groups = b->filling;
-                b->filling = NULL;
-            }
-        }
-        pump = router_pump(b->router, PUMP_BUDGET);
-        if (consumer_pump(b->consumers, PUMP_BUDGET))
-            pump = 1;
-        pending_request *late;
-        while ((late = service_pending_expired(b->services, wire_now_ns())) != NULL) {
-            metrics_add(&b->m.request_timeouts, 1);
-            late->next = NULL;
-            requests_fail(b, late, SPBE_TIMEOUT, "no reply from the serving member in time");
-        }
-        int64_t now = now_ms();
-        atomic_store(&b->m.loop_ns, wire_now_ns());
-        log_limit_flush(&b->reject_log);
-        atomic_store(&b->m.sessions, b->n_sessions);
-        if (b->http && now >= b->next_snapshot_ms) {
-            metrics_snapshot_publish(b);
-            b->next_snapshot_ms = now + 250;
-        }
-        if (now >= next_head) {
-            tree_head_commit(b);
-            next_head = now + b->config.tree_head_ms;
-        }
-        if (now >= next_expire) {
-            expire_sessions(b, now);
-            next_expire = now + b->config.heartbeat_ms;
+        b->filling->check_ns = mono_ns() - t_check;
+        if (b->filling->n_batch || consumer_dirty(b->consumers)) {
+            group_submit(b);
+        } else {
+            b->filling->next = b->free_groups;
+            b->free_groups = b->filling;
+            b->filling = NULL;
         }
     }
+    b->pump = router_pump(b->router, PUMP_BUDGET);
+    if (consumer_pump(b->consumers, PUMP_BUDGET))
+        b->pump = 1;
+    pending_request *late;
+    while ((late = service_pending_expired(b->services, wire_now_ns())) != NULL) {
+        metrics_add(&b->m.request_timeouts, 1);
+        late->next = NULL;
+        requests_fail(b, late, SPBE_TIMEOUT, "no reply from the serving member in time");
+    }
+    int64_t now = now_ms();
+    atomic_store(&b->m.loop_ns, wire_now_ns());
+    log_limit_flush(&b->reject_log);
+    atomic_store(&b->m.sessions, b->n_sessions);
+    if (b->http && now >= b->next_snapshot_ms) {
+        metrics_snapshot_publish(b);
+        b->next_snapshot_ms = now + 250;
+    }
+    if (now >= b->next_head_ms) {
+        tree_head_commit(b);
+        b->next_head_ms = now + b->config.tree_head_ms;
+    }
+    if (now >= b->next_expire_ms) {
+        expire_sessions(b, now);
+        b->next_expire_ms = now + b->config.heartbeat_ms;
+    }
+    return 0;
+}
+
+int
+broker_run(broker *b, volatile sig_atomic_t *stop)
+{
+    while (!*stop)
+        if (broker_step(b, -1) != 0)
+            return -1;
     /* what the writer holds is committed: its publishers get their receipts */
     while (b->in_writer > 0) {
         zmq_pollitem_t item = {writer_socket(b->writer), 0, ZMQ_POLLIN, 0};

@@ -13,6 +13,10 @@ typedef struct broker broker;
 int broker_new(const broker_config *config, broker **out, char *err, size_t err_len);
 /* Serves until *stop becomes non-zero; 0 on a clean stop. */
 int broker_run(broker *b, volatile sig_atomic_t *stop);
+/* One turn of the loop: what is waiting on the sockets (at most max_wait_ms for it, or
+ * the loop's own timeouts with -1), commits collected, deliveries pumped, timers run.
+ * 0, or -1 when polling fails. broker_run is this until *stop, then the orderly stop. */
+int broker_step(broker *b, long max_wait_ms);
 /* NULL-safe; nulls *b. */
 void broker_destroy(broker **b);
 
