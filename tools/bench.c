@@ -29,11 +29,14 @@ static const char bench_usage[] =
     "  --publishers N    concurrent publishing sessions (default 1)\n"
     "  --window N        receipts outstanding per publisher (default 1000)\n"
     "  --topic TOPIC     (default bench.pub)\n"
+    "  --rate N          send N msgs/s in all, paced (default: as fast as the window allows);\n"
+    "                    latency at a fixed load\n"
     "  --no-subscriber   do not measure delivery latency\n"
     "  --key FILE --broker EP --broker-key HEX --json\n";
 
 typedef struct bench_config {
     long messages, size, publishers, window;
+    long rate; /* msgs/s over all publishers, 0: unpaced */
     const char *topic;
     int no_subscriber;
     const cli_common *common;
@@ -102,7 +105,21 @@ publisher_run(void *arg)
         return NULL;
     }
     spbe_set_receipt_handler(c, on_bench_receipt, p);
+    int64_t t0 = bench_now_ns();
+    double interval_ns = p->cfg->rate ? 1e9 * (double)p->cfg->publishers / (double)p->cfg->rate : 0;
     for (long k = 0; k < p->count; k++) {
+        for (;;) { /* paced: wait for this message's moment, taking receipts meanwhile */
+            int64_t due = t0 + (int64_t)(interval_ns * (double)k), now = bench_now_ns();
+            if (now >= due)
+                break;
+            int rc = spbe_dispatch(c, (int)((due - now) / 1000000), NULL);
+            if (rc != SPBE_OK && rc != SPBE_TIMEOUT) {
+                p->rc = rc;
+                snprintf(p->error, sizeof p->error, "%s", spbe_last_error(c));
+                spbe_close(&c);
+                return NULL;
+            }
+        }
         while ((long)spbe_in_flight(c) >= p->cfg->window) {
             int rc = spbe_dispatch(c, 1000, NULL);
             if (rc != SPBE_OK) {
@@ -264,6 +281,9 @@ bench_option(int opt, const char *arg, void *ctx)
     case 6:
         b->no_subscriber = 1;
         return 0;
+    case 7:
+        b->rate = v;
+        return 0;
     }
     return 1;
 }
@@ -277,6 +297,7 @@ cmd_bench(int argc, char **argv)
                                          {"window", required_argument, 0, 4},
                                          {"topic", required_argument, 0, 5},
                                          {"no-subscriber", no_argument, 0, 6},
+                                         {"rate", required_argument, 0, 7},
                                          {0, 0, 0, 0}};
     if (argc >= 2 && (strcmp(argv[1], "consume") == 0 || strcmp(argv[1], "req") == 0))
         return bench_delivery(argv[1], argc - 1, argv + 1);
@@ -288,7 +309,7 @@ cmd_bench(int argc, char **argv)
         return EXIT_USAGE;
     }
     cli_common common;
-    bench_config cfg = {100000, 256, 1, 1000, "bench.pub", 0, &common};
+    bench_config cfg = {100000, 256, 1, 1000, 0, "bench.pub", 0, &common};
     int i = cli_parse(argc - 1, argv + 1, &common, opts, "", bench_option, &cfg, bench_usage);
     if (i < 0)
         return i == -2 ? EXIT_OK : EXIT_USAGE;
@@ -377,21 +398,25 @@ cmd_bench(int argc, char **argv)
     if (sub.lat)
         qsort(sub.lat, (size_t)delivered, sizeof *sub.lat, bench_cmp_i64);
     if (common.json) {
-        printf("{\"messages\":%ld,\"size\":%ld,\"publishers\":%ld,\"window\":%ld,\"seconds\":%.3f,"
+        printf("{\"messages\":%ld,\"size\":%ld,\"publishers\":%ld,\"window\":%ld,\"rate\":%ld,"
+               "\"seconds\":%.3f,"
                "\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"errors\":%ld,"
                "\"receipt_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"p999\":%.0f,\"max\":%.0f},"
                "\"delivered\":%ld,\"delivery_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%"
                ".0f},"
                "\"client_sign_per_s\":%.0f}\n",
-               total, cfg.size, cfg.publishers, cfg.window, secs, rate,
+               total, cfg.size, cfg.publishers, cfg.window, cfg.rate, secs, rate,
                rate * (double)cfg.size / 1e6, errors, bench_pct(lat, total, .5),
                bench_pct(lat, total, .9), bench_pct(lat, total, .99), bench_pct(lat, total, .999),
                bench_pct(lat, total, 1), delivered, bench_pct(sub.lat, delivered, .5),
                bench_pct(sub.lat, delivered, .9), bench_pct(sub.lat, delivered, .99),
                bench_pct(sub.lat, delivered, 1), (double)cfg.messages / sign_s);
     } else {
-        printf("signed durable publish: %ld messages of %ld bytes, %ld publisher(s), window %ld\n",
+        printf("signed durable publish: %ld messages of %ld bytes, %ld publisher(s), window %ld",
                total, cfg.size, cfg.publishers, cfg.window);
+        if (cfg.rate)
+            printf(", paced at %ld msgs/s", cfg.rate);
+        printf("\n");
         printf("  throughput        %.0f msgs/s  (%.2f MB/s payload) in %.2f s, %ld errors\n", rate,
                rate * (double)cfg.size / 1e6, secs, errors);
         printf("  publish->receipt  p50 %.0f us  p90 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f "
