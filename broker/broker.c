@@ -48,6 +48,7 @@ typedef struct session {
     int64_t last_seen_ms;
     int64_t opened_ns;
     uint64_t received, delivered; /* signed messages from it, deliveries to it */
+    uint32_t n_subscriptions;     /* and consumer attachments */
 } session;
 
 /* What a signed message arriving from a client is: a publish, a request to a service,
@@ -432,7 +433,9 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
         zmq_setsockopt(b->socket, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
         zmq_setsockopt(b->socket, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
         zmq_setsockopt(b->socket, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
-        zmq_setsockopt(b->socket, ZMQ_LINGER, &zero, sizeof zero))
+        zmq_setsockopt(b->socket, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(b->socket, ZMQ_HANDSHAKE_IVL, &config->handshake_timeout_ms,
+                       sizeof config->handshake_timeout_ms))
         goto fail_msg;
     int64_t maxmsg64 = maxmsg;
     zmq_setsockopt(b->socket, ZMQ_MAXMSGSIZE, &maxmsg64, sizeof maxmsg64);
@@ -1158,6 +1161,16 @@ topic_readable(broker *b, session *s, uint64_t request_id, const char *topic)
 }
 
 static void
+quota_refuse(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id,
+             const char *member, const char *reason)
+{
+    metrics_rejected(&b->m, SPBE_QUOTA_EXCEEDED);
+    if (log_allow(&b->reject_log))
+        log_event(LOG_WARN, "quota_exceeded", "member=%s reason=\"%s\"", member, reason);
+    send_error(b, routing, routing_len, request_id, SPBE_QUOTA_EXCEEDED, reason);
+}
+
+static void
 handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id,
              const Spbe__V1__Hello *hello, const char *user_id)
 {
@@ -1187,6 +1200,18 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
         return;
     }
     session *s = session_find(b, routing, routing_len);
+    if (!s && b->config.member_max_sessions) {
+        uint32_t held = 0;
+        for (size_t i = 0; i < b->n_sessions; i++)
+            held += strcmp(b->sessions[i]->member, m->name) == 0;
+        if (held >= b->config.member_max_sessions) {
+            char reason[128];
+            snprintf(reason, sizeof reason, "the member holds %u sessions, its most (member_max_sessions)",
+                     held);
+            quota_refuse(b, routing, routing_len, request_id, m->name, reason);
+            return;
+        }
+    }
     if (!s) {
         if (b->n_sessions == b->cap_sessions) {
             size_t cap = b->cap_sessions ? 2 * b->cap_sessions : 16;
@@ -1229,6 +1254,21 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
     send_reply(b, routing, routing_len, &reply, NULL, 0);
 }
 
+/* 1 when the session may take one more subscription or attachment; else refused. */
+static int
+subscription_room(broker *b, session *s, uint64_t request_id)
+{
+    if (!b->config.session_max_subscriptions ||
+        s->n_subscriptions < b->config.session_max_subscriptions)
+        return 1;
+    char reason[128];
+    snprintf(reason, sizeof reason,
+             "the session holds %u subscriptions, its most (session_max_subscriptions)",
+             s->n_subscriptions);
+    quota_refuse(b, s->routing, s->routing_len, request_id, s->member, reason);
+    return 0;
+}
+
 static void
 handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Subscribe *sub)
 {
@@ -1265,6 +1305,8 @@ handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Sub
         resume[n_resume].next_sequence = tp->next_sequence;
         n_resume++;
     }
+    if (!subscription_room(b, s, request_id))
+        return;
     uint64_t id;
     int rc = router_subscribe(b->router, s, sub->pattern, start, sub->start_sequence, resume,
                               n_resume, &id);
@@ -1272,6 +1314,7 @@ handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Sub
         send_error(b, s->routing, s->routing_len, request_id, rc, "cannot subscribe");
         return;
     }
+    s->n_subscriptions++;
     Spbe__V1__Subscribed ok = SPBE__V1__SUBSCRIBED__INIT;
     ok.subscription_id = id;
     Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
@@ -1890,6 +1933,12 @@ handle_consume(broker *b, session *s, uint64_t request_id, const Spbe__V1__Consu
         bad = "ack wait must be 100 ms to 1 day";
     } else if (cfg->max_deliveries > 10000 || cfg->max_in_flight > 100000) {
         bad = "max deliveries is at most 10000, max in flight at most 100000";
+    } else if (b->config.member_max_consumers &&
+               consumer_count_owned(b->consumers, s->member) >= b->config.member_max_consumers) {
+        code = SPBE_QUOTA_EXCEEDED,
+        bad = "the member created as many consumers as it may (member_max_consumers)";
+    } else if (!subscription_room(b, s, request_id)) {
+        return;
     } else {
         writer_drain(b);
         int rc = consumer_create(b->consumers, cfg, s->member);
@@ -1906,11 +1955,14 @@ handle_consume(broker *b, session *s, uint64_t request_id, const Spbe__V1__Consu
         send_error(b, s->routing, s->routing_len, request_id, code, bad);
         return;
     }
+    if (existing && !subscription_room(b, s, request_id))
+        return;
     uint64_t id;
     if (consumer_attach(b->consumers, cfg->name, s, &id) != SPBE_OK) {
         send_error(b, s->routing, s->routing_len, request_id, SPBE_INTERNAL, "cannot attach");
         return;
     }
+    s->n_subscriptions++;
     log_event(LOG_INFO, "consumer_attached", "member=%s consumer=%s attachment=%llu", s->member,
               cfg->name, (unsigned long long)id);
     Spbe__V1__Subscribed ok = SPBE__V1__SUBSCRIBED__INIT;
@@ -2349,9 +2401,10 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
         break;
     case SPBE__V1__COMMAND__BODY_UNSUBSCRIBE:
         if (router_unsubscribe(b->router, s, cmd->unsubscribe->subscription_id) == SPBE_OK ||
-            consumer_detach(b->consumers, s, cmd->unsubscribe->subscription_id) == SPBE_OK)
+            consumer_detach(b->consumers, s, cmd->unsubscribe->subscription_id) == SPBE_OK) {
+            s->n_subscriptions--;
             send_reply(b, routing, routing_len, &ok, NULL, 0);
-        else
+        } else
             send_error(b, routing, routing_len, rid, SPBE_NOT_FOUND, "no such subscription");
         break;
     case SPBE__V1__COMMAND__BODY_PING:

@@ -24,6 +24,10 @@ config_defaults(broker_config *c)
     c->tree_head_ms = 10000;
     snprintf(c->http, sizeof c->http, "127.0.0.1:7480");
     c->log_level = LOG_INFO;
+    c->member_max_sessions = 64;
+    c->session_max_subscriptions = 1024;
+    c->member_max_consumers = 256;
+    c->handshake_timeout_ms = 10000;
 }
 
 static void
@@ -49,6 +53,14 @@ usage(FILE *f)
             "      --member-burst N       what a member may send at once (default: the rate)\n"
             "      --max-clock-skew S     refuse messages created more than S seconds from the\n"
             "                             broker's clock (default 0: no bound)\n"
+            "      --member-max-sessions N       sessions one member may hold open (default 64;\n"
+            "                             0: no limit); beyond it QUOTA_EXCEEDED\n"
+            "      --session-max-subscriptions N subscriptions and consumer attachments per\n"
+            "                             session (default 1024; 0: no limit)\n"
+            "      --member-max-consumers N      durable consumers one member may create\n"
+            "                             (default 256; 0: no limit)\n"
+            "      --handshake-timeout-ms N      close connections that have not finished the\n"
+            "                             CURVE handshake by then (default 10000)\n"
             "      --name NAME            broker name in receipts (default spbe-broker)\n"
             "      --max-message-bytes N  largest signed message accepted (default 1048576)\n"
             "      --dedup-window SECONDS dedup window by sender and message id (default 86400)\n"
@@ -221,6 +233,18 @@ config_set(broker_config *c, const char *key, const char *value, char *err, size
         if (!num || v > 31536000)
             return snprintf(err, err_len, "max_clock_skew_s: 0 (no bound)..31536000"), -1;
         c->max_clock_skew_s = (uint32_t)v;
+    } else if (strcmp(key, "member_max_sessions") == 0 ||
+               strcmp(key, "session_max_subscriptions") == 0 ||
+               strcmp(key, "member_max_consumers") == 0) {
+        if (!num || v > 1000000)
+            return snprintf(err, err_len, "%s: 0 (no limit)..1000000", key), -1;
+        *(key[0] == 's'                ? &c->session_max_subscriptions
+          : strstr(key, "consumers") ? &c->member_max_consumers
+                                       : &c->member_max_sessions) = (uint32_t)v;
+    } else if (strcmp(key, "handshake_timeout_ms") == 0) {
+        if (!num || v < 100 || v > 600000)
+            return snprintf(err, err_len, "handshake_timeout_ms: 100..600000"), -1;
+        c->handshake_timeout_ms = (int)v;
     } else if (strcmp(key, "member_rate") == 0) {
         if (!num || v > 10000000)
             return snprintf(err, err_len, "member_rate: 0 (no limit)..10000000 per second"), -1;
@@ -426,6 +450,10 @@ config_parse_args(broker_config *c, int argc, char **argv)
         OPT_RATE,
         OPT_BURST,
         OPT_SKEW,
+        OPT_MAX_SESSIONS,
+        OPT_MAX_SUBS,
+        OPT_MAX_CONSUMERS,
+        OPT_HANDSHAKE,
         OPT_VERSION
     };
     static const struct option options[] = {
@@ -450,6 +478,10 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"member-rate", required_argument, 0, OPT_RATE},
         {"member-burst", required_argument, 0, OPT_BURST},
         {"max-clock-skew", required_argument, 0, OPT_SKEW},
+        {"member-max-sessions", required_argument, 0, OPT_MAX_SESSIONS},
+        {"session-max-subscriptions", required_argument, 0, OPT_MAX_SUBS},
+        {"member-max-consumers", required_argument, 0, OPT_MAX_CONSUMERS},
+        {"handshake-timeout-ms", required_argument, 0, OPT_HANDSHAKE},
         {0, 0, 0, 0},
     };
     static const struct {
@@ -467,7 +499,11 @@ config_parse_args(broker_config *c, int argc, char **argv)
                 {OPT_HTTP, "http"},
                 {OPT_RATE, "member_rate"},
                 {OPT_BURST, "member_burst"},
-                {OPT_SKEW, "max_clock_skew_s"}};
+                {OPT_SKEW, "max_clock_skew_s"},
+                {OPT_MAX_SESSIONS, "member_max_sessions"},
+                {OPT_MAX_SUBS, "session_max_subscriptions"},
+                {OPT_MAX_CONSUMERS, "member_max_consumers"},
+                {OPT_HANDSHAKE, "handshake_timeout_ms"}};
     /* the file first (SPBE_DATA and flags override it) */
     const char *file = NULL;
     int opt;

@@ -28,6 +28,10 @@ typedef struct broker_config {
     int log_json;                       /* log lines as JSON */
     uint32_t member_rate, member_burst; /* signed messages per second per member; 0: no limit */
     uint32_t max_clock_skew_s; /* created_ns this far from the broker's clock is refused; 0: any */
+    uint32_t member_max_sessions;       /* open sessions per member; 0: no limit */
+    uint32_t session_max_subscriptions; /* subscriptions and attachments per session; 0: none */
+    uint32_t member_max_consumers;      /* durable consumers a member creates; 0: no limit */
+    int handshake_timeout_ms; /* a connection that has not finished CURVE by then is closed */
     int check_only;            /* --check-config */
 } broker_config;
 

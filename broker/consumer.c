@@ -1330,6 +1330,15 @@ consumer_info(consumer_set *cs, const char *name, Spbe__V1__ConsumerInfo **out)
     return *out ? SPBE_OK : SPBE_INTERNAL;
 }
 
+size_t
+consumer_count_owned(const consumer_set *cs, const char *owner)
+{
+    size_t n = 0;
+    for (const consumer *c = cs->consumers; c; c = c->link)
+        n += strcmp(c->info->owner, owner) == 0;
+    return n;
+}
+
 void
 consumer_each(consumer_set *cs, void (*fn)(Spbe__V1__ConsumerInfo *, void *), void *arg)
 {

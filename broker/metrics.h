@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define METRICS_CODES 17   /* error codes 0..15, and one for any other */
+#define METRICS_CODES 18   /* error codes 0..16, and one for any other */
 #define METRICS_BUCKETS 12 /* commit latency histogram */
 
 extern const double metrics_bucket_seconds[METRICS_BUCKETS];

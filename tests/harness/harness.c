@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -398,4 +399,72 @@ harness_raw_reply(void *s, uint64_t *request_id)
     }
     spbe__v1__broker_frame__free_unpacked(f, NULL);
     return code;
+}
+
+/* GET path from 127.0.0.1:port: the status, and the body into out. -1 if no answer. */
+int
+harness_http_get(int port, const char *path, char *out, size_t out_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    static char resp[1 << 20];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof resp - 1 && (r = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    resp[got] = '\0';
+    int status = -1;
+    sscanf(resp, "HTTP/1.%*d %d", &status);
+    const char *body = strstr(resp, "\r\n\r\n");
+    snprintf(out, out_len, "%s", body ? body + 4 : "");
+    return status;
+}
+
+/* The value of a metric line that starts with prefix (name and labels), or -1. */
+long long
+harness_metric(const char *text, const char *prefix)
+{
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, prefix, strlen(prefix)) == 0 && p[strlen(prefix)] == ' ')
+            return atoll(p + strlen(prefix) + 1);
+    return -1;
+}
+
+long long
+harness_broker_metric(test_broker *b, const char *prefix)
+{
+    static char out[1 << 20];
+    if (harness_http_get(b->http_port, "/metrics", out, sizeof out) != 200)
+        return -1;
+    return harness_metric(out, prefix);
+}
+
+int
+harness_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }

@@ -61,6 +61,16 @@ void *harness_raw_connect(test_broker *b, void *ctx, const char *key_path, int r
  * id); -1 on timeout, -2 if it was an event, -3 if its receipt disagrees with it. */
 int harness_raw_reply(void *socket, uint64_t *request_id);
 
+/* GET path from 127.0.0.1:port: the status, and the body into out. -1 if no answer.
+ * Not for concurrent use (one static buffer). */
+int harness_http_get(int port, const char *path, char *out, size_t out_len);
+/* The value of a metric line of text that starts with prefix (name and labels), or -1. */
+long long harness_metric(const char *text, const char *prefix);
+/* The same, read from the broker's /metrics now. */
+long long harness_broker_metric(test_broker *b, const char *prefix);
+/* Open file descriptors of a process (from /proc), or -1. */
+int harness_fds(pid_t pid);
+
 /* Counts lines of text. */
 int harness_lines(const char *text);
 

@@ -130,49 +130,6 @@ test_backup_while_publishing(void **state)
     assert_int_equal(harness_broker_stop(&b), 0);
 }
 
-/* GET path from 127.0.0.1:port: the status, and the body into out. -1 if no answer. */
-static int
-http_get(int port, const char *path, char *out, size_t out_len)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    static char resp[1 << 20];
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof resp - 1 && (r = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    resp[got] = '\0';
-    int status = -1;
-    sscanf(resp, "HTTP/1.%*d %d", &status);
-    const char *body = strstr(resp, "\r\n\r\n");
-    snprintf(out, out_len, "%s", body ? body + 4 : "");
-    return status;
-}
-
-/* The value of a metric line that starts with prefix (name and labels), or -1. */
-static long long
-metric(const char *text, const char *prefix)
-{
-    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, prefix, strlen(prefix)) == 0 && p[strlen(prefix)] == ' ')
-            return atoll(p + strlen(prefix) + 1);
-    return -1;
-}
-
 typedef struct acker {
     spbe_client *c;
     int got;
@@ -196,10 +153,10 @@ test_http_endpoint_under_load(void **state)
     assert_int_equal(harness_member(&b, "bkn/siasn", "ops.>,backup.>", NULL, NULL, key), 0);
     assert_int_equal(harness_member(&b, "portal/status", NULL, "ops.>", NULL, reader), 0);
     static char out[1 << 20];
-    assert_int_equal(http_get(b.http_port, "/healthz", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/healthz", out, sizeof out), 200);
     assert_string_equal(out, "ok\n");
-    assert_int_equal(http_get(b.http_port, "/readyz", out, sizeof out), 200);
-    assert_int_equal(http_get(b.http_port, "/nowhere", out, sizeof out), 404);
+    assert_int_equal(harness_http_get(b.http_port, "/readyz", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/nowhere", out, sizeof out), 404);
 
     /* known traffic: 25 accepted, 3 refused, a consumer acknowledging all 25 */
     spbe_client *c = harness_connect(&b, key, 0);
@@ -225,19 +182,19 @@ test_http_endpoint_under_load(void **state)
     usleep(300000);
     long long acked = -1;
     for (int i = 0; i < 40 && acked != 25; i++) { /* the consumers' snapshot: every 250 ms */
-        assert_int_equal(http_get(b.http_port, "/metrics", out, sizeof out), 200);
-        acked = metric(out, "spbe_consumer_acked_total{consumer=\"ops-portal\"}");
+        assert_int_equal(harness_http_get(b.http_port, "/metrics", out, sizeof out), 200);
+        acked = harness_metric(out, "spbe_consumer_acked_total{consumer=\"ops-portal\"}");
         if (acked != 25)
             usleep(100000);
     }
     assert_int_equal(acked, 25);
-    assert_int_equal(metric(out, "spbe_messages_rejected_total{code=\"FORBIDDEN\"}"), 3);
-    assert_int_equal(metric(out, "spbe_topic_messages{topic=\"ops.counted\"}"), 25);
-    assert_true(metric(out, "spbe_messages_accepted_total") >= 25 + 1);
-    assert_true(metric(out, "spbe_messages_delivered_total") >= 25);
-    assert_int_equal(metric(out, "spbe_consumer_pending{consumer=\"ops-portal\"}"), 0);
-    assert_true(metric(out, "spbe_commit_duration_seconds_count") > 0);
-    assert_int_equal(metric(out, "spbe_sessions"), 2);
+    assert_int_equal(harness_metric(out, "spbe_messages_rejected_total{code=\"FORBIDDEN\"}"), 3);
+    assert_int_equal(harness_metric(out, "spbe_topic_messages{topic=\"ops.counted\"}"), 25);
+    assert_true(harness_metric(out, "spbe_messages_accepted_total") >= 25 + 1);
+    assert_true(harness_metric(out, "spbe_messages_delivered_total") >= 25);
+    assert_int_equal(harness_metric(out, "spbe_consumer_pending{consumer=\"ops-portal\"}"), 0);
+    assert_true(harness_metric(out, "spbe_commit_duration_seconds_count") > 0);
+    assert_int_equal(harness_metric(out, "spbe_sessions"), 2);
     /* the format holds for promtool */
     char path[600];
     snprintf(path, sizeof path, "%s/metrics.txt", b.dir);
@@ -249,18 +206,18 @@ test_http_endpoint_under_load(void **state)
     int rc = harness_run(check, sizeof check, err, sizeof err, "promtool check metrics < %s", path);
     if (rc != 0)
         fail_msg("promtool: %s %s", check, err);
-    assert_int_equal(http_get(b.http_port, "/healthz", out, sizeof out), 200);
-    assert_int_equal(http_get(b.http_port, "/readyz", out, sizeof out), 200);
-    assert_int_equal(http_get(b.http_port, "/v1/topics", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/healthz", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/readyz", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/v1/topics", out, sizeof out), 200);
     assert_non_null(
         strstr(out, "\"name\":\"ops.counted\",\"first_sequence\":1,\"last_sequence\":25"));
-    assert_int_equal(http_get(b.http_port, "/v1/consumers", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/v1/consumers", out, sizeof out), 200);
     assert_non_null(strstr(out, "\"name\":\"ops-portal\""));
     assert_non_null(strstr(out, "\"acked\":25"));
-    assert_int_equal(http_get(b.http_port, "/v1/members", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/v1/members", out, sizeof out), 200);
     assert_non_null(strstr(out, "\"name\":\"portal/status\""));
     assert_null(strstr(out, "ops.>")); /* public data only: no rights */
-    assert_int_equal(http_get(b.http_port, "/v1/sessions", out, sizeof out), 200);
+    assert_int_equal(harness_http_get(b.http_port, "/v1/sessions", out, sizeof out), 200);
     assert_non_null(strstr(out, "\"member\":\"portal/status\""));
     /* the CLI's live view and the session list, as ops use them */
     char cli[8192], cli_err[1024];
@@ -310,8 +267,8 @@ test_a_flood_of_bad_requests(void **state)
     static char out[1 << 20];
     long long bad = -1;
     for (int i = 0; i < 600 && bad != FLOOD; i++) {
-        assert_int_equal(http_get(b.http_port, "/metrics", out, sizeof out), 200);
-        bad = metric(out, "spbe_messages_rejected_total{code=\"BAD_REQUEST\"}");
+        assert_int_equal(harness_http_get(b.http_port, "/metrics", out, sizeof out), 200);
+        bad = harness_metric(out, "spbe_messages_rejected_total{code=\"BAD_REQUEST\"}");
         if (bad != FLOOD)
             usleep(100000);
     }
@@ -515,8 +472,8 @@ test_member_rate_limit(void **state)
     assert_non_null(strstr(r.error, "from the broker's clock"));
     spbe_close(&c);
     static char out[1 << 20];
-    assert_int_equal(http_get(b.http_port, "/metrics", out, sizeof out), 200);
-    assert_int_equal(metric(out, "spbe_messages_rejected_total{code=\"RATE_LIMITED\"}"),
+    assert_int_equal(harness_http_get(b.http_port, "/metrics", out, sizeof out), 200);
+    assert_int_equal(harness_metric(out, "spbe_messages_rejected_total{code=\"RATE_LIMITED\"}"),
                      got.limited);
     assert_int_equal(harness_broker_stop(&b), 0);
 }

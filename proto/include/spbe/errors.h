@@ -26,9 +26,10 @@ enum spbe_error {
     SPBE_UNAVAILABLE = 13,
     SPBE_INTERNAL = 14,
     SPBE_RATE_LIMITED = 15,
+    SPBE_QUOTA_EXCEEDED = 16,
 };
 
-#define SPBE_ERROR_COUNT 16
+#define SPBE_ERROR_COUNT 17
 
 /** The code's name as the CLI prints it ("BAD_SIGNATURE"); "UNKNOWN_CODE" if out of range. */
 const char *spbe_error_name(int code);
