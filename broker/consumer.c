@@ -816,13 +816,18 @@ consumer_ack(consumer_set *cs, const char *name, const char *topic, uint64_t seq
         op_pending(cs, c, p);
         return SPBE_OK;
     case SPBE__V1__ACK_KIND__TERM: {
+        /* into the dead letters, or it stays pending: never out of both */
+        if (store_full(cs->store))
+            return SPBE_STORAGE_FULL;
+        if (cs->n_letters >= LETTERS_MAX)
+            return SPBE_UNAVAILABLE; /* this commit's dead letters are full: again shortly */
         store_reader *rd;
         store_message m;
-        if (cs->n_letters < LETTERS_MAX && store_reader_begin(cs->store, &rd) == SPBE_OK) {
-            if (store_message_get(rd, t->id, sequence, &m) == SPBE_OK)
-                dead_letter(cs, c, t->name, &m, p->deliveries, "terminated");
-            store_reader_end(&rd);
-        }
+        if (store_reader_begin(cs->store, &rd) != SPBE_OK)
+            return SPBE_INTERNAL;
+        if (store_message_get(rd, t->id, sequence, &m) == SPBE_OK) /* else gone by retention */
+            dead_letter(cs, c, t->name, &m, p->deliveries, "terminated");
+        store_reader_end(&rd);
         break;
     }
     default:
@@ -1016,6 +1021,12 @@ process:
         int done = (tm.expires_ns && now >= tm.expires_ns) || p->deliveries >= max_deliveries(c);
         if (done && cs->n_letters >= LETTERS_MAX) {
             c->waiting = 1; /* the dead letters of this commit are full: next time */
+            continue;
+        }
+        if (done && store_full(cs->store)) { /* no room for its dead letter: it stays pending */
+            p->due_ns = now + 1000000000LL;
+            if (p->due_ns < next)
+                next = p->due_ns;
             continue;
         }
         if (done && settle_if_done(cs, c, p, t, &m, &tm, now))

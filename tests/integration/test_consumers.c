@@ -672,6 +672,28 @@ test_storage_full_and_back(void **state)
                                  (unsigned long long)ok, f->producer),
                      0);
     assert_int_equal(spbe_publish(c, "full.a", "kecil", 5, NULL, &r), SPBE_STORAGE_FULL);
+    /* a consumer's messages do not leave it without their dead letters, which have no room
+     * now: TERM is STORAGE_FULL, and past max deliveries they stay pending */
+    taker t = {.c = harness_connect(&f->broker, f->producer, 0)};
+    spbe_set_delivery_handler(t.c, on_delivery, &t);
+    spbe_consumer_options co = {.start = SPBE_START_FIRST, .ack_wait_ms = 100,
+                                .max_deliveries = 1, .max_in_flight = 5};
+    assert_int_equal(spbe_consume(t.c, "penuh", "full.a", &co, NULL), SPBE_OK);
+    for (int i = 0; i < 40 && t.n < 5; i++)
+        spbe_dispatch(t.c, 50, NULL);
+    assert_true(t.n >= 5);
+    assert_int_equal(spbe_ack(t.c, "penuh", t.g[0].topic, t.g[0].sequence, SPBE_TERM, 0, 1),
+                     SPBE_STORAGE_FULL);
+    for (int i = 0; i < 30; i++) /* three ack waits and more */
+        spbe_dispatch(t.c, 50, NULL);
+    /* each delivered once (max deliveries 1), none given up on, all still pending */
+    for (size_t i = 0; i < t.n; i++)
+        assert_int_equal(t.g[i].count, 1);
+    spbe_close(&t.c);
+    long long pending = info_field(f->producer, "penuh", "pending");
+    assert_true(pending >= (long long)t.n);
+    assert_int_equal(info_field(f->producer, "penuh", "delivered"), pending);
+    assert_int_equal(info_field(f->producer, "penuh", "dead_lettered"), 0);
     /* once retention frees room, publishing resumes by itself */
     int64_t end = ms_now() + 20000;
     while (ms_now() < end && (code = spbe_publish(c, "full.a", payload, sizeof payload - 1, NULL,
