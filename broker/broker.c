@@ -872,6 +872,10 @@ publish_reason(int code)
         return "signature does not verify with the sender's key";
     case SPBE_DUPLICATE:
         return "message id already accepted from this sender";
+    case SPBE_STORAGE_FULL:
+        return "no room to store it (the storage limit or the disk); nothing was stored";
+    case SPBE_INTERNAL:
+        return "the broker could not write it to disk; nothing was stored";
     default:
         return spbe_strerror(code);
     }

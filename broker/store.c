@@ -2,6 +2,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <sys/statvfs.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@ struct store {
     uint64_t max_map_bytes;       /* the map may grow up to this: the limit and a reserve */
     uint64_t limit_bytes;         /* storage limit for appends; 0: none */
     atomic_int over_limit;        /* set by the writer, read by the I/O thread */
+    atomic_int disk_full;         /* the last commit of appends found no room on the disk */
     pthread_rwlock_t resize_lock; /* readers: every txn; writer: mdb_env_set_mapsize */
     MDB_dbi meta, topics, topic_ids, messages, dedup, dedup_time, members, member_keys;
     MDB_dbi consumers, consumer_topics, consumer_pending;
@@ -959,6 +961,19 @@ usage_update(store *s)
     atomic_store(&s->over_limit, used >= s->limit_bytes);
 }
 
+/* 1 when a failed commit means the file system is full: ENOSPC, or the EIO LMDB makes of
+ * a short write when the space left is less than a commit may need. */
+static int
+out_of_disk(store *s, int rc)
+{
+    if (rc == ENOSPC || rc == EDQUOT)
+        return 1;
+    int fd;
+    struct statvfs vfs;
+    return rc == EIO && mdb_env_get_fd(s->env, &fd) == 0 && fstatvfs(fd, &vfs) == 0 &&
+           (uint64_t)vfs.f_bavail * vfs.f_frsize < (4u << 20);
+}
+
 int
 store_apply(store *s, store_append_item *items, size_t count, const store_op *ops, size_t n_ops,
             int64_t window_ns, int *ops_rc)
@@ -1008,8 +1023,16 @@ store_apply(store *s, store_append_item *items, size_t count, const store_op *op
             refuse = 1; /* the items do not fit: the ops alone may */
             continue;
         }
+        int no_room = rc && out_of_disk(s, rc);
+        if (no_room) {
+            atomic_store(&s->disk_full, 1);
+            if (!refuse && count > 0) {
+                refuse = 1; /* as with the map: the ops alone may fit */
+                continue;
+            }
+        }
         if (rc) {
-            int code = map_error(rc);
+            int code = no_room ? SPBE_STORAGE_FULL : map_error(rc);
             for (size_t i = 0; i < count; i++)
                 items[i].code = code;
             if (ops_rc)
@@ -1018,6 +1041,8 @@ store_apply(store *s, store_append_item *items, size_t count, const store_op *op
         }
         if (ops_rc)
             *ops_rc = SPBE_OK;
+        if (count && !refuse)
+            atomic_store(&s->disk_full, 0); /* appends fit again */
         usage_update(s);
         return refuse && count ? SPBE_STORAGE_FULL : SPBE_OK;
     }
@@ -1032,7 +1057,7 @@ store_append(store *s, store_append_item *items, size_t count, int64_t window_ns
 int
 store_full(store *s)
 {
-    return atomic_load(&s->over_limit);
+    return atomic_load(&s->over_limit) || atomic_load(&s->disk_full);
 }
 
 void

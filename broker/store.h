@@ -148,7 +148,7 @@ typedef struct store_retention {
 int store_retain(store *s, const store_retention *rules, size_t n_rules, int64_t now_ns,
                  size_t limit, size_t *removed);
 
-/* 1 while appends are refused for the storage limit. */
+/* 1 while appends are refused for the storage limit, or the disk had no room for the last. */
 int store_full(store *s);
 /* Bytes of the data file in use (pages not on the free list), and the limit (0: none). */
 void store_usage(store *s, uint64_t *used, uint64_t *limit);

@@ -105,11 +105,20 @@ spawn(test_broker *b)
 int
 harness_broker_start(test_broker *b, const char *extra_flags)
 {
+    return harness_broker_start_in(b, NULL, extra_flags);
+}
+
+int
+harness_broker_start_in(test_broker *b, const char *data_dir, const char *extra_flags)
+{
     memset(b, 0, sizeof *b);
     snprintf(b->dir, sizeof b->dir, "/tmp/spbe-test-XXXXXX");
     if (!mkdtemp(b->dir))
         return -1;
-    snprintf(b->data, sizeof b->data, "%s/data", b->dir);
+    if (data_dir)
+        snprintf(b->data, sizeof b->data, "%s", data_dir);
+    else
+        snprintf(b->data, sizeof b->data, "%s/data", b->dir);
     snprintf(b->admin_key, sizeof b->admin_key, "%s/admin.key", b->data);
     snprintf(b->broker_pub, sizeof b->broker_pub, "%s/broker.pub", b->data);
     snprintf(b->log, sizeof b->log, "%s/broker.log", b->dir);

@@ -28,6 +28,9 @@ typedef struct test_broker {
 /* Starts a broker in a fresh temporary directory (extra flags may be NULL) and waits
  * until it listens. Also sets SPBE_BROKER for CLI children. 0 on success. */
 int harness_broker_start(test_broker *b, const char *extra_flags);
+/* The same with the data directory elsewhere (e.g. on a file system made for the test);
+ * stop removes the test directory, not data_dir. */
+int harness_broker_start_in(test_broker *b, const char *data_dir, const char *extra_flags);
 /* Starts again on the same directory and port (after a stop or kill). */
 int harness_broker_restart(test_broker *b);
 /* Sends sig and reaps the process. Returns its wait status. */

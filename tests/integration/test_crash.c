@@ -1,15 +1,22 @@
 /*
- * test_crash.c - nothing acknowledged is lost to kill -9. Publishers send with
- * receipts while the broker is killed with SIGKILL at a random moment and restarted,
- * several times over. Their sessions reconnect and resend what had no receipt. At the
- * end every message got a positive receipt, each is present exactly once at the
- * sequence its receipt named, sequences have no gap, and the environment is consistent.
- * Meanwhile two members attached to one durable consumer acknowledge whatever comes:
- * after the restarts every acknowledged publish has reached them (at least once), none
- * skipped, and nothing stays pending.
- * SPBE_CRASH_ROUNDS sets the number of kills (default 5), SPBE_CRASH_SEED the seed.
+ * test_crash.c - the chaos test: nothing acknowledged is lost to kill -9. Publishers
+ * send with receipts while the broker is killed with SIGKILL at a random moment and
+ * restarted, several times over. Their sessions reconnect and resend what had no
+ * receipt. At the end every message got a positive receipt, each is present exactly
+ * once at the sequence its receipt named, sequences have no gap, the environment is
+ * consistent and `spbe audit verify` passes.
+ * Meanwhile two members attached to one durable consumer acknowledge whatever comes,
+ * and adapters run as processes of their own that are killed (SIGKILL) and started
+ * again at random too: a consumer (`spbe sub --consumer`) and a service
+ * (`spbe serve -- cat`) that a caller keeps calling. After the restarts every
+ * acknowledged publish has reached both consumers (at least once), none skipped,
+ * nothing stays pending, and no call got an answer that was not its own.
+ * SPBE_CRASH_ROUNDS sets the number of broker kills (default 5; tests/chaos/run 100
+ * is the long form), SPBE_CRASH_SEED the seed.
  */
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -136,6 +143,97 @@ sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* An adapter run as a process of its own (a shell command line), killed and started
+ * again at random. */
+typedef struct adapter {
+    char cmd[1536];
+    pid_t pid;
+    int starts, kills;
+} adapter;
+
+static void
+adapter_start(adapter *a)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", a->cmd, (char *)NULL);
+        _exit(127);
+    }
+    a->pid = pid;
+    a->starts++;
+}
+
+static void
+adapter_kill(adapter *a)
+{
+    if (a->pid <= 0)
+        return;
+    kill(a->pid, SIGKILL);
+    waitpid(a->pid, NULL, 0);
+    a->pid = 0;
+    a->kills++;
+}
+
+/* Marks in seen[publisher][sequence] what the consumer process printed
+ * ("TOPIC #SEQUENCE ..." per line). */
+static void
+read_printed(const char *path, uint8_t **seen)
+{
+    FILE *f = fopen(path, "r");
+    char line[512], topic[128];
+    unsigned long long sequence;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "%127s #%llu", topic, &sequence) == 2 &&
+            strncmp(topic, "crash.topic", 11) == 0) {
+            int i = atoi(topic + 11);
+            if (i >= 0 && i < PUBLISHERS && sequence < MAX_ACKED)
+                seen[i][sequence] = 1;
+        }
+    if (f)
+        fclose(f);
+}
+
+/* A member calling the echo service over and over. */
+typedef struct caller {
+    test_broker *broker;
+    const char *key;
+    volatile int *stop;
+    long answered, unavailable, timeouts, other, wrong;
+} caller;
+
+static void *
+caller_run(void *arg)
+{
+    caller *k = arg;
+    spbe_client *c = harness_connect(k->broker, k->key, 2000);
+    if (!c)
+        return NULL;
+    for (long n = 0; !*k->stop; n++) {
+        char payload[64];
+        int len = snprintf(payload, sizeof payload, "NIK 3171%012ld", n);
+        spbe_response resp;
+        int rc = spbe_request(c, "chaos.echo", payload, (size_t)len, 2000, NULL, &resp);
+        if (rc == SPBE_OK) {
+            if (resp.payload_len != (size_t)len || memcmp(resp.payload, payload, (size_t)len) ||
+                !resp.receipts_verified)
+                k->wrong++;
+            else
+                k->answered++;
+        } else if (rc == SPBE_UNAVAILABLE) {
+            k->unavailable++;
+            sleep_ms(20);
+        } else if (rc == SPBE_TIMEOUT) {
+            k->timeouts++;
+        } else {
+            k->other++;
+        }
+        spbe_response_free(&resp);
+    }
+    spbe_close(&c);
+    return NULL;
+}
+
 static int
 cmp_id(const void *a, const void *b)
 {
@@ -176,9 +274,33 @@ test_acknowledged_messages_survive_sigkill(void **state)
     char key[400], reader_key[400];
     assert_int_equal(harness_member(&b, "bkn/siasn", "crash.>", NULL, NULL, key), 0);
     assert_int_equal(harness_member(&b, "portal/status", NULL, "crash.>", NULL, reader_key), 0);
-    uint8_t *seen[PUBLISHERS];
-    for (int i = 0; i < PUBLISHERS; i++)
+    char server_key[400], caller_key[400], proc_key[400];
+    assert_int_equal(
+        harness_member(&b, "dukcapil/ikd", NULL, NULL, "serve:chaos.echo", server_key), 0);
+    assert_int_equal(
+        harness_member(&b, "kemenpan/caller", NULL, NULL, "call:chaos.echo", caller_key), 0);
+    assert_int_equal(harness_member(&b, "portal/arsip", NULL, "crash.>", NULL, proc_key), 0);
+    uint8_t *seen[PUBLISHERS], *printed[PUBLISHERS];
+    for (int i = 0; i < PUBLISHERS; i++) {
         assert_non_null(seen[i] = calloc(MAX_ACKED, 1));
+        assert_non_null(printed[i] = calloc(MAX_ACKED, 1));
+    }
+    /* the adapters of their own */
+    char printed_path[400];
+    snprintf(printed_path, sizeof printed_path, "%s/arsip.out", b.dir);
+    adapter archive = {.pid = 0}, server = {.pid = 0};
+    snprintf(archive.cmd, sizeof archive.cmd,
+             "exec $SPBE sub 'crash.>' --consumer arsip --from first --ack --ack-wait-ms 1000 "
+             "--max-deliveries 1000 --key %s >> %s 2>/dev/null",
+             proc_key, printed_path);
+    snprintf(server.cmd, sizeof server.cmd,
+             "exec $SPBE serve chaos.echo --key %s -- cat 2>/dev/null", server_key);
+    adapter_start(&archive);
+    adapter_start(&server);
+    volatile int callers_stop = 0;
+    caller calling = {.broker = &b, .key = caller_key, .stop = &callers_stop};
+    pthread_t caller_thread;
+    pthread_create(&caller_thread, NULL, caller_run, &calling);
     volatile int takers_stop = 0;
     taker takers[2];
     pthread_t taker_threads[2];
@@ -208,6 +330,12 @@ test_acknowledged_messages_survive_sigkill(void **state)
         harness_broker_signal(&b, SIGKILL);
         sleep_ms(rand() % 300);
         assert_int_equal(harness_broker_restart(&b), 0);
+        adapter *victim = rand() % 2 ? &archive : &server; /* and an adapter, often */
+        if (rand() % 3) {
+            sleep_ms(rand() % 300);
+            adapter_kill(victim);
+            adapter_start(victim);
+        }
     }
     sleep_ms(500);
     stop = 1;
@@ -253,8 +381,59 @@ test_acknowledged_messages_survive_sigkill(void **state)
     printf("# consumer: %ld deliveries, %ld of them again after a kill or ack wait\n",
            takers[0].deliveries + takers[1].deliveries,
            takers[0].redeliveries + takers[1].redeliveries);
-    for (int i = 0; i < PUBLISHERS; i++)
+
+    /* the consumer process, killed with the rest, printed every acknowledged publish */
+    missing = 1;
+    for (int wait = 0; wait < 600 && missing; wait++) {
+        read_printed(printed_path, printed);
+        missing = 0;
+        for (int i = 0; i < PUBLISHERS; i++)
+            for (size_t k = 0; k < pubs[i].n_acks; k++)
+                missing += !printed[i][pubs[i].acks[k].sequence];
+        if (missing)
+            sleep_ms(100);
+    }
+    if (missing)
+        fail_msg("%zu acknowledged messages never reached the consumer process", missing);
+    pending = NULL;
+    for (int wait = 0; wait < 100; wait++) {
+        assert_int_equal(harness_run(out, sizeof out, cli_err, sizeof cli_err,
+                                     "$SPBE consumer info arsip --json --key %s", proc_key),
+                         0);
+        pending = strstr(out, "\"pending\":");
+        if (pending && atoll(pending + 10) == 0)
+            break;
+        pending = NULL;
+        sleep_ms(100);
+    }
+    if (!pending)
+        fail_msg("the consumer process's consumer still has pending deliveries: %s", out);
+    char lines[64];
+    assert_int_equal(harness_run(lines, sizeof lines, cli_err, sizeof cli_err, "wc -l < %s",
+                                 printed_path),
+                     0);
+    printf("# consumer process: started %d times (%d kills), printed %ld lines for %zu messages\n",
+           archive.starts, archive.kills, atol(lines), (size_t)(pubs[0].n_acks + pubs[1].n_acks +
+                                                               pubs[2].n_acks + pubs[3].n_acks));
+    adapter_kill(&archive);
+
+    /* the service answers again after all that, and never answered the wrong call */
+    long answered_before = calling.answered;
+    for (int wait = 0; wait < 100 && calling.answered == answered_before; wait++)
+        sleep_ms(100);
+    callers_stop = 1;
+    pthread_join(caller_thread, NULL);
+    adapter_kill(&server);
+    printf("# service: server started %d times (%d kills); calls answered %ld, unavailable %ld, "
+           "timed out %ld, other %ld, wrong %ld\n",
+           server.starts, server.kills, calling.answered, calling.unavailable, calling.timeouts,
+           calling.other, calling.wrong);
+    assert_int_equal(calling.wrong, 0);
+    assert_true(calling.answered > answered_before);
+    for (int i = 0; i < PUBLISHERS; i++) {
         free(seen[i]);
+        free(printed[i]);
+    }
     assert_int_equal(harness_broker_signal(&b, SIGTERM), 0); /* a clean stop: exit 0 */
 
     /* offline: consistent, every acknowledged message present once where its receipt said */

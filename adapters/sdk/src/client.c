@@ -307,13 +307,23 @@ request_within(spbe_client *c, int timeout_ms, Spbe__V1__Command *cmd, const uin
     *owner = NULL;
     if (c->closed_code)
         return fail(c, c->closed_code, "session closed by the broker");
+    int64_t deadline = now_ms() + timeout_ms;
+    /* reconnecting: the call waits for the session (within its time), as a publish queues */
+    while (!c->connected && cmd->body_case != SPBE__V1__COMMAND__BODY_HELLO && c->reconnect &&
+           !c->closed_code && now_ms() < deadline) {
+        int64_t left = deadline - now_ms();
+        int rc = spbe_dispatch(c, left < 50 ? (int)left : 50, NULL);
+        if (rc != SPBE_OK)
+            return rc;
+    }
+    if (c->closed_code)
+        return fail(c, c->closed_code, "session closed by the broker");
     if (!c->connected && cmd->body_case != SPBE__V1__COMMAND__BODY_HELLO)
         return fail(c, SPBE_UNAVAILABLE, "not connected to the broker (reconnecting)");
     cmd->request_id = ++c->next_request;
     int rc = send_command(c, cmd, body, body_len);
     if (rc != SPBE_OK)
         return rc;
-    int64_t deadline = now_ms() + timeout_ms;
     for (;;) {
         int64_t left = deadline - now_ms();
         if (left < 0)

@@ -230,7 +230,8 @@ int spbe_flush(spbe_client *client, int timeout_ms);
  * next sequence of each topic it had received from; topics it had received nothing from
  * follow start again (with SPBE_START_NEW, what they got meanwhile is not replayed —
  * durable consumers give that guarantee). Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN,
- * SPBE_UNAVAILABLE while reconnecting.
+ * SPBE_UNAVAILABLE when no session came back within the timeout (calls made while the
+ * client reconnects wait for the session, up to their timeout).
  */
 int spbe_subscribe(spbe_client *client, const char *pattern, spbe_start start,
                    uint64_t start_sequence, uint64_t *id);
