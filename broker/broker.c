@@ -540,13 +540,13 @@ zap_handle(broker *b)
                       address, text);
     }
     const char *version = "1.0";
-    zmq_send(b->zap, version, 3, ZMQ_SNDMORE);
-    zmq_send(b->zap, n >= 2 ? zmq_msg_data(&frames[1]) : "", n >= 2 ? zmq_msg_size(&frames[1]) : 0,
+    send_uninterrupted(b->zap, version, 3, ZMQ_SNDMORE);
+    send_uninterrupted(b->zap, n >= 2 ? zmq_msg_data(&frames[1]) : "", n >= 2 ? zmq_msg_size(&frames[1]) : 0,
              ZMQ_SNDMORE);
-    zmq_send(b->zap, status, 3, ZMQ_SNDMORE);
-    zmq_send(b->zap, text, strlen(text), ZMQ_SNDMORE);
-    zmq_send(b->zap, user, strlen(user), ZMQ_SNDMORE);
-    zmq_send(b->zap, "", 0, 0);
+    send_uninterrupted(b->zap, status, 3, ZMQ_SNDMORE);
+    send_uninterrupted(b->zap, text, strlen(text), ZMQ_SNDMORE);
+    send_uninterrupted(b->zap, user, strlen(user), ZMQ_SNDMORE);
+    send_uninterrupted(b->zap, "", 0, 0);
     for (int i = 0; i < n; i++)
         zmq_msg_close(&frames[i]);
 }

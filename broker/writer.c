@@ -88,7 +88,7 @@ writer_main(void *arg)
         if (job->rc != SPBE_OK)
             log_event(job->rc == SPBE_STORAGE_FULL ? LOG_WARN : LOG_ERROR, "commit_failed",
                       "messages=%zu code=%s", job->count, spbe_error_name(job->rc));
-        zmq_send(w->thread_side, &job, sizeof job, 0);
+        send_uninterrupted(w->thread_side, &job, sizeof job, 0);
     }
     return NULL;
 }
@@ -129,7 +129,7 @@ writer_destroy(writer **wp)
     writer *w = *wp;
     if (w->started) {
         writer_job *stop = NULL;
-        zmq_send(w->io_side, &stop, sizeof stop, 0);
+        send_uninterrupted(w->io_side, &stop, sizeof stop, 0);
         pthread_join(w->thread, NULL);
     }
     int zero = 0;
@@ -154,7 +154,8 @@ writer_socket(writer *w)
 int
 writer_submit(writer *w, writer_job *job)
 {
-    return zmq_send(w->io_side, &job, sizeof job, 0) == sizeof job ? SPBE_OK : SPBE_INTERNAL;
+    return send_uninterrupted(w->io_side, &job, sizeof job, 0) == sizeof job ? SPBE_OK
+                                                                            : SPBE_INTERNAL;
 }
 
 writer_job *

@@ -9,10 +9,23 @@
 #ifndef SPBE_WRITER_H
 #define SPBE_WRITER_H
 
+#include <errno.h>
+#include <zmq.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "store.h"
+
+/* zmq_send, again when a signal interrupted it: a blocking send that must not be lost
+ * (a job handed over or back, a ZAP reply). */
+static inline int
+send_uninterrupted(void *socket, const void *buf, size_t len, int flags)
+{
+    int rc;
+    while ((rc = zmq_send(socket, buf, len, flags)) < 0 && errno == EINTR)
+        ;
+    return rc;
+}
 
 typedef struct writer writer;
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "config.h"
@@ -171,6 +172,130 @@ test_one_setter_for_flags_and_file(void **state)
     assert_non_null(strstr(err, "unknown key 'nonsense'"));
 }
 
+/* Every setting: a value in range is taken, each kind of bad value is refused with the
+ * setting's name in the reason, and the setting keeps what it had. */
+static void
+test_every_setting_takes_its_range_and_refuses_the_rest(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key, *good, *bad[4];
+    } cases[] = {
+        {"data", "/var/lib/spbe", {""}},
+        {"listen", "tcp://0.0.0.0:7400", {"ipc:///tmp/x", "7400"}},
+        {"http", "127.0.0.1:7480", {"localhost", "7480"}},
+        {"name", "broker-ikn-1", {""}},
+        {"max_message_bytes", "64k", {"100", "1G", "lots", ""}},
+        {"dedup_window_s", "3600", {"-1", "99999999999", "1h"}},
+        {"heartbeat_ms", "1000", {"99", "600001", "x"}},
+        {"tree_head_ms", "500", {"99", "86400001", ""}},
+        {"max_store_bytes", "10M", {"1000", "10X", "-5"}},
+        {"consumer_ack_wait_ms", "5000", {"99", "86400001", "soon"}},
+        {"consumer_max_deliveries", "3", {"0", "10001", "x"}},
+        {"consumer_max_in_flight", "10", {"0", "100001", "x"}},
+        {"max_clock_skew_s", "60", {"31536001", "x"}},
+        {"member_max_sessions", "8", {"1000001", "x"}},
+        {"session_max_subscriptions", "16", {"1000001", "-1"}},
+        {"member_max_consumers", "4", {"1000001", "many"}},
+        {"handshake_timeout_ms", "2000", {"99", "600001", "x"}},
+        {"member_rate", "100", {"10000001", "fast"}},
+        {"member_burst", "200", {"10000001", "x"}},
+        {"log_level", "debug", {"loud", ""}},
+        {"log_format", "json", {"xml", ""}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        broker_config c, before;
+        config_defaults(&c);
+        char err[256] = "";
+        if (config_set(&c, cases[i].key, cases[i].good, err, sizeof err) != 0)
+            fail_msg("%s = %s refused: %s", cases[i].key, cases[i].good, err);
+        before = c;
+        for (size_t k = 0; k < 4 && cases[i].bad[k]; k++) {
+            err[0] = '\0';
+            if (config_set(&c, cases[i].key, cases[i].bad[k], err, sizeof err) == 0)
+                fail_msg("%s = '%s' was taken", cases[i].key, cases[i].bad[k]);
+            assert_true(err[0] != '\0');
+            assert_memory_equal(&c, &before, sizeof c); /* nothing half set */
+        }
+    }
+    /* at most CONFIG_RETENTION_MAX rules */
+    broker_config c;
+    config_defaults(&c);
+    char err[256];
+    for (int i = 0; i < CONFIG_RETENTION_MAX; i++)
+        assert_int_equal(config_set(&c, "retain", "a.>:max-messages=1", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "retain", "a.>:max-messages=1", err, sizeof err), -1);
+    assert_non_null(strstr(err, "at most"));
+}
+
+/* The file: its errors name the file and the line; flags given as well win. */
+static void
+test_the_file_and_the_flags(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/spbe-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    static const struct {
+        const char *text, *says;
+    } bad[] = {
+        {"heartbeat_ms = ;\n", "syntax"},
+        {"no_such_key = 1;\n", "no_such_key"},
+        {"\nheartbeat_ms = 5;\n", ":2:"},
+        {"retention = 5;\n", "retention"},
+        {"retention = ( { pattern = \"a.>\"; } );\n", "retention"},
+        {"log = { level = \"loud\"; };\n", "log"},
+        {"consumer_defaults = { max_deliveries = 0; };\n", "max_deliveries"},
+        {"heartbeat_ms = [1, 2];\n", "heartbeat_ms"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(bad[i].text, f);
+        fclose(f);
+        broker_config c;
+        config_defaults(&c);
+        char err[600] = "";
+        if (config_load_file(&c, path, err, sizeof err) == 0)
+            fail_msg("file '%s' was taken", bad[i].text);
+        if (!strstr(err, bad[i].says))
+            fail_msg("file '%s': the reason '%s' does not say '%s'", bad[i].text, err,
+                     bad[i].says);
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("heartbeat_ms = 1000;\nname = \"from-file\";\n"
+          "retention = ( { pattern = \"a.>\"; max_age = \"1d\"; max_bytes = \"1G\"; } );\n"
+          "log = { level = \"warn\"; format = \"json\"; };\n",
+          f);
+    fclose(f);
+    broker_config c;
+    config_defaults(&c);
+    char *args[] = {"spbe-broker", "--config", path, "--name", "from-flag", "-q"};
+    assert_int_equal(config_parse_args(&c, 6, args), 0);
+    assert_int_equal(c.heartbeat_ms, 1000);
+    assert_string_equal(c.name, "from-flag");
+    assert_int_equal(c.n_retention, 1);
+    assert_int_equal(c.log_json, 1);
+    config_defaults(&c);
+    char *missing[] = {"spbe-broker", "--config", "/nonexistent/broker.conf"};
+    assert_int_equal(config_parse_args(&c, 3, missing), 2);
+    config_defaults(&c);
+    char *unknown[] = {"spbe-broker", "--no-such-flag"};
+    assert_int_equal(config_parse_args(&c, 2, unknown), 2);
+    config_defaults(&c);
+    char *stray[] = {"spbe-broker", "stray-argument"};
+    assert_int_equal(config_parse_args(&c, 2, stray), 2);
+    config_defaults(&c);
+    char *check[] = {"spbe-broker", "--config", path, "--check-config"};
+    assert_int_equal(config_parse_args(&c, 4, check), 1);
+    config_defaults(&c);
+    char *version[] = {"spbe-broker", "--version"};
+    assert_int_equal(config_parse_args(&c, 2, version), 1);
+    unlink(path);
+}
+
 int
 main(void)
 {
@@ -180,6 +305,8 @@ main(void)
         cmocka_unit_test(test_retention_rules_parse_with_units_and_refuse_what_is_not_one),
         cmocka_unit_test(test_broker_flags_for_retention_and_the_storage_limit),
         cmocka_unit_test(test_one_setter_for_flags_and_file),
+        cmocka_unit_test(test_every_setting_takes_its_range_and_refuses_the_rest),
+        cmocka_unit_test(test_the_file_and_the_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,9 +7,13 @@
  * and the clients must not crash or hang, and afterwards the data directory opens,
  * passes its consistency check, and a broker starts on it.
  *
- * The allocator and LMDB are wrapped at link time (-Wl,--wrap). SPBE_FAULT_STEP sets
+ * ZeroMQ calls that can fail for want of resources fail too (socket, options, bind,
+ * connect, poll, the first frame of a send or a receive: a multipart message is whole
+ * or absent in ZeroMQ, so its later frames do not fail here).
+ *
+ * The allocator, LMDB and ZeroMQ are wrapped at link time (-Wl,--wrap). SPBE_FAULT_STEP sets
  * which N are tried (every STEP-th of the calls the scenario makes; default: about 120
- * runs); tests/coverage/run uses 1.
+ * runs); tests/coverage/run uses 1. SPBE_FAULT_ONLY=N runs only N.
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -28,6 +32,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 #include <cmocka.h>
 
 #include "broker.h"
@@ -44,6 +49,7 @@
  * with no context to pass. <= 0: no fault armed. */
 static atomic_long countdown;
 static atomic_long calls;
+static long armed_at; /* the N of the run under way, for the watchdog's message */
 
 static int
 fault(void)
@@ -143,6 +149,78 @@ int
 __wrap_mdb_cursor_get(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op)
 {
     return fault() ? EIO : __real_mdb_cursor_get(cursor, key, data, op);
+}
+
+void *__real_zmq_socket(void *ctx, int type);
+int __real_zmq_setsockopt(void *s, int option, const void *value, size_t len);
+int __real_zmq_bind(void *s, const char *endpoint);
+int __real_zmq_connect(void *s, const char *endpoint);
+int __real_zmq_poll(zmq_pollitem_t *items, int n, long timeout);
+int __real_zmq_send(void *s, const void *buf, size_t len, int flags);
+int __real_zmq_msg_recv(zmq_msg_t *msg, void *s, int flags);
+void *__wrap_zmq_socket(void *ctx, int type);
+int __wrap_zmq_setsockopt(void *s, int option, const void *value, size_t len);
+int __wrap_zmq_bind(void *s, const char *endpoint);
+int __wrap_zmq_connect(void *s, const char *endpoint);
+int __wrap_zmq_poll(zmq_pollitem_t *items, int n, long timeout);
+int __wrap_zmq_send(void *s, const void *buf, size_t len, int flags);
+int __wrap_zmq_msg_recv(zmq_msg_t *msg, void *s, int flags);
+
+/* inside a multipart message on this thread: its later frames never fail */
+static _Thread_local int sending_more, receiving_more;
+
+void *
+__wrap_zmq_socket(void *ctx, int type)
+{
+    if (fault()) {
+        errno = EMFILE;
+        return NULL;
+    }
+    return __real_zmq_socket(ctx, type);
+}
+
+int
+__wrap_zmq_setsockopt(void *s, int option, const void *value, size_t len)
+{
+    return fault() ? (errno = EINVAL, -1) : __real_zmq_setsockopt(s, option, value, len);
+}
+
+int
+__wrap_zmq_bind(void *s, const char *endpoint)
+{
+    return fault() ? (errno = EADDRINUSE, -1) : __real_zmq_bind(s, endpoint);
+}
+
+int
+__wrap_zmq_connect(void *s, const char *endpoint)
+{
+    return fault() ? (errno = ENOMEM, -1) : __real_zmq_connect(s, endpoint);
+}
+
+int
+__wrap_zmq_poll(zmq_pollitem_t *items, int n, long timeout)
+{
+    return fault() ? (errno = EINTR, -1) : __real_zmq_poll(items, n, timeout);
+}
+
+int
+__wrap_zmq_send(void *s, const void *buf, size_t len, int flags)
+{
+    if (!sending_more && fault()) /* would block, or a signal came */
+        return errno = flags & ZMQ_DONTWAIT ? EAGAIN : EINTR, -1;
+    int rc = __real_zmq_send(s, buf, len, flags);
+    sending_more = rc >= 0 && (flags & ZMQ_SNDMORE);
+    return rc;
+}
+
+int
+__wrap_zmq_msg_recv(zmq_msg_t *msg, void *s, int flags)
+{
+    if (!receiving_more && fault())
+        return errno = flags & ZMQ_DONTWAIT ? EAGAIN : EINTR, -1;
+    int rc = __real_zmq_msg_recv(msg, s, flags);
+    receiving_more = rc >= 0 && zmq_msg_more(msg);
+    return rc;
 }
 
 /* ------------------------------------------------------------ the scenario */
@@ -317,9 +395,18 @@ static void
 on_alarm(int sig)
 {
     (void)sig;
-    static const char msg[] = "test_faults: a run hung (no end within 30 s)\n";
-    if (write(2, msg, sizeof msg - 1) < 0)
+    char msg[96];
+    int n = snprintf(msg, sizeof msg, "test_faults: the run failing call %ld hung (30 s)\n",
+                     armed_at);
+    if (write(2, msg, (size_t)n) < 0)
         _exit(3);
+    if (getenv("SPBE_FAULT_GDB")) { /* where it hangs, for whoever looks into it */
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "gdb -p %ld -batch -ex 'thread apply all bt 12' >&2",
+                 (long)getpid());
+        if (system(cmd) != 0)
+            _exit(4);
+    }
     _exit(2);
 }
 
@@ -331,6 +418,7 @@ run_with_fault(const world *w, long n)
     snprintf(dir, sizeof dir, "%s.run", w->template_dir);
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", dir, w->template_dir, dir);
     assert_int_equal(system(cmd), 0);
+    armed_at = n;
     alarm(30);
     atomic_store(&calls, 0);
     atomic_store(&countdown, n);
@@ -360,6 +448,11 @@ static void
 test_one_failing_call_at_a_time(void **state)
 {
     world *w = *state;
+    const char *only = getenv("SPBE_FAULT_ONLY"); /* one N, to look into */
+    if (only) {
+        run_with_fault(w, atol(only));
+        return;
+    }
     long total = run_with_fault(w, 0); /* the calls of a run without faults */
     const char *step_env = getenv("SPBE_FAULT_STEP");
     long step = step_env ? atol(step_env) : total / 120 + 1;

@@ -502,13 +502,24 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
     memset(sec, 0, sizeof sec);
     char monitor_ep[64];
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://spbe-monitor-%p", (void *)c);
-    zmq_socket_monitor(c->socket, monitor_ep,
-                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
-    void *monitor = zmq_socket(c->ctx, ZMQ_PAIR);
-    zmq_connect(monitor, monitor_ep);
+    /* the handshake's outcome comes through a monitor; without a reader its events would
+     * block ZeroMQ for good, so a monitor that cannot be read is not started at all */
+    void *monitor = NULL;
+    if (zmq_socket_monitor(c->socket, monitor_ep,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
+        return fail(c, SPBE_INTERNAL, "cannot watch the handshake: %s", zmq_strerror(errno));
+    monitor = zmq_socket(c->ctx, ZMQ_PAIR);
+    if (!monitor || zmq_connect(monitor, monitor_ep) != 0) {
+        int e = errno;
+        zmq_socket_monitor(c->socket, NULL, 0); /* nothing connected yet: no event waits */
+        if (monitor)
+            zmq_close(monitor);
+        return fail(c, SPBE_INTERNAL, "cannot watch the handshake: %s", zmq_strerror(e));
+    }
     if (zmq_connect(c->socket, c->endpoint) != 0) {
+        zmq_socket_monitor(c->socket, NULL, 0);
         zmq_close(monitor);
         return fail(c, SPBE_BAD_REQUEST, "cannot connect to %s: %s", c->endpoint,
                     zmq_strerror(errno));
