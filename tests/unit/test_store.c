@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+#include <lmdb.h>
+#include <sys/stat.h>
 
 #include "identity.h"
 #include "spbe/errors.h"
@@ -605,6 +607,90 @@ test_storage_limit_lifts_when_retention_frees_room(void **state)
     assert_int_equal(store_check(f->s, err, sizeof err), SPBE_OK);
 }
 
+/* Writes key -> value into the named database of the LMDB environment in dir, behind
+ * the store's back (the store closed). */
+static void
+raw_put(const char *dir, const char *db, const void *key, size_t key_len, const void *val,
+        size_t val_len)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 32);
+    mdb_env_set_mapsize(env, 64u << 20);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, MDB_CREATE, &dbi), 0);
+    MDB_val k = {key_len, (void *)key}, v = {val_len, (void *)val};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static int
+count_topic(const store_topic_info *t, void *arg)
+{
+    (void)t;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Data that is not the store's, or damaged, is refused with a reason and nothing worse. */
+static void
+test_foreign_or_damaged_data_is_refused_with_a_reason(void **state)
+{
+    fixture *f = *state;
+    char err[256], dir[96];
+    store *s = NULL;
+    store_options ro = {.read_only = 1};
+
+    /* an LMDB environment that is not a store */
+    snprintf(dir, sizeof dir, "%s/foreign", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    raw_put(dir, "something", "k", 1, "v", 1);
+    assert_int_not_equal(store_open(dir, &ro, &s, err, sizeof err), SPBE_OK);
+    assert_non_null(strstr(err, "not an spbe data directory"));
+    assert_null(s);
+    /* nothing at all, read-only */
+    snprintf(dir, sizeof dir, "%s/absent", f->dir);
+    assert_int_not_equal(store_open(dir, &ro, &s, err, sizeof err), SPBE_OK);
+
+    /* a store of another data format */
+    uint8_t id[16];
+    store_append_item it = item("ikn.a", "bkn/siasn", id, 1, "pesan");
+    assert_int_equal(store_append(f->s, &it, 1, 0), SPBE_OK);
+    store_close(&f->s);
+    uint8_t format[4] = {99, 0, 0, 0};
+    raw_put(f->dir, "meta", "format", 6, format, sizeof format);
+    assert_int_not_equal(store_open(f->dir, NULL, &s, err, sizeof err), SPBE_OK);
+    assert_non_null(strstr(err, "data format 99"));
+    format[0] = 2; /* back to this one */
+    raw_put(f->dir, "meta", "format", 6, format, sizeof format);
+
+    /* a damaged message record and a damaged topic record */
+    uint8_t key[12] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1}; /* topic 1, sequence 1 */
+    uint8_t rec[24] = {7};                                 /* an unknown record version */
+    raw_put(f->dir, "messages", key, sizeof key, rec, sizeof rec);
+    assert_int_equal(store_open(f->dir, NULL, &f->s, err, sizeof err), SPBE_OK);
+    store_reader *r;
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    store_message m;
+    assert_int_not_equal(store_message_get(r, 1, 1, &m), SPBE_OK);
+    store_reader_end(&r);
+    assert_int_not_equal(store_check(f->s, err, sizeof err), SPBE_OK);
+    store_close(&f->s);
+    raw_put(f->dir, "topics", "ikn.a", 5, "short", 5);
+    assert_int_equal(store_open(f->dir, NULL, &f->s, err, sizeof err), SPBE_OK);
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    store_topic_info t;
+    assert_int_not_equal(store_topic_get(r, "ikn.a", &t), SPBE_OK);
+    int n = 0;
+    assert_int_not_equal(store_topic_each(r, count_topic, &n), SPBE_OK);
+    store_reader_end(&r);
+    assert_int_not_equal(store_check(f->s, err, sizeof err), SPBE_OK);
+}
+
 int
 main(void)
 {
@@ -625,6 +711,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_retention_by_count_bytes_and_age_in_bounded_steps,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_sequence_at_a_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_or_damaged_data_is_refused_with_a_reason,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_consumer_state_commits_with_messages_and_goes_with_its_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_storage_limit_lifts_when_retention_frees_room, setup,
