@@ -23,8 +23,8 @@
 #include "store.h"
 #include "wire.h"
 
-static int
-free_port(void)
+int
+harness_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -123,9 +123,9 @@ harness_broker_start_in(test_broker *b, const char *data_dir, const char *extra_
     snprintf(b->broker_pub, sizeof b->broker_pub, "%s/broker.pub", b->data);
     snprintf(b->log, sizeof b->log, "%s/broker.log", b->dir);
     snprintf(b->extra, sizeof b->extra, "%s", extra_flags ? extra_flags : "");
-    b->port = free_port();
+    b->port = harness_free_port();
     do
-        b->http_port = free_port();
+        b->http_port = harness_free_port();
     while (b->http_port == b->port);
     if (b->port < 0 || b->http_port < 0)
         return -1;

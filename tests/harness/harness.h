@@ -74,6 +74,9 @@ long long harness_broker_metric(test_broker *b, const char *prefix);
 /* Open file descriptors of a process (from /proc), or -1. */
 int harness_fds(pid_t pid);
 
+/* A TCP port on 127.0.0.1 free at the moment, or -1. */
+int harness_free_port(void);
+
 /* Counts lines of text. */
 int harness_lines(const char *text);
 

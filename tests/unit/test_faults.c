@@ -27,15 +27,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 #include <cmocka.h>
 
 #include "broker.h"
+#include "harness.h"
 #include "config.h"
 #include "identity.h"
 #include "log.h"
@@ -231,19 +229,6 @@ typedef struct world {
     int port, http_port;
 } world;
 
-static int
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        return -1;
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void
 config_for(const world *w, const char *dir, broker_config *c)
 {
@@ -324,26 +309,6 @@ on_delivery(const spbe_delivery *d, void *arg)
                  t->n % 3 == 0 ? SPBE_ACK : t->n % 3 == 1 ? SPBE_NAK : SPBE_TERM, 0, t->n % 2);
 }
 
-static void
-http_get(int port, const char *path)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-        char req[256], buf[4096];
-        int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
-        if (write(fd, req, (size_t)n) == n)
-            while (read(fd, buf, sizeof buf) > 0) {
-            }
-    }
-    if (fd >= 0)
-        close(fd);
-}
-
 /* The scenario; everything may fail, nothing may crash or hang. */
 static void
 scenario(const world *w, const char *dir)
@@ -378,9 +343,10 @@ scenario(const world *w, const char *dir)
             spbe_request(c, "f.echo", "NIK 3171000000000001", 20, 400, NULL, &resp);
             spbe_response_free(&resp);
         }
-        http_get(w->http_port, "/metrics");
-        http_get(w->http_port, "/v1/topics");
-        http_get(w->http_port, "/v1/consumers");
+        static const char *paths[] = {"/metrics", "/v1/topics", "/v1/consumers"};
+        char body[4096];
+        for (int i = 0; i < 3; i++)
+            harness_http_get(w->http_port, paths[i], body, sizeof body);
         spbe_unsubscribe(c, sub);
         spbe_close(&c);
     }
@@ -478,8 +444,8 @@ setup(void **state)
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     if (!mkdtemp(w.template_dir))
         return -1;
-    w.port = free_port();
-    w.http_port = free_port();
+    w.port = harness_free_port();
+    w.http_port = harness_free_port();
     broker_config config;
     config_for(&w, w.template_dir, &config);
     broker *b;
