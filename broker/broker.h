@@ -24,8 +24,10 @@ void broker_destroy(broker **b);
  * Rotates the broker's key in config->data_dir (the broker must be stopped): a new key
  * pair; the rotation, signed by the old key, appended to $sys.audit.broker-key (signed by
  * the old key too) and covered by a last head the old key signs; broker.key/.pub and the
- * admin identity's broker key replaced. 0, or -1 with the reason in err.
+ * admin identity's broker key replaced. 0 with what to tell the operator in said, or -1
+ * with the reason in err.
  */
-int broker_rotate_key(const broker_config *config, char *err, size_t err_len);
+int broker_rotate_key(const broker_config *config, char *said, size_t said_len, char *err,
+                      size_t err_len);
 
 #endif

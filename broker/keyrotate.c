@@ -74,7 +74,8 @@ store_head(store *s, const identity *key, const char *broker_name)
 }
 
 int
-broker_rotate_key(const broker_config *config, char *err, size_t err_len)
+broker_rotate_key(const broker_config *config, char *said, size_t said_len, char *err,
+                  size_t err_len)
 {
     char key_path[1200], pub_path[1200], admin_path[1200], retired[1300];
     if (path_in(key_path, sizeof key_path, config->data_dir, "broker.key") ||
@@ -119,8 +120,7 @@ broker_rotate_key(const broker_config *config, char *err, size_t err_len)
     }
     /* the new key takes over; the old public key stays beside it, the secret is gone */
     char hex[2 * WIRE_KEY_BYTES + 1];
-    for (int i = 0; i < WIRE_KEY_BYTES; i++)
-        snprintf(hex + 2 * i, 3, "%02x", old.public_key[i]);
+    wire_hex_encode(old.public_key, WIRE_KEY_BYTES, hex);
     snprintf(retired, sizeof retired, "%s.%.16s", pub_path, hex);
     identity_save_public(&old, retired, 1, err, err_len);
     if (identity_save(&fresh, key_path, 1, err, err_len) != SPBE_OK ||
@@ -137,11 +137,11 @@ broker_rotate_key(const broker_config *config, char *err, size_t err_len)
         identity_save(&admin, admin_path, 1, ignored, sizeof ignored);
         sodium_memzero(&admin, sizeof admin);
     }
-    for (int i = 0; i < WIRE_KEY_BYTES; i++)
-        snprintf(hex + 2 * i, 3, "%02x", fresh.public_key[i]);
-    printf("broker key rotated at leaf %llu: the new key is %s (in %s). Members connect with it "
-           "from now on (spbe keygen --broker-pub %s, or SPBE_BROKER_KEY).\n",
-           (unsigned long long)leaf, hex, pub_path, pub_path);
+    wire_hex_encode(fresh.public_key, WIRE_KEY_BYTES, hex);
+    snprintf(said, said_len,
+             "broker key rotated at leaf %llu: the new key is %s (in %s). Members connect with it "
+             "from now on (spbe keygen --broker-pub %s, or SPBE_BROKER_KEY).",
+             (unsigned long long)leaf, hex, pub_path, pub_path);
     log_event(LOG_WARN, "broker_key_rotated", "leaf=%llu new_key=%s", (unsigned long long)leaf,
               hex);
     sodium_memzero(&old, sizeof old);

@@ -28,11 +28,12 @@ main(int argc, char **argv)
     log_set_level(config.log_level);
     log_set_json(config.log_json);
     if (config.rotate_key) {
-        char why[512];
-        if (broker_rotate_key(&config, why, sizeof why) != 0) {
+        char why[512], said[1024];
+        if (broker_rotate_key(&config, said, sizeof said, why, sizeof why) != 0) {
             fprintf(stderr, "spbe-broker: %s\n", why);
             return 1;
         }
+        puts(said);
         return 0;
     }
 

@@ -1,11 +1,12 @@
 /*
  * test_faults.c - a broker and two clients in this process go through a scenario
  * (publish, subscribe, a durable consumer with ack, nak and term, request/reply, the
- * HTTP endpoint, a restart) while one fallible call fails: the Nth allocation
- * (malloc, calloc, realloc, strdup) or LMDB operation (begin, commit, get, put, del,
- * cursor), counted across the broker and the client library. For each N the broker
- * and the clients must not crash or hang, and afterwards the data directory opens,
- * passes its consistency check, and a broker starts on it.
+ * HTTP endpoint; the admin's commands on members, topics, messages, consumers, sessions
+ * and dead letters; then, the broker stopped, a rotation of its key) while one fallible
+ * call fails: the Nth allocation (malloc, calloc, realloc, strdup) or LMDB operation
+ * (begin, commit, get, put, del, cursor), counted across the broker and the client
+ * library. For each N the broker and the clients must not crash or hang, and afterwards
+ * the data directory opens, passes its consistency check, and a broker starts on it.
  *
  * ZeroMQ calls that can fail for want of resources fail too (socket, options, bind,
  * connect, poll, the first frame of a send or a receive: a multipart message is whole
@@ -239,6 +240,8 @@ config_for(const world *w, const char *dir, broker_config *c)
     c->heartbeat_ms = 200;
     c->tree_head_ms = 100;
     c->consumer_ack_wait_ms = 100;
+    char err[256];
+    config_set(c, "retain", "f.unit.>:max-messages=4", err, sizeof err); /* the writer retains */
 }
 
 typedef struct running {
@@ -278,6 +281,86 @@ connect_member(const world *w)
     if (spbe_connect(w->member_key, &o, &c) != SPBE_OK)
         spbe_close(&c);
     return c;
+}
+
+/* The admin's commands, each through spbe_call; what they answer does not matter here. */
+static void
+admin_round(const world *w, const char *dir)
+{
+    char endpoint[64], key[200];
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", w->port);
+    snprintf(key, sizeof key, "%s/admin.key", dir);
+    spbe_options o = {.endpoint = endpoint, .timeout_ms = 400, .client_name = "faults-admin"};
+    spbe_client *a = NULL;
+    if (spbe_connect(key, &o, &a) != SPBE_OK) {
+        spbe_close(&a);
+        return;
+    }
+    identity other;
+    identity_generate("kemenkeu/tunjangan", &other);
+    char *pats[] = {"f.tunjangan.>"};
+    Spbe__V1__MemberRights rights = SPBE__V1__MEMBER_RIGHTS__INIT;
+    rights.publish = pats;
+    rights.n_publish = 1;
+    Spbe__V1__MemberAdd add = SPBE__V1__MEMBER_ADD__INIT;
+    add.name = other.member;
+    add.public_key.data = other.public_key;
+    add.public_key.len = WIRE_KEY_BYTES;
+    add.rights = &rights;
+    Spbe__V1__MemberList ml = SPBE__V1__MEMBER_LIST__INIT;
+    Spbe__V1__MemberGet mg = SPBE__V1__MEMBER_GET__INIT;
+    mg.name = "bkn/siasn";
+    Spbe__V1__TopicList tl = SPBE__V1__TOPIC_LIST__INIT;
+    Spbe__V1__TopicGet tg = SPBE__V1__TOPIC_GET__INIT;
+    tg.topic = "f.asn.pindah";
+    Spbe__V1__MessageGet get = SPBE__V1__MESSAGE_GET__INIT;
+    get.topic = "f.asn.pindah";
+    get.sequence = 1;
+    Spbe__V1__ConsumerList cl = SPBE__V1__CONSUMER_LIST__INIT;
+    Spbe__V1__ConsumerGet cg = SPBE__V1__CONSUMER_GET__INIT;
+    cg.name = "fc";
+    Spbe__V1__SessionList sl = SPBE__V1__SESSION_LIST__INIT;
+    Spbe__V1__DlqReplay dr = SPBE__V1__DLQ_REPLAY__INIT;
+    dr.consumer = "fc";
+    dr.count = 2;
+    Spbe__V1__DlqPurge dp = SPBE__V1__DLQ_PURGE__INIT;
+    dp.consumer = "fc";
+    Spbe__V1__ConsumerDelete cd = SPBE__V1__CONSUMER_DELETE__INIT;
+    cd.name = "fc";
+    Spbe__V1__MemberRevoke rv = SPBE__V1__MEMBER_REVOKE__INIT;
+    rv.name = other.member;
+    Spbe__V1__Command cmds[12];
+    for (int i = 0; i < 12; i++)
+        spbe__v1__command__init(&cmds[i]);
+    cmds[0].body_case = SPBE__V1__COMMAND__BODY_MEMBER_ADD, cmds[0].member_add = &add;
+    cmds[1].body_case = SPBE__V1__COMMAND__BODY_MEMBER_LIST, cmds[1].member_list = &ml;
+    cmds[2].body_case = SPBE__V1__COMMAND__BODY_MEMBER_GET, cmds[2].member_get = &mg;
+    cmds[3].body_case = SPBE__V1__COMMAND__BODY_TOPIC_LIST, cmds[3].topic_list = &tl;
+    cmds[4].body_case = SPBE__V1__COMMAND__BODY_TOPIC_GET, cmds[4].topic_get = &tg;
+    cmds[5].body_case = SPBE__V1__COMMAND__BODY_MESSAGE_GET, cmds[5].message_get = &get;
+    cmds[6].body_case = SPBE__V1__COMMAND__BODY_CONSUMER_LIST, cmds[6].consumer_list = &cl;
+    cmds[7].body_case = SPBE__V1__COMMAND__BODY_CONSUMER_GET, cmds[7].consumer_get = &cg;
+    cmds[8].body_case = SPBE__V1__COMMAND__BODY_SESSION_LIST, cmds[8].session_list = &sl;
+    cmds[9].body_case = SPBE__V1__COMMAND__BODY_DLQ_REPLAY, cmds[9].dlq_replay = &dr;
+    cmds[10].body_case = SPBE__V1__COMMAND__BODY_DLQ_PURGE, cmds[10].dlq_purge = &dp;
+    cmds[11].body_case = SPBE__V1__COMMAND__BODY_CONSUMER_DELETE, cmds[11].consumer_delete = &cd;
+    for (int i = 0; i < 13; i++) {
+        Spbe__V1__Command *cmd = &cmds[i < 12 ? i : 0];
+        Spbe__V1__Command revoke = SPBE__V1__COMMAND__INIT;
+        if (i == 12) { /* last: the member added first */
+            revoke.body_case = SPBE__V1__COMMAND__BODY_MEMBER_REVOKE;
+            revoke.member_revoke = &rv;
+            cmd = &revoke;
+        }
+        uint8_t buf[512];
+        size_t n = spbe__v1__command__pack(cmd, buf);
+        uint8_t *reply = NULL, *body = NULL;
+        size_t reply_len = 0, body_len = 0;
+        spbe_call(a, buf, n, NULL, 0, &reply, &reply_len, &body, &body_len);
+        free(reply);
+        free(body);
+    }
+    spbe_close(&a);
 }
 
 static void *
@@ -350,11 +433,14 @@ scenario(const world *w, const char *dir)
         spbe_unsubscribe(c, sub);
         spbe_close(&c);
     }
+    admin_round(w, dir);
     s.stop = 1;
     pthread_join(s.thread, NULL);
     r.stop = 1;
     pthread_join(r.thread, NULL);
     broker_destroy(&r.b);
+    char said[1024];
+    broker_rotate_key(&config, said, sizeof said, err, sizeof err); /* stopped: a new key */
 }
 
 static void
