@@ -48,7 +48,6 @@ typedef struct session {
     int64_t last_seen_ms;
     int64_t opened_ns;
     uint64_t received, delivered; /* signed messages from it, deliveries to it */
-    uint32_t n_subscriptions;     /* and consumer attachments */
 } session;
 
 /* What a signed message arriving from a client is: a publish, a request to a service,
@@ -541,8 +540,8 @@ zap_handle(broker *b)
     }
     const char *version = "1.0";
     send_uninterrupted(b->zap, version, 3, ZMQ_SNDMORE);
-    send_uninterrupted(b->zap, n >= 2 ? zmq_msg_data(&frames[1]) : "", n >= 2 ? zmq_msg_size(&frames[1]) : 0,
-             ZMQ_SNDMORE);
+    send_uninterrupted(b->zap, n >= 2 ? zmq_msg_data(&frames[1]) : "",
+                       n >= 2 ? zmq_msg_size(&frames[1]) : 0, ZMQ_SNDMORE);
     send_uninterrupted(b->zap, status, 3, ZMQ_SNDMORE);
     send_uninterrupted(b->zap, text, strlen(text), ZMQ_SNDMORE);
     send_uninterrupted(b->zap, user, strlen(user), ZMQ_SNDMORE);
@@ -1210,8 +1209,8 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
             held += strcmp(b->sessions[i]->member, m->name) == 0;
         if (held >= b->config.member_max_sessions) {
             char reason[128];
-            snprintf(reason, sizeof reason, "the member holds %u sessions, its most (member_max_sessions)",
-                     held);
+            snprintf(reason, sizeof reason,
+                     "the member holds %u sessions, its most (member_max_sessions)", held);
             quota_refuse(b, routing, routing_len, request_id, m->name, reason);
             return;
         }
@@ -1262,13 +1261,15 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
 static int
 subscription_room(broker *b, session *s, uint64_t request_id)
 {
-    if (!b->config.session_max_subscriptions ||
-        s->n_subscriptions < b->config.session_max_subscriptions)
+    if (!b->config.session_max_subscriptions)
+        return 1;
+    /* counted where they live: a consumer deleted or a subscription dropped frees its room */
+    size_t held = router_count_owned(b->router, s) + consumer_count_attached(b->consumers, s);
+    if (held < b->config.session_max_subscriptions)
         return 1;
     char reason[128];
     snprintf(reason, sizeof reason,
-             "the session holds %u subscriptions, its most (session_max_subscriptions)",
-             s->n_subscriptions);
+             "the session holds %zu subscriptions, its most (session_max_subscriptions)", held);
     quota_refuse(b, s->routing, s->routing_len, request_id, s->member, reason);
     return 0;
 }
@@ -1318,7 +1319,6 @@ handle_subscribe(broker *b, session *s, uint64_t request_id, const Spbe__V1__Sub
         send_error(b, s->routing, s->routing_len, request_id, rc, "cannot subscribe");
         return;
     }
-    s->n_subscriptions++;
     Spbe__V1__Subscribed ok = SPBE__V1__SUBSCRIBED__INIT;
     ok.subscription_id = id;
     Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
@@ -1966,7 +1966,6 @@ handle_consume(broker *b, session *s, uint64_t request_id, const Spbe__V1__Consu
         send_error(b, s->routing, s->routing_len, request_id, SPBE_INTERNAL, "cannot attach");
         return;
     }
-    s->n_subscriptions++;
     log_event(LOG_INFO, "consumer_attached", "member=%s consumer=%s attachment=%llu", s->member,
               cfg->name, (unsigned long long)id);
     Spbe__V1__Subscribed ok = SPBE__V1__SUBSCRIBED__INIT;
@@ -2405,10 +2404,9 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
         break;
     case SPBE__V1__COMMAND__BODY_UNSUBSCRIBE:
         if (router_unsubscribe(b->router, s, cmd->unsubscribe->subscription_id) == SPBE_OK ||
-            consumer_detach(b->consumers, s, cmd->unsubscribe->subscription_id) == SPBE_OK) {
-            s->n_subscriptions--;
+            consumer_detach(b->consumers, s, cmd->unsubscribe->subscription_id) == SPBE_OK)
             send_reply(b, routing, routing_len, &ok, NULL, 0);
-        } else
+        else
             send_error(b, routing, routing_len, rid, SPBE_NOT_FOUND, "no such subscription");
         break;
     case SPBE__V1__COMMAND__BODY_PING:

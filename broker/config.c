@@ -238,9 +238,9 @@ config_set(broker_config *c, const char *key, const char *value, char *err, size
                strcmp(key, "member_max_consumers") == 0) {
         if (!num || v > 1000000)
             return snprintf(err, err_len, "%s: 0 (no limit)..1000000", key), -1;
-        *(key[0] == 's'                ? &c->session_max_subscriptions
+        *(key[0] == 's'              ? &c->session_max_subscriptions
           : strstr(key, "consumers") ? &c->member_max_consumers
-                                       : &c->member_max_sessions) = (uint32_t)v;
+                                     : &c->member_max_sessions) = (uint32_t)v;
     } else if (strcmp(key, "handshake_timeout_ms") == 0) {
         if (!num || v < 100 || v > 600000)
             return snprintf(err, err_len, "handshake_timeout_ms: 100..600000"), -1;

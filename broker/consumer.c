@@ -1342,6 +1342,16 @@ consumer_info(consumer_set *cs, const char *name, Spbe__V1__ConsumerInfo **out)
 }
 
 size_t
+consumer_count_attached(const consumer_set *cs, const void *session)
+{
+    size_t n = 0;
+    for (const consumer *c = cs->consumers; c; c = c->link)
+        for (size_t i = 0; i < c->n_atts; i++)
+            n += c->atts[i].session == session;
+    return n;
+}
+
+size_t
 consumer_count_owned(const consumer_set *cs, const char *owner)
 {
     size_t n = 0;

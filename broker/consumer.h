@@ -95,6 +95,8 @@ void consumer_set_defaults(consumer_set *cs, uint32_t ack_wait_ms, uint32_t max_
  * SPBE_NOT_FOUND. */
 int consumer_info(consumer_set *cs, const char *name, Spbe__V1__ConsumerInfo **out);
 /* Calls fn with the info of every consumer, in name order. */
+/* How many attachments session holds, over every consumer. */
+size_t consumer_count_attached(const consumer_set *cs, const void *session);
 /* How many consumers owner created. */
 size_t consumer_count_owned(const consumer_set *cs, const char *owner);
 void consumer_each(consumer_set *cs, void (*fn)(Spbe__V1__ConsumerInfo *, void *), void *arg);

@@ -183,6 +183,15 @@ router_unsubscribe(router *r, void *owner, uint64_t id)
     return SPBE_NOT_FOUND;
 }
 
+size_t
+router_count_owned(const router *r, const void *owner)
+{
+    size_t n = 0;
+    for (const subscription *s = r->subs; s; s = s->next)
+        n += s->owner == owner;
+    return n;
+}
+
 void
 router_drop_owner(router *r, void *owner)
 {

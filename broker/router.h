@@ -48,6 +48,8 @@ int router_subscribe(router *r, void *owner, const char *pattern, enum router_st
 int router_unsubscribe(router *r, void *owner, uint64_t id);
 /* Drops every subscription of owner. */
 void router_drop_owner(router *r, void *owner);
+/* How many subscriptions owner holds. */
+size_t router_count_owned(const router *r, const void *owner);
 /* Number of subscriptions of owner. */
 size_t router_count_owner(const router *r, void *owner);
 

@@ -155,7 +155,7 @@ int
 writer_submit(writer *w, writer_job *job)
 {
     return send_uninterrupted(w->io_side, &job, sizeof job, 0) == sizeof job ? SPBE_OK
-                                                                            : SPBE_INTERNAL;
+                                                                             : SPBE_INTERNAL;
 }
 
 writer_job *

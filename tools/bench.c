@@ -291,14 +291,11 @@ bench_option(int opt, const char *arg, void *ctx)
 int
 cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {{"messages", required_argument, 0, 1},
-                                         {"size", required_argument, 0, 2},
-                                         {"publishers", required_argument, 0, 3},
-                                         {"window", required_argument, 0, 4},
-                                         {"topic", required_argument, 0, 5},
-                                         {"no-subscriber", no_argument, 0, 6},
-                                         {"rate", required_argument, 0, 7},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"messages", required_argument, 0, 1},   {"size", required_argument, 0, 2},
+        {"publishers", required_argument, 0, 3}, {"window", required_argument, 0, 4},
+        {"topic", required_argument, 0, 5},      {"no-subscriber", no_argument, 0, 6},
+        {"rate", required_argument, 0, 7},       {0, 0, 0, 0}};
     if (argc >= 2 && (strcmp(argv[1], "consume") == 0 || strcmp(argv[1], "req") == 0))
         return bench_delivery(argv[1], argc - 1, argv + 1);
     int early = cli_subcommand(argc, argv, bench_usage);

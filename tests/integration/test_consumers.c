@@ -676,8 +676,8 @@ test_storage_full_and_back(void **state)
      * now: TERM is STORAGE_FULL, and past max deliveries they stay pending */
     taker t = {.c = harness_connect(&f->broker, f->producer, 0)};
     spbe_set_delivery_handler(t.c, on_delivery, &t);
-    spbe_consumer_options co = {.start = SPBE_START_FIRST, .ack_wait_ms = 100,
-                                .max_deliveries = 1, .max_in_flight = 5};
+    spbe_consumer_options co = {
+        .start = SPBE_START_FIRST, .ack_wait_ms = 100, .max_deliveries = 1, .max_in_flight = 5};
     assert_int_equal(spbe_consume(t.c, "penuh", "full.a", &co, NULL), SPBE_OK);
     for (int i = 0; i < 40 && t.n < 5; i++)
         spbe_dispatch(t.c, 50, NULL);

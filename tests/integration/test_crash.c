@@ -275,8 +275,8 @@ test_acknowledged_messages_survive_sigkill(void **state)
     assert_int_equal(harness_member(&b, "bkn/siasn", "crash.>", NULL, NULL, key), 0);
     assert_int_equal(harness_member(&b, "portal/status", NULL, "crash.>", NULL, reader_key), 0);
     char server_key[400], caller_key[400], proc_key[400];
-    assert_int_equal(
-        harness_member(&b, "dukcapil/ikd", NULL, NULL, "serve:chaos.echo", server_key), 0);
+    assert_int_equal(harness_member(&b, "dukcapil/ikd", NULL, NULL, "serve:chaos.echo", server_key),
+                     0);
     assert_int_equal(
         harness_member(&b, "kemenpan/caller", NULL, NULL, "call:chaos.echo", caller_key), 0);
     assert_int_equal(harness_member(&b, "portal/arsip", NULL, "crash.>", NULL, proc_key), 0);
@@ -409,12 +409,11 @@ test_acknowledged_messages_survive_sigkill(void **state)
     if (!pending)
         fail_msg("the consumer process's consumer still has pending deliveries: %s", out);
     char lines[64];
-    assert_int_equal(harness_run(lines, sizeof lines, cli_err, sizeof cli_err, "wc -l < %s",
-                                 printed_path),
-                     0);
+    assert_int_equal(
+        harness_run(lines, sizeof lines, cli_err, sizeof cli_err, "wc -l < %s", printed_path), 0);
     printf("# consumer process: started %d times (%d kills), printed %ld lines for %zu messages\n",
-           archive.starts, archive.kills, atol(lines), (size_t)(pubs[0].n_acks + pubs[1].n_acks +
-                                                               pubs[2].n_acks + pubs[3].n_acks));
+           archive.starts, archive.kills, atol(lines),
+           (size_t)(pubs[0].n_acks + pubs[1].n_acks + pubs[2].n_acks + pubs[3].n_acks));
     adapter_kill(&archive);
 
     /* the service answers again after all that, and never answered the wrong call */

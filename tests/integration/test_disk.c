@@ -37,8 +37,7 @@ kill_restart_verify(test_broker *b, const char *topic, uint64_t acknowledged)
     assert_int_equal(harness_broker_restart(b), 0);
     assert_int_equal(harness_stored(b, topic), acknowledged);
     char out[4096], err[4096];
-    int rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE audit verify --data %s",
-                         b->data);
+    int rc = harness_run(out, sizeof out, err, sizeof err, "$SPBE audit verify --data %s", b->data);
     if (rc != 0)
         fail_msg("audit verify: %s%s", out, err);
 }
@@ -54,9 +53,9 @@ test_a_full_disk_then_room_again(void **state)
     char mnt[64], data[96], out[256], err[1024];
     snprintf(mnt, sizeof mnt, "/tmp/spbe-disk-XXXXXX");
     assert_non_null(mkdtemp(mnt));
-    assert_int_equal(
-        harness_run(out, sizeof out, err, sizeof err, "mount -t tmpfs -o size=8m spbe-test %s", mnt),
-        0);
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
+                                 "mount -t tmpfs -o size=8m spbe-test %s", mnt),
+                     0);
     snprintf(data, sizeof data, "%s/data", mnt);
     test_broker b;
     assert_int_equal(harness_broker_start_in(&b, data, NULL), 0);
@@ -82,9 +81,8 @@ test_a_full_disk_then_room_again(void **state)
     assert_int_equal(harness_stored(&b, "disk.full"), ok); /* readable, nothing more */
 
     /* room returns: the file system grows, publishing resumes by itself */
-    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
-                                 "mount -o remount,size=64m %s", mnt),
-                     0);
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err, "mount -o remount,size=64m %s", mnt), 0);
     int64_t end = ms_now() + 10000;
     while ((code = spbe_publish(c, "disk.full", payload, sizeof payload, NULL, &r)) != SPBE_OK &&
            ms_now() < end)
@@ -98,9 +96,8 @@ test_a_full_disk_then_room_again(void **state)
     spbe_close(&c);
     kill_restart_verify(&b, "disk.full", ok);
     assert_int_equal(harness_broker_stop(&b), 0);
-    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "umount %s && rmdir %s", mnt,
-                                 mnt),
-                     0);
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err, "umount %s && rmdir %s", mnt, mnt), 0);
 }
 
 static void
@@ -160,8 +157,7 @@ test_write_errors_then_recovery(void **state)
     unlink(trigger);
     int code = SPBE_INTERNAL;
     int64_t end = ms_now() + 10000;
-    while ((code = spbe_publish(c, "disk.eio", "after", 5, NULL, &r)) != SPBE_OK &&
-           ms_now() < end)
+    while ((code = spbe_publish(c, "disk.eio", "after", 5, NULL, &r)) != SPBE_OK && ms_now() < end)
         usleep(100000);
     assert_int_equal(code, SPBE_OK);
     assert_int_equal(r.sequence, ok + 1);

@@ -322,12 +322,10 @@ test_oversized_frames(void **state)
     char status[64], path[64], out[64], err[64];
     snprintf(path, sizeof path, "/proc/%ld/status", (long)b.pid);
     snprintf(status, sizeof status, "%s", path);
-    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
-                                 "awk '/^VmRSS/ {print $2}' %s", status),
-                     0);
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err, "awk '/^VmRSS/ {print $2}' %s", status), 0);
     rss_kb = atol(out);
-    printf("# 5 frames of 8 MiB: cut off; 100 kB message: TOO_LARGE; broker RSS %ld KiB\n",
-           rss_kb);
+    printf("# 5 frames of 8 MiB: cut off; 100 kB message: TOO_LARGE; broker RSS %ld KiB\n", rss_kb);
     assert_true(rss_kb < 128 * 1024); /* the frames were not kept */
     assert_int_equal(harness_stored(&b, "hostile.big"), 1);
     witness_check(&w, "oversized frames");
@@ -368,8 +366,7 @@ send_signed(spbe_client *c, const uint8_t *bytes, size_t len, spbe_receipt *r)
 }
 
 static void
-sign_as(const char *key_path, const char *topic, int64_t created_ns, uint8_t **bytes,
-        size_t *len)
+sign_as(const char *key_path, const char *topic, int64_t created_ns, uint8_t **bytes, size_t *len)
 {
     identity id;
     char err[256];
@@ -410,9 +407,8 @@ test_replays_forgeries_and_skewed_clocks(void **state)
     spbe_set_delivery_handler(e, capture_delivery, &cap);
     assert_int_equal(spbe_subscribe(e, "hostile.bkn.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
     spbe_receipt first, r;
-    assert_int_equal(spbe_publish(o, "hostile.bkn.mutasi", "NIP 199001012015031001", 22, NULL,
-                                  &first),
-                     SPBE_OK);
+    assert_int_equal(
+        spbe_publish(o, "hostile.bkn.mutasi", "NIP 199001012015031001", 22, NULL, &first), SPBE_OK);
     for (int i = 0; i < 100 && cap.len == 0; i++)
         spbe_dispatch(e, 50, NULL);
     assert_true(cap.len > 0); /* captured */
@@ -500,8 +496,7 @@ test_quotas(void **state)
                      SPBE_QUOTA_EXCEEDED);
     refused++;
     assert_int_equal(spbe_unsubscribe(c[0], id[0]), SPBE_OK);
-    assert_int_equal(spbe_subscribe(c[0], "hostile.greedy.>", SPBE_START_NEW, 0, &id[4]),
-                     SPBE_OK);
+    assert_int_equal(spbe_subscribe(c[0], "hostile.greedy.>", SPBE_START_NEW, 0, &id[4]), SPBE_OK);
     /* attachments count as subscriptions */
     assert_int_equal(spbe_consume(c[0], "greedy-a", "hostile.greedy.>", NULL, NULL),
                      SPBE_QUOTA_EXCEEDED);
@@ -516,8 +511,9 @@ test_quotas(void **state)
     assert_int_equal(spbe_consume(c[2], "greedy-a", NULL, NULL, NULL), SPBE_OK); /* attach */
     for (int i = 0; i < 3; i++)
         spbe_close(&c[i]);
-    assert_int_equal(harness_broker_metric(&b, "spbe_messages_rejected_total{code=\"QUOTA_EXCEEDED\"}"),
-                     refused);
+    assert_int_equal(
+        harness_broker_metric(&b, "spbe_messages_rejected_total{code=\"QUOTA_EXCEEDED\"}"),
+        refused);
     witness_check(&w, "quotas");
     assert_int_equal(harness_broker_stop(&b), 0);
 }

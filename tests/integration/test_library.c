@@ -62,8 +62,8 @@ assert_connect_fails(const char *path, const spbe_options *o, int code, const ch
     int rc = spbe_connect(path, o, &c);
     const char *why = c ? spbe_last_error(c) : "(no client)";
     if (rc != code)
-        fail_msg("connect %s: %s (%s), wanted %s", path ? path : "(null)", spbe_error_name(rc),
-                 why, spbe_error_name(code));
+        fail_msg("connect %s: %s (%s), wanted %s", path ? path : "(null)", spbe_error_name(rc), why,
+                 spbe_error_name(code));
     if (says && c && !strstr(why, says))
         fail_msg("connect %s: the reason '%s' does not say '%s'", path ? path : "(null)", why,
                  says);

@@ -260,8 +260,7 @@ test_the_file_and_the_flags(void **state)
         if (config_load_file(&c, path, err, sizeof err) == 0)
             fail_msg("file '%s' was taken", bad[i].text);
         if (!strstr(err, bad[i].says))
-            fail_msg("file '%s': the reason '%s' does not say '%s'", bad[i].text, err,
-                     bad[i].says);
+            fail_msg("file '%s': the reason '%s' does not say '%s'", bad[i].text, err, bad[i].says);
     }
     FILE *f = fopen(path, "w");
     assert_non_null(f);

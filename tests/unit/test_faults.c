@@ -389,7 +389,10 @@ on_delivery(const spbe_delivery *d, void *arg)
     t->n++;
     if (d->consumer) /* ack, nak and term in turn */
         spbe_ack(t->c, d->consumer, d->topic, d->sequence,
-                 t->n % 3 == 0 ? SPBE_ACK : t->n % 3 == 1 ? SPBE_NAK : SPBE_TERM, 0, t->n % 2);
+                 t->n % 3 == 0   ? SPBE_ACK
+                 : t->n % 3 == 1 ? SPBE_NAK
+                                 : SPBE_TERM,
+                 0, t->n % 2);
 }
 
 /* The scenario; everything may fail, nothing may crash or hang. */
@@ -416,8 +419,8 @@ scenario(const world *w, const char *dir)
         spbe_set_delivery_handler(c, on_delivery, &t);
         uint64_t sub = 0;
         spbe_subscribe(c, "f.>", SPBE_START_FIRST, 0, &sub);
-        spbe_consumer_options o = {.start = SPBE_START_FIRST, .ack_wait_ms = 100,
-                                   .max_deliveries = 2};
+        spbe_consumer_options o = {
+            .start = SPBE_START_FIRST, .ack_wait_ms = 100, .max_deliveries = 2};
         spbe_consume(c, "fc", "f.asn.>", &o, NULL);
         for (int i = 0; i < 10 && t.n < 40; i++)
             spbe_dispatch(c, 20, NULL);
@@ -448,8 +451,8 @@ on_alarm(int sig)
 {
     (void)sig;
     char msg[96];
-    int n = snprintf(msg, sizeof msg, "test_faults: the run failing call %ld hung (30 s)\n",
-                     armed_at);
+    int n =
+        snprintf(msg, sizeof msg, "test_faults: the run failing call %ld hung (30 s)\n", armed_at);
     if (write(2, msg, (size_t)n) < 0)
         _exit(3);
     if (getenv("SPBE_FAULT_GDB")) { /* where it hangs, for whoever looks into it */

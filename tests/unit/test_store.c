@@ -670,7 +670,7 @@ test_foreign_or_damaged_data_is_refused_with_a_reason(void **state)
 
     /* a damaged message record and a damaged topic record */
     uint8_t key[12] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1}; /* topic 1, sequence 1 */
-    uint8_t rec[24] = {7};                                 /* an unknown record version */
+    uint8_t rec[24] = {7};                                  /* an unknown record version */
     raw_put(f->dir, "messages", key, sizeof key, rec, sizeof rec);
     assert_int_equal(store_open(f->dir, NULL, &f->s, err, sizeof err), SPBE_OK);
     store_reader *r;
