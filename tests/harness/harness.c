@@ -250,20 +250,27 @@ split_flags(char *out, size_t n, const char *flag, const char *list)
 }
 
 int
-harness_member(test_broker *b, const char *name, const char *publish, const char *subscribe,
-               const char *roles, char *key_path)
+harness_identity(test_broker *b, const char *name, char *key_path)
 {
-    char file[128], pubf[256], subf[256], rolef[256], err[2048];
+    char file[128], err[2048];
     snprintf(file, sizeof file, "%s", name);
     *strchr(file, '/') = '_';
     snprintf(key_path, 400, "%s/%s.key", b->dir, file);
     int rc =
         harness_run(NULL, 0, err, sizeof err, "%s keygen %s -o %s --broker-pub %s --endpoint %s",
                     SPBE_CLI_BIN, name, key_path, b->broker_pub, b->endpoint);
-    if (rc != 0) {
+    if (rc != 0)
         fprintf(stderr, "harness: keygen %s: %s\n", name, err);
+    return rc == 0 ? 0 : -1;
+}
+
+int
+harness_member(test_broker *b, const char *name, const char *publish, const char *subscribe,
+               const char *roles, char *key_path)
+{
+    char pubf[256], subf[256], rolef[256], err[2048];
+    if (harness_identity(b, name, key_path) != 0)
         return -1;
-    }
     split_flags(pubf, sizeof pubf, "--pub", publish);
     split_flags(subf, sizeof subf, "--sub", subscribe);
     /* roles: "admin", "ops", and service rights as "serve:PATTERN" / "call:PATTERN" */
@@ -282,8 +289,9 @@ harness_member(test_broker *b, const char *name, const char *publish, const char
                                      " %s '%s'", flag, value);
         }
     }
-    rc = harness_run(NULL, 0, err, sizeof err, "%s member add %s --key %s --key-file %s.pub%s%s%s",
-                     SPBE_CLI_BIN, name, b->admin_key, key_path, pubf, subf, rolef);
+    int rc =
+        harness_run(NULL, 0, err, sizeof err, "%s member add %s --key %s --key-file %s.pub%s%s%s",
+                    SPBE_CLI_BIN, name, b->admin_key, key_path, pubf, subf, rolef);
     if (rc != 0)
         fprintf(stderr, "harness: member add %s: %s\n", name, err);
     return rc == 0 ? 0 : -1;

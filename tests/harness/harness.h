@@ -38,6 +38,10 @@ int harness_broker_signal(test_broker *b, int sig);
 /* SIGTERM, reap, and remove the directory. Returns the exit status (0 clean). */
 int harness_broker_stop(test_broker *b);
 
+/* Creates an identity for name in the test directory, set for this broker but not
+ * registered (a member the broker does not know); its path into key_path (400 bytes). */
+int harness_identity(test_broker *b, const char *name, char *key_path);
+
 /* Creates an identity for name in the test directory and registers it with rights
  * (comma-separated patterns, NULL for none; roles likewise: "admin", "ops", and
  * service rights as "serve:PATTERN" and "call:PATTERN"). Writes the identity

@@ -104,16 +104,6 @@ witness_check(witness *w, const char *what)
     assert_true(w->ok > 0);
 }
 
-static void
-save_identity(test_broker *b, const char *member, char *path)
-{
-    identity id;
-    char err[256];
-    assert_int_equal(identity_generate(member, &id), SPBE_OK);
-    snprintf(path, 400, "%s/%s.key", b->dir, strchr(member, '/') + 1);
-    assert_int_equal(identity_save(&id, path, 1, err, sizeof err), SPBE_OK);
-}
-
 static long long
 sessions_now(test_broker *b)
 {
@@ -160,7 +150,7 @@ test_connection_flood(void **state)
     assert_int_equal(harness_broker_start(&b, "--member-max-sessions 0 --heartbeat-ms 300"), 0);
     char flood[400], stranger[400];
     assert_int_equal(harness_member(&b, "rogue/flood", "hostile.flood", NULL, NULL, flood), 0);
-    save_identity(&b, "rogue/stranger", stranger);
+    assert_int_equal(harness_identity(&b, "rogue/stranger", stranger), 0);
     witness w;
     witness_start(&w, &b);
     int fds_before = harness_fds(b.pid);
