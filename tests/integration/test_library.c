@@ -75,7 +75,7 @@ static void
 test_identity_and_broker_problems(void **state)
 {
     fixture *f = *state;
-    char path[512], err[256];
+    char path[512];
     spbe_options quick = {.timeout_ms = 500};
     unsetenv("SPBE_KEY");
     assert_connect_fails(NULL, &quick, SPBE_BAD_REQUEST, "SPBE_KEY");
