@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "registry.h"
 #include "router.h"
+#include "schema.h"
 #include "service.h"
 #include "workpool.h"
 #include "writer.h"
@@ -112,6 +113,7 @@ struct broker {
     writer *writer;
     metrics m;                   /* counters, also read by the HTTP thread */
     log_limit reject_log;        /* rejections are logged, at most so many a second */
+    char schema_why[400];        /* the reason of the last SCHEMA_MISMATCH */
     struct rate_bucket *buckets; /* per member, with --member-rate */
     size_t n_buckets, cap_buckets;
     http_server *http; /* NULL with --http off */
@@ -630,6 +632,37 @@ typedef struct admission {
     uint64_t ref;        /* KIND_RESPOND */
 } admission;
 
+/* The type bound to a topic (service NULL) or to a service's requests (reply 0) or
+ * replies (reply 1); NULL when none is. */
+static const char *
+schema_bound(const broker *b, const char *topic, const char *service, int reply)
+{
+    for (size_t i = 0; i < b->config.n_schemas; i++) {
+        const schema_binding *sb = &b->config.schemas[i];
+        if (service ? sb->reply[0] && strcmp(sb->pattern, service) == 0
+                    : !sb->reply[0] && wire_pattern_match(sb->pattern, topic))
+            return reply ? sb->reply : sb->type;
+    }
+    return NULL;
+}
+
+/* The message's schema and payload against the type bound to them (none: SPBE_OK). */
+static int
+schema_admit(broker *b, const char *type, const Spbe__V1__Message *m, const char **reason)
+{
+    if (!type)
+        return SPBE_OK;
+    char why[320];
+    if (strcmp(m->schema, type) != 0)
+        snprintf(why, sizeof why, "the message names its schema '%.128s'", m->schema);
+    else if (schema_check(schema_find(type), m->payload.data, m->payload.len, why, sizeof why) ==
+             SPBE_OK)
+        return SPBE_OK;
+    snprintf(b->schema_why, sizeof b->schema_why, "payloads here are %s: %s", type, why);
+    *reason = b->schema_why;
+    return SPBE_SCHEMA_MISMATCH;
+}
+
 /* The kind-specific checks of a decoded message from a registered, live sender:
  * SPBE_OK or a code with *reason. */
 static int
@@ -647,7 +680,7 @@ admit_kind(broker *b, session *s, const admission *a, const Spbe__V1__Member *se
             *reason = "no right to publish to this topic";
             return SPBE_FORBIDDEN;
         }
-        return SPBE_OK;
+        return schema_admit(b, schema_bound(b, m->topic, NULL, 0), m, reason);
     case KIND_REQUEST:
         if (!a->service || !wire_topic_valid(a->service) || strncmp(a->service, "$sys.", 5) == 0) {
             *reason = "service name is not valid (topic syntax, not $sys.)";
@@ -666,6 +699,8 @@ admit_kind(broker *b, session *s, const admission *a, const Spbe__V1__Member *se
             *reason = "timeout is at most 300000 ms";
             return SPBE_BAD_REQUEST;
         }
+        if (schema_admit(b, schema_bound(b, NULL, a->service, 0), m, reason) != SPBE_OK)
+            return SPBE_SCHEMA_MISMATCH;
         if (service_servers(b->services, a->service) == 0) {
             *reason = "no member serves this service now";
             return SPBE_UNAVAILABLE;
@@ -691,7 +726,7 @@ admit_kind(broker *b, session *s, const admission *a, const Spbe__V1__Member *se
             *reason = "a reply's correlation id must be the request's message id";
             return SPBE_BAD_REQUEST;
         }
-        return SPBE_OK;
+        return schema_admit(b, schema_bound(b, NULL, pr->service, 1), m, reason);
     }
     }
     return SPBE_INTERNAL;

@@ -9,6 +9,7 @@
 #include <libconfig.h>
 
 #include "log.h"
+#include "schema.h"
 #include "wire.h"
 
 void
@@ -76,6 +77,12 @@ usage(FILE *f)
             "                             PATTERN:max-age=DURATION,max-messages=N,max-bytes=SIZE\n"
             "                             (any of the three), e.g. 'ikn.>:max-age=30d'.\n"
             "                             DURATION: N[s|m|h|d]; SIZE: N[k|M|G]\n"
+            "      --schema PATTERN=TYPE  payloads on matching topics must decode as TYPE\n"
+            "                             (strictly; SCHEMA_MISMATCH otherwise), repeatable,\n"
+            "                             first match applies, e.g.\n"
+            "                             'ikn.relokasi.asn.*=spbe.ikn.v1.SkenarioAsn'\n"
+            "      --service-schema SERVICE=REQUEST_TYPE,REPLY_TYPE\n"
+            "                             the same for a service's requests and replies\n"
             "  -v, --verbose              log debug events\n"
             "  -q, --quiet                log warnings and errors only\n"
             "  -h, --help                 this help\n"
@@ -169,6 +176,57 @@ config_parse_retention(const char *text, store_retention *r, char *err, size_t e
     return 0;
 }
 
+/* Copies a known type's name of text[0..n) into out; -1 with the reason otherwise. */
+static int
+schema_type(const char *text, size_t n, char *out, size_t out_len, char *err, size_t err_len)
+{
+    snprintf(out, out_len, "%.*s", (int)(n < out_len ? n : out_len - 1), text);
+    if (n >= out_len || !schema_find(out)) {
+        char known[1024];
+        size_t used = 0;
+        known[0] = '\0';
+        for (size_t i = 0; schema_at(i) && used < sizeof known; i++)
+            used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "",
+                                     schema_at(i)->name);
+        snprintf(err, err_len, "unknown schema type '%.*s' (known: %s)", (int)(n > 128 ? 128 : n),
+                 text, known);
+        return -1;
+    }
+    return 0;
+}
+
+int
+config_parse_schema(const char *text, int service, schema_binding *sb, char *err, size_t err_len)
+{
+    const char *eq = strchr(text, '=');
+    memset(sb, 0, sizeof *sb);
+    if (!eq || eq == text || (size_t)(eq - text) >= sizeof sb->pattern)
+        return snprintf(err, err_len, "schema binding '%s' is not %s", text,
+                        service ? "SERVICE=REQUEST_TYPE,REPLY_TYPE" : "PATTERN=TYPE"),
+               -1;
+    memcpy(sb->pattern, text, (size_t)(eq - text));
+    const char *type = eq + 1, *comma = strchr(type, ',');
+    if (service) {
+        if (!wire_topic_valid(sb->pattern) || strncmp(sb->pattern, "$sys.", 5) == 0)
+            return snprintf(err, err_len, "schema binding '%s': invalid service name", text), -1;
+        if (!comma)
+            return snprintf(err, err_len,
+                            "schema binding '%s' is not "
+                            "SERVICE=REQUEST_TYPE,REPLY_TYPE",
+                            text),
+                   -1;
+        if (schema_type(type, (size_t)(comma - type), sb->type, sizeof sb->type, err, err_len) ||
+            schema_type(comma + 1, strlen(comma + 1), sb->reply, sizeof sb->reply, err, err_len))
+            return -1;
+        return 0;
+    }
+    if (!wire_pattern_valid(sb->pattern) || strncmp(sb->pattern, "$sys.", 5) == 0)
+        return snprintf(err, err_len, "schema binding '%s': invalid topic pattern (not $sys.)",
+                        text),
+               -1;
+    return schema_type(type, strlen(type), sb->type, sizeof sb->type, err, err_len);
+}
+
 int
 config_set(broker_config *c, const char *key, const char *value, char *err, size_t err_len)
 {
@@ -217,6 +275,12 @@ config_set(broker_config *c, const char *key, const char *value, char *err, size
         if (config_parse_retention(value, &c->retention[c->n_retention], err, err_len))
             return -1;
         c->n_retention++;
+    } else if (strcmp(key, "schema") == 0 || strcmp(key, "service_schema") == 0) {
+        if (c->n_schemas == CONFIG_SCHEMA_MAX)
+            return snprintf(err, err_len, "at most %d schema bindings", CONFIG_SCHEMA_MAX), -1;
+        if (config_parse_schema(value, key[1] == 'e', &c->schemas[c->n_schemas], err, err_len))
+            return -1;
+        c->n_schemas++;
     } else if (strcmp(key, "consumer_ack_wait_ms") == 0) {
         if (!num || v < 100 || v > 86400000)
             return snprintf(err, err_len, "ack_wait_ms: 100..86400000"), -1;
@@ -294,7 +358,7 @@ static int
 file_error(const char *path, const config_setting_t *st, char *err, size_t err_len,
            const char *what)
 {
-    char copy[512];
+    char copy[1400];
     snprintf(copy, sizeof copy, "%s", what);
     snprintf(err, err_len, "%s:%d: %s", path, st ? config_setting_source_line(st) : 0, copy);
     return -1;
@@ -305,10 +369,11 @@ static int
 file_scalar(broker_config *c, const char *path, const config_setting_t *st, const char *name,
             char *err, size_t err_len)
 {
-    char buf[64], why[400];
+    char buf[64], why[1200];
     const char *text = setting_text(st, buf, sizeof buf);
     if (!text) {
-        snprintf(why, sizeof why, "%s takes a string or a number", config_setting_name(st));
+        snprintf(why, sizeof why, "%s takes a string or a number",
+                 config_setting_name(st) ? config_setting_name(st) : name);
         return file_error(path, st, err, err_len, why);
     }
     if (config_set(c, name, text, why, sizeof why) != 0)
@@ -389,6 +454,13 @@ config_load_file(broker_config *c, const char *path, char *err, size_t err_len)
                                 "retention is a list of rules: ( { ... }, { ... } )");
             for (int k = 0; rc == 0 && k < config_setting_length(st); k++)
                 rc = file_rule(c, path, config_setting_get_elem(st, (unsigned)k), err, err_len);
+        } else if (strcmp(name, "schema") == 0 || strcmp(name, "service_schema") == 0) {
+            if (!config_setting_is_aggregate(st) || config_setting_is_group(st))
+                rc = file_error(path, st, err, err_len,
+                                "a list of bindings: [ \"PATTERN=TYPE\", ... ]");
+            for (int k = 0; rc == 0 && k < config_setting_length(st); k++)
+                rc = file_scalar(c, path, config_setting_get_elem(st, (unsigned)k), name, err,
+                                 err_len);
         } else if (strcmp(name, "consumer_defaults") == 0 || strcmp(name, "log") == 0) {
             if (!config_setting_is_group(st)) {
                 rc = file_error(path, st, err, err_len, "a group: { key = value; ... }");
@@ -454,6 +526,8 @@ config_parse_args(broker_config *c, int argc, char **argv)
         OPT_MAX_SUBS,
         OPT_MAX_CONSUMERS,
         OPT_HANDSHAKE,
+        OPT_SCHEMA,
+        OPT_SERVICE_SCHEMA,
         OPT_VERSION
     };
     static const struct option options[] = {
@@ -482,6 +556,8 @@ config_parse_args(broker_config *c, int argc, char **argv)
         {"session-max-subscriptions", required_argument, 0, OPT_MAX_SUBS},
         {"member-max-consumers", required_argument, 0, OPT_MAX_CONSUMERS},
         {"handshake-timeout-ms", required_argument, 0, OPT_HANDSHAKE},
+        {"schema", required_argument, 0, OPT_SCHEMA},
+        {"service-schema", required_argument, 0, OPT_SERVICE_SCHEMA},
         {0, 0, 0, 0},
     };
     static const struct {
@@ -503,7 +579,9 @@ config_parse_args(broker_config *c, int argc, char **argv)
                 {OPT_MAX_SESSIONS, "member_max_sessions"},
                 {OPT_MAX_SUBS, "session_max_subscriptions"},
                 {OPT_MAX_CONSUMERS, "member_max_consumers"},
-                {OPT_HANDSHAKE, "handshake_timeout_ms"}};
+                {OPT_HANDSHAKE, "handshake_timeout_ms"},
+                {OPT_SCHEMA, "schema"},
+                {OPT_SERVICE_SCHEMA, "service_schema"}};
     /* the file first (SPBE_DATA and flags override it) */
     const char *file = NULL;
     int opt;
@@ -513,7 +591,7 @@ config_parse_args(broker_config *c, int argc, char **argv)
         if (opt == OPT_CONFIG)
             file = optarg;
     opterr = 1;
-    char err[600];
+    char err[1600];
     if (file && config_load_file(c, file, err, sizeof err) != 0) {
         fprintf(stderr, "spbe-broker: %s\n", err);
         return 2;

@@ -8,6 +8,16 @@
 #include "store.h"
 
 #define CONFIG_RETENTION_MAX 64
+#define CONFIG_SCHEMA_MAX 128
+
+/* A payload schema bound to topics (schema = "PATTERN=TYPE") or to a service's requests and
+ * replies (service_schema = "SERVICE=REQUEST_TYPE,REPLY_TYPE"); types are names schema_find
+ * knows. */
+typedef struct schema_binding {
+    char pattern[256]; /* topic pattern, or the service's name */
+    char type[128];    /* the topic's type, or the service's request type */
+    char reply[128];   /* the service's reply type; "" for a topic binding */
+} schema_binding;
 
 typedef struct broker_config {
     char data_dir[1024];
@@ -20,6 +30,8 @@ typedef struct broker_config {
     uint64_t max_store_bytes; /* 0: unlimited */
     store_retention retention[CONFIG_RETENTION_MAX]; /* first match applies */
     size_t n_retention;
+    schema_binding schemas[CONFIG_SCHEMA_MAX]; /* first match applies; topics and services */
+    size_t n_schemas;
     int log_level;
     int rotate_key; /* --rotate-key: rotate the broker's key in data_dir, then exit */
     char http[64];  /* HOST:PORT of the HTTP endpoint, "" for none */
@@ -32,7 +44,7 @@ typedef struct broker_config {
     uint32_t session_max_subscriptions; /* subscriptions and attachments per session; 0: none */
     uint32_t member_max_consumers;      /* durable consumers a member creates; 0: no limit */
     int handshake_timeout_ms; /* a connection that has not finished CURVE by then is closed */
-    int check_only;            /* --check-config */
+    int check_only;           /* --check-config */
 } broker_config;
 
 /* Fills c with the embedded defaults of the product brief. */
@@ -50,6 +62,11 @@ int config_parse_args(broker_config *c, int argc, char **argv);
 int config_set(broker_config *c, const char *key, const char *value, char *err, size_t err_len);
 /* Applies a configuration file (libconfig syntax). 0, or -1 with "FILE:LINE: reason". */
 int config_load_file(broker_config *c, const char *path, char *err, size_t err_len);
+
+/* Parses one binding, "PATTERN=TYPE" (service 0) or "SERVICE=REQUEST_TYPE,REPLY_TYPE"
+ * (service 1), into sb. 0 on success; -1 with a reason in err. */
+int config_parse_schema(const char *text, int service, schema_binding *sb, char *err,
+                        size_t err_len);
 
 /* Parses one retention rule "PATTERN:max-age=30d,max-messages=N,max-bytes=SIZE" into r.
  * 0 on success; -1 with a reason in err. */
