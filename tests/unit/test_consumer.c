@@ -31,6 +31,7 @@ typedef struct delivery {
     char topic[256];
     uint64_t sequence;
     uint32_t count;
+    size_t len;
 } delivery;
 
 typedef struct fx {
@@ -54,7 +55,6 @@ fake_send(void *ctx, void *session, uint64_t attachment, const char *consumer, c
     (void)accepted_ns;
     (void)deadline_ns;
     (void)data;
-    (void)len;
     fx *x = ctx;
     if (x->send_rc && (!x->fail_session || x->fail_session == session))
         return x->send_rc;
@@ -66,6 +66,7 @@ fake_send(void *ctx, void *session, uint64_t attachment, const char *consumer, c
     snprintf(d->topic, sizeof d->topic, "%s", topic);
     d->sequence = sequence;
     d->count = count;
+    d->len = len;
     return 0;
 }
 
@@ -548,6 +549,12 @@ test_expired_messages_with_and_without_dead_letters(void **state)
     Spbe__V1__ConsumerInfo *i = info(x, "exp-plain");
     assert_int_equal(i->pending, 2); /* 2 and 3 */
     spbe__v1__consumer_info__free_unpacked(i, NULL);
+    /* nobody attached yet: what expired leaves all the same, the rest waits */
+    assert_int_equal(consumer_pump(x->cs, 100), 0);
+    assert_int_equal(x->n_got, 0);
+    i = info(x, "exp-plain");
+    assert_int_equal(i->pending, 1);
+    spbe__v1__consumer_info__free_unpacked(i, NULL);
     attach(x, "exp-dl", &sess_a);
     attach(x, "exp-plain", &sess_b);
     consumer_pump(x->cs, 100);
@@ -583,7 +590,7 @@ test_max_deliveries_and_term_make_dead_letters(void **state)
     cfg.max_deliveries = 2;
     create(x, &cfg);
     attach(x, "md", &sess_a);
-    publish(x, "ikn.m");
+    publish_timed(x, "ikn.m", 0, wire_now_ns() + HOUR_NS); /* expires, but not yet */
     publish(x, "ikn.m");
     consumer_pump(x->cs, 100);
     assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 1, NAK, 0), SPBE_OK);
@@ -605,7 +612,7 @@ test_max_deliveries_and_term_make_dead_letters(void **state)
     assert_string_equal(ls->l[0].consumer, "md");
     assert_string_equal(ls->l[0].reason, "max deliveries");
     assert_int_equal(ls->l[0].sequence, 1);
-    assert_int_equal(ls->l[0].deliveries, 2);
+    assert_int_equal(ls->l[0].deliveries, 2); /* not "expired": it had not */
     assert_true(ls->l[0].message_len > 64);
     assert_string_equal(ls->l[1].reason, "terminated");
     assert_int_equal(ls->l[1].sequence, 2);
@@ -781,6 +788,7 @@ test_many_in_flight_and_a_peer_detached(void **state)
     assert_int_equal(held_by_0, 100);
     assert_int_equal(consumer_detach(x->cs, &peers[0], atts[0]), SPBE_OK);
     assert_int_equal(consumer_detach(x->cs, &peers[0], atts[0]), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_detach(x->cs, &peers[1], atts[2]), SPBE_NOT_FOUND); /* not its */
     x->n_got = 0;
     consumer_pump(x->cs, 1000);
     assert_int_equal(x->n_got, 100);
@@ -827,6 +835,16 @@ test_a_pump_keeps_to_its_budget(void **state)
     assert_int_equal(strlen(delivered(x, "b1")), strlen("ikn.p:1/1 ") * 6 - 1);
     assert_int_equal(consumer_pump(x->cs, 100), 0);
     assert_int_equal(x->n_got, 12);
+    /* redeliveries due take the budget first; new ones wait for the next pump */
+    assert_int_equal(consumer_ack(x->cs, "b1", "ikn.p", 1, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "b1", "ikn.q", 1, NAK, 0), SPBE_OK);
+    publish(x, "ikn.p");
+    x->n_got = 0;
+    assert_int_equal(consumer_pump(x->cs, 2), 1);
+    assert_string_equal(delivered(x, "b1"), "ikn.p:1/2 ikn.q:1/2");
+    assert_int_equal(consumer_pump(x->cs, 100), 0);
+    assert_string_equal(delivered(x, "b1"), "ikn.p:1/2 ikn.q:1/2 ikn.p:4/1");
+    assert_string_equal(delivered(x, "b2"), "ikn.p:4/1");
 }
 
 /* Names, acks of what is not there, a set with changes never taken. */
@@ -845,6 +863,7 @@ test_names_and_acks_of_what_is_not_there(void **state)
     assert_false(consumer_name_valid("Upper"));
     assert_false(consumer_name_valid("a.b"));
     assert_false(consumer_name_valid("a/b"));
+    assert_false(consumer_name_valid("a~b"));
     assert_int_equal(consumer_next_due_ms(x->cs), -1);
     uint64_t id;
     assert_int_equal(consumer_attach(x->cs, "nobody", &sess_a, &id), SPBE_NOT_FOUND);
@@ -876,6 +895,123 @@ test_names_and_acks_of_what_is_not_there(void **state)
     assert_string_equal(delivered(x, "eager"), "ikn.n:1/1"); /* its cursor was not moved */
 }
 
+/* What a stopped broker left may no longer fit when it starts: a scheduled delivery
+ * whose message retention removed, a pending one of a topic the pattern does not
+ * match, a cursor of a topic that is gone. They are dropped, the rest is kept. */
+static void
+test_a_restart_drops_state_that_no_longer_fits(void **state)
+{
+    fx *x = *state;
+    publish(x, "ikn.r");
+    publish(x, "ikn.r");
+    publish(x, "ikn.r");   /* ikn.r: id 1, sequences 1..3 */
+    publish(x, "other.x"); /* id 2 */
+    Spbe__V1__ConsumerConfig cfg = config("fit", "ikn.>");
+    cfg.start = SPBE__V1__START_POSITION__START_FIRST;
+    create(x, &cfg);
+    cfg = config("lonely", "zzz.>");
+    create(x, &cfg);
+    assert_int_equal(commit(x), SPBE_OK);
+    consumer_set_destroy(&x->cs);
+    int64_t now = wire_now_ns();
+    store_op ops[] = {
+        {.kind = STORE_OP_TRIM, .topic_id = 1, .sequence = 2},
+        {.kind = STORE_OP_PENDING_PUT,
+         .consumer = "fit",
+         .topic_id = 1,
+         .sequence = 1,
+         .deliveries = 0,
+         .flags = 1,
+         .due_ns = now - 1},
+        {.kind = STORE_OP_PENDING_PUT,
+         .consumer = "fit",
+         .topic_id = 1,
+         .sequence = 3,
+         .deliveries = 0,
+         .flags = 1,
+         .due_ns = now + HOUR_NS},
+        {.kind = STORE_OP_PENDING_PUT,
+         .consumer = "fit",
+         .topic_id = 2,
+         .sequence = 1,
+         .deliveries = 1},
+        {.kind = STORE_OP_PENDING_PUT,
+         .consumer = "lonely",
+         .topic_id = 2,
+         .sequence = 1,
+         .deliveries = 1},
+        {.kind = STORE_OP_CURSOR_PUT, .consumer = "fit", .topic_id = 99, .sequence = 5},
+        {.kind = STORE_OP_CURSOR_PUT, .consumer = "fit", .topic_id = 1, .sequence = 4},
+    };
+    int ops_rc;
+    assert_int_equal(store_apply(x->s, NULL, 0, ops, 7, 0, &ops_rc), SPBE_OK);
+    assert_int_equal(ops_rc, SPBE_OK);
+    x->cs = consumer_set_new(x->s, &x->broker, fake_send, x);
+    assert_int_equal(consumer_set_load(x->cs), SPBE_OK);
+    Spbe__V1__ConsumerInfo *i = info(x, "fit");
+    assert_int_equal(i->n_topics, 1); /* not the one that is gone */
+    assert_string_equal(i->topics[0]->topic, "ikn.r");
+    assert_int_equal(i->topics[0]->next_sequence, 4);
+    assert_int_equal(i->scheduled, 2);
+    assert_int_equal(i->pending, 1);
+    spbe__v1__consumer_info__free_unpacked(i, NULL);
+    attach(x, "fit", &sess_a);
+    attach(x, "lonely", &sess_b);
+    assert_int_equal(consumer_pump(x->cs, 100), 0);
+    assert_int_equal(x->n_got, 0);
+    i = info(x, "fit");
+    assert_int_equal(i->scheduled, 1);
+    assert_int_equal(i->pending, 0);
+    spbe__v1__consumer_info__free_unpacked(i, NULL);
+    i = info(x, "lonely");
+    assert_int_equal(i->n_topics, 0);
+    assert_int_equal(i->pending, 0);
+    spbe__v1__consumer_info__free_unpacked(i, NULL);
+    assert_int_equal(commit(x), SPBE_OK);
+    pendings ps = stored_pending(x, "fit");
+    assert_int_equal(ps.n, 1);
+    assert_int_equal(ps.seqs[0], 3);
+    assert_int_equal(stored_pending(x, "lonely").n, 0);
+}
+
+/* A topic emptied by retention before the consumer: it starts after the last; a
+ * stored record that is no signed message has no times and is delivered as stored. */
+static void
+test_emptied_topics_and_records_without_times(void **state)
+{
+    fx *x = *state;
+    publish(x, "ikn.gone");
+    publish(x, "ikn.gone");
+    store_op trim = {.kind = STORE_OP_TRIM, .topic_id = 1, .sequence = 2};
+    int ops_rc;
+    assert_int_equal(store_apply(x->s, NULL, 0, &trim, 1, 0, &ops_rc), SPBE_OK);
+    Spbe__V1__ConsumerConfig cfg = config("empty", "ikn.>");
+    cfg.start = SPBE__V1__START_POSITION__START_FIRST;
+    create(x, &cfg);
+    attach(x, "empty", &sess_a);
+    consumer_pump(x->cs, 10);
+    assert_int_equal(x->n_got, 0);
+    publish(x, "ikn.gone");
+    uint8_t id[16] = {7};
+    store_append_item raw = {.topic = "ikn.raw",
+                             .sender = "bkn/siasn",
+                             .id = id,
+                             .data = (const uint8_t *)"not a signed message",
+                             .len = 20};
+    assert_int_equal(store_append(x->s, &raw, 1, 0), SPBE_OK);
+    consumer_publish(x->cs, raw.topic_id, "ikn.raw", raw.sequence);
+    consumer_pump(x->cs, 10);
+    assert_string_equal(delivered(x, "empty"), "ikn.gone:3/1 ikn.raw:1/1");
+    assert_int_equal(x->got[1].len, 20);
+    /* a nak with a delay: while nobody is attached, the next look is at its time */
+    assert_int_equal(consumer_ack(x->cs, "empty", "ikn.gone", 3, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "empty", "ikn.raw", 1, NAK, 500), SPBE_OK);
+    consumer_detach_session(x->cs, &sess_a);
+    assert_int_equal(consumer_pump(x->cs, 10), 0);
+    long due = consumer_next_due_ms(x->cs);
+    assert_true(due >= 0 && due <= 500);
+}
+
 int
 main(void)
 {
@@ -902,6 +1038,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_many_in_flight_and_a_peer_detached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_pump_keeps_to_its_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_names_and_acks_of_what_is_not_there, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_restart_drops_state_that_no_longer_fits, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_emptied_topics_and_records_without_times, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
