@@ -892,6 +892,15 @@ test_check_names_each_damage_to_a_topic_log(void **state)
     check_says(f, "6 messages stored, topic records account for 5");
     store_close(&f->s);
     raw_del(f->dir, "messages", orphan, 12);
+    /* a key one byte too long among a topic's messages */
+    uint8_t longer[13];
+    message_key_of(longer, 1, UINT64_MAX);
+    longer[12] = 0;
+    raw_put(f->dir, "messages", longer, 13, msg2, msg2_len);
+    reopen(f);
+    check_says(f, "6 messages stored, topic records account for 5");
+    store_close(&f->s);
+    raw_del(f->dir, "messages", longer, 13);
 
     /* a topic record of the wrong size: named, and every read of topics says so */
     raw_put(f->dir, "topics", "ck.b", 4, rec, 51);
@@ -970,6 +979,12 @@ test_open_refuses_what_is_not_a_store_of_this_format(void **state)
     assert_int_equal(store_topic_get(r, "fmt.t", &t), SPBE_NOT_FOUND);
     store_reader_end(&r);
     store_close(&s);
+    /* with consumers but before the audit log: not a store of this format */
+    const char *consumer_dbs[] = {"consumers", "consumer_topics", "consumer_pending"};
+    raw_create(dir, consumer_dbs, 3);
+    assert_int_equal(store_open(dir, &ro, &s, err, sizeof err), SPBE_NOT_FOUND);
+    assert_non_null(strstr(err, "not an spbe data directory: database 'audit_leaves'"));
+    assert_null(s);
 
     /* the directory cannot be made, or is a file */
     snprintf(dir, sizeof dir, "%s/no/such", f->dir);
@@ -1113,6 +1128,11 @@ test_damaged_consumer_records_read_as_internal(void **state)
     uint8_t ck[12] = {'p', 'o', 'r', 't', 'a', 'l', 'x', 0, 0, 0, 0, 2};
     raw_put(f->dir, "consumer_topics", ck, 12, "1234567", 7);
     raw_put(f->dir, "consumer_topics", "q", 1, "12345678", 8);
+    /* a pending key of the wrong length after a good one */
+    uint8_t pk[19] = {'p', 'o', 'r', 't', 'a', 'l', 'x', 0, 0, 0, 0, 1};
+    memset(pk + 12, 0xff, 7);
+    uint8_t pv[16] = {0};
+    raw_put(f->dir, "consumer_pending", pk, 19, pv, 16);
     /* a record without its config, one that does not decode */
     raw_put(f->dir, "consumers", "gamma", 5, bare, bare_len);
     reopen(f);
@@ -1122,6 +1142,9 @@ test_damaged_consumer_records_read_as_internal(void **state)
     assert_int_equal(b.cursors, 1); /* the good one before it */
     assert_int_equal(store_cursor_each(r, "pz", seen_cursor, &b), SPBE_OK);
     assert_int_equal(b.cursors, 1);
+    assert_int_equal(store_pending_each(r, "portalx", seen_pending, &b), SPBE_INTERNAL);
+    assert_int_equal(b.pending, 1);
+    assert_int_equal(b.p.sequence, 6);
     n = 0;
     assert_int_equal(store_consumer_each(r, count_consumers, &n), SPBE_INTERNAL);
     assert_int_equal(n, 2); /* alpha and beta */
@@ -1334,6 +1357,25 @@ test_damaged_audit_records_read_as_internal(void **state)
     assert_int_equal(got.n, 0); /* the short key ends the topic */
     store_reader_end(&r);
     check_clean(f); /* the topic logs are sound */
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    memset(&got, 0, sizeof got);
+    assert_int_equal(store_delivery_each(r, 0, 0, seen_delivery, &got), SPBE_OK);
+    assert_int_equal(got.n, 0); /* topic 0 has none: the first key is topic 1's */
+    store_reader_end(&r);
+
+    /* the recorded size of the log is damaged: it reads as empty, and appends fail
+     * rather than write over its leaves */
+    store_close(&f->s);
+    raw_put(f->dir, "meta", "audit_size", 10, "\3\0\0", 3);
+    reopen(f);
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    assert_int_equal(store_audit_size(r, &size), SPBE_OK);
+    assert_int_equal(size, 0);
+    store_reader_end(&r);
+    uint8_t id[16];
+    store_append_item it = item("aud.t", "bkn/siasn", id, 99, "x");
+    assert_int_equal(store_append(f->s, &it, 1, 0), SPBE_INTERNAL);
+    assert_int_equal(topic_info(f, "aud.t").messages, 2);
 }
 
 /* Reading a topic log past damage: a key of the wrong size ends it, a short record
@@ -1711,6 +1753,7 @@ test_backup_into_new_existing_and_impossible_dirs(void **state)
     assert_int_equal(store_check(copy, err, sizeof err), SPBE_OK);
     store_close(&copy);
     store_close(&copy); /* NULL-safe */
+    store_close(NULL);
     store_reader_end(NULL);
     char path[160];
     snprintf(path, sizeof path, "%s/data.mdb", dir);
@@ -1775,6 +1818,54 @@ test_a_map_grown_by_another_process_is_adopted(void **state)
     assert_false(store_full(f->s));
 }
 
+/* At the top of its map (the limit and its reserve), ops alone and member puts are
+ * refused with STORAGE_FULL; what was committed before stays. */
+static void
+test_ops_and_members_past_the_whole_map_are_storage_full(void **state)
+{
+    fixture *f = *state;
+    store_close(&f->s);
+    char err[256];
+    store_options limited = {.initial_map_bytes = 1 << 20, .max_map_bytes = 2 << 20};
+    assert_int_equal(store_open(f->dir, &limited, &f->s, err, sizeof err), SPBE_OK);
+    char *owner = malloc(256 << 10);
+    memset(owner, 'o', (256 << 10) - 1);
+    owner[(256 << 10) - 1] = '\0';
+    uint8_t *record = malloc(300 << 10);
+    int rc = SPBE_OK, ops_rc = SPBE_OK, stored = 0;
+    for (int i = 0; i < 40 && rc == SPBE_OK; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "big%02d", i);
+        store_op op = {.kind = STORE_OP_CONSUMER_PUT, .record = record};
+        snprintf(op.consumer, sizeof op.consumer, "%s", name);
+        op.record_len = consumer_record(name, owner, 1, record);
+        rc = store_apply(f->s, NULL, 0, &op, 1, 0, &ops_rc);
+        assert_int_equal(rc, ops_rc);
+        stored += rc == SPBE_OK;
+    }
+    assert_int_equal(rc, SPBE_STORAGE_FULL);
+    assert_true(stored >= 4 && stored < 40);
+    identity id;
+    identity_generate("bkn/siasn", &id);
+    Spbe__V1__Member m = SPBE__V1__MEMBER__INIT;
+    m.name = "bkn/siasn";
+    m.public_key.data = id.public_key;
+    m.public_key.len = 32;
+    int member_rc = SPBE_OK;
+    for (int i = 0; i < 2000 && member_rc == SPBE_OK; i++)
+        member_rc = store_member_put(f->s, &m); /* leaves of the audit log add up */
+    assert_int_equal(member_rc, SPBE_STORAGE_FULL);
+    store_reader *r;
+    assert_int_equal(store_reader_begin(f->s, &r), SPBE_OK);
+    int n = 0;
+    assert_int_equal(store_consumer_each(r, count_consumers, &n), SPBE_OK);
+    assert_int_equal(n, stored);
+    store_reader_end(&r);
+    free(owner);
+    free(record);
+    assert_int_equal(store_check(f->s, err, sizeof err), SPBE_OK);
+}
+
 int
 main(void)
 {
@@ -1825,6 +1916,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_map_grown_by_another_process_is_adopted, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_ops_and_members_past_the_whole_map_are_storage_full,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
