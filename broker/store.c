@@ -1671,6 +1671,29 @@ check_topic(const store_topic_info *t, void *arg)
     return cs->code != SPBE_OK;
 }
 
+/* Names the first topic record that does not decode: store_topic_each stops there
+ * without a word, and the caller is owed the problem. */
+static void
+name_malformed_topic(store_reader *r, char *err, size_t err_len)
+{
+    snprintf(err, err_len, "malformed topic record");
+    MDB_cursor *cur;
+    if (mdb_cursor_open(r->txn, r->s->topics, &cur))
+        return;
+    MDB_val key, val;
+    for (int rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        store_topic_info t;
+        if (topic_decode(&key, &val, &t) != SPBE_OK) {
+            int n = key.mv_size < 64 ? (int)key.mv_size : 64;
+            snprintf(err, err_len, "malformed topic record '%.*s%s' (%zu bytes)", n,
+                     (const char *)key.mv_data, key.mv_size > 64 ? "..." : "", val.mv_size);
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+}
+
 int
 store_check(store *s, char *err, size_t err_len)
 {
@@ -1681,7 +1704,9 @@ store_check(store *s, char *err, size_t err_len)
         return code;
     }
     code = store_topic_each(cs.r, check_topic, &cs);
-    if (code == SPBE_OK)
+    if (code != SPBE_OK)
+        name_malformed_topic(cs.r, err, err_len);
+    else
         code = cs.code;
     if (code == SPBE_OK) {
         /* every message belongs to a known topic */
