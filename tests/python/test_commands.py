@@ -3,6 +3,7 @@
 exact code and reason, and nothing stored or changed by it; then the HTTP endpoint and
 spbe-broker --rotate-key's errors. Usage: test_commands.py BROKER_BIN GEN_DIR
 """
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ pb = spbeclient.load_proto(sys.argv[2])
 BROKER = sys.argv[1]
 results = spbeclient.Results()
 check = results.check
+ODD_CLIENT = 'py" b"c=d \\" e\\\nts=forged level=error'
 
 
 def refused(name, reply, code, reason):
@@ -251,6 +253,9 @@ def consumers(admin, a, b):
 
     refused("consume without a config", a.call("consume", pb.Consume()), pb.BAD_REQUEST,
             "consumer name must be 1 to 64 of [a-z0-9_-]")
+    refused("a consumer name with a quote, a backslash and a newline",
+            consume(a, name='x y"z=1 \\ q\nlevel=error', pattern="ikn.a.>"), pb.BAD_REQUEST,
+            "consumer name must be 1 to 64 of [a-z0-9_-]")
     refused("a new consumer on a pattern the member may not read",
             consume(b, name="curi", pattern="ikn.a.>"), pb.FORBIDDEN,
             "no right to subscribe to this pattern")
@@ -440,6 +445,11 @@ def main():
             return c
 
         admin = connect(read_identity(os.path.join(data, "admin.key")))
+        odd = Client(endpoint, read_identity(os.path.join(data, "admin.key")), broker_key)
+        clients.append(odd)
+        check("a hello whose client text has quotes, backslashes and a newline", odd.call(
+            "hello", pb.Hello(protocol_version=1, member="spbe/admin",
+                              client=ODD_CLIENT)).code == pb.OK)
         ids = {n: new_identity(n) for n in ("instansi/a", "instansi/b", "instansi/ops",
                                             "instansi/r")}
         accepted("member a", add_member(admin, ids["instansi/a"], publish=["ikn.>"],
@@ -471,7 +481,6 @@ def main():
         code = broker.wait(10)
         check("broker stops cleanly on SIGTERM", code == 0)
     lines = open(log_path).read().splitlines()
-    import json
     bad = [line for line in lines if line.startswith("{")]
     try:
         for line in bad:
@@ -480,7 +489,17 @@ def main():
     except ValueError as e:
         ok = False
         print(e, line)
-    check("every log line is JSON with --log-json", ok and len(bad) == len(lines))
+    events = [json.loads(line) for line in bad] if ok else []
+    odd = [e for e in events
+           if e["event"] == "session_opened" and e["client"].startswith('py"')]
+    check("a client text is logged as sent, its newline made '?'",
+          len(odd) == 1 and odd[0]["client"] == ODD_CLIENT.replace("\n", "?") and
+          "ts=forged" not in odd[0], odd)
+    names = [e.get("consumer") for e in events if e["event"] == "consume_rejected"]
+    check("an invalid consumer name is logged as one word", "x?y?z?1???q?level?error" in names,
+          names)
+    check("every log line is JSON with --log-json", ok and len(bad) == len(lines),
+          [line for line in lines if not line.startswith("{")][:3])
     rotate_key_errors(work, data)
     shutil.rmtree(work, ignore_errors=True)
     return results.summary()
