@@ -616,9 +616,11 @@ reject_publish(broker *b, session *s, uint64_t request_id, int code, const char 
                const Spbe__V1__Message *m, const uint8_t *hash)
 {
     metrics_rejected(&b->m, code);
+    char topic[WIRE_TOPIC_MAX_BYTES + 1]; /* the topic may be the invalid one refused */
     if (log_allow(&b->reject_log))
         log_event(LOG_INFO, "publish_rejected", "member=%s topic=%s code=%s reason=\"%s\"",
-                  s->member, m && m->topic ? m->topic : "-", spbe_error_name(code), reason);
+                  s->member, log_clean(m && m->topic ? m->topic : "-", 0, topic, sizeof topic),
+                  spbe_error_name(code), reason);
     Spbe__V1__SignedReceipt receipt;
     receipt_sign(b, code, NULL, 0, 0, hash, m, NULL, &receipt);
     receipt_send(b, s->routing, s->routing_len, request_id, code, reason, &receipt);
@@ -1273,8 +1275,9 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
     snprintf(s->member, sizeof s->member, "%s", m->name);
     s->last_seen_ms = now_ms();
     s->opened_ns = wire_now_ns();
+    char client[256];
     log_event(LOG_INFO, "session_opened", "member=%s client=\"%s\" sessions=%zu", m->name,
-              hello->client, b->n_sessions);
+              log_clean(hello->client, 1, client, sizeof client), b->n_sessions);
 
     Spbe__V1__Welcome w = SPBE__V1__WELCOME__INIT;
     w.protocol_version = WIRE_PROTOCOL_VERSION;
@@ -1499,8 +1502,9 @@ handle_member_rotate(broker *b, session *s, uint64_t request_id, const Spbe__V1_
         send_error(b, s->routing, s->routing_len, request_id, rc, "cannot store the new key");
         return;
     }
+    char why[256];
     log_event(LOG_WARN, "member_key_rotated", "member=%s by=%s reason=\"%s\"", mr->name, s->member,
-              reason);
+              log_clean(reason, 1, why, sizeof why));
     send_member(b, s, request_id, registry_find_member(b->registry, mr->name));
     /* the old key's sessions end: they reconnect with the new key */
     for (size_t i = b->n_sessions; i-- > 0;) {
@@ -1548,8 +1552,9 @@ handle_member_revoke(broker *b, session *s, uint64_t request_id, const Spbe__V1_
             send_goodbye(b, t, SPBE_REVOKED, "member has been revoked");
         }
     }
+    char why[256];
     log_event(LOG_WARN, "member_revoked", "member=%s by=%s reason=\"%s\"", rv->name, s->member,
-              m.revoke_reason);
+              log_clean(m.revoke_reason, 1, why, sizeof why));
     send_member(b, s, request_id, registry_find_member(b->registry, rv->name));
 }
 
@@ -1988,9 +1993,12 @@ handle_consume(broker *b, session *s, uint64_t request_id, const Spbe__V1__Consu
     }
     if (bad) {
         metrics_rejected(&b->m, code);
+        char name[80]; /* the name may be the invalid one refused */
         if (log_allow(&b->reject_log))
             log_event(LOG_INFO, "consume_rejected", "member=%s consumer=%s code=%s reason=\"%s\"",
-                      s->member, cfg && cfg->name ? cfg->name : "-", spbe_error_name(code), bad);
+                      s->member,
+                      log_clean(cfg && cfg->name ? cfg->name : "-", 0, name, sizeof name),
+                      spbe_error_name(code), bad);
         send_error(b, s->routing, s->routing_len, request_id, code, bad);
         return;
     }

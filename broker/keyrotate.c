@@ -85,8 +85,10 @@ broker_rotate_key(const broker_config *config, char *said, size_t said_len, char
         return -1;
     }
     identity old, fresh;
-    if (identity_load(key_path, &old, err, err_len) != SPBE_OK || !old.has_secret) {
-        if (!old.has_secret)
+    /* identity_load clears old when it fails: its own error stands then */
+    int loaded = identity_load(key_path, &old, err, err_len);
+    if (loaded != SPBE_OK || !old.has_secret) {
+        if (loaded == SPBE_OK)
             snprintf(err, err_len, "%s holds no secret key", key_path);
         return -1;
     }

@@ -34,8 +34,12 @@ json_pairs(const char *in, char *out, size_t len)
             break;
         PUT(',');
         PUT('"');
-        for (; p < eq; p++)
-            PUT(*p);
+        for (; p < eq; p++) {
+            if (*p == '"' || *p == '\\')
+                PUT('\\');
+            if ((unsigned char)*p >= 0x20)
+                PUT(*p);
+        }
         PUT('"');
         PUT(':');
         PUT('"');
@@ -57,6 +61,25 @@ json_pairs(const char *in, char *out, size_t len)
     }
 #undef PUT
     out[o] = '\0';
+}
+
+const char *
+log_clean(const char *in, int quoted, char *out, size_t len)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p && o + 2 < len; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            out[o++] = '?';
+        else if (quoted && (*p == '"' || *p == '\\'))
+            out[o++] = '\\', out[o++] = (char)*p;
+        else if (!quoted && (*p == ' ' || *p == '"' || *p == '\\' || *p == '='))
+            out[o++] = '?';
+        else
+            out[o++] = (char)*p;
+    }
+    if (len)
+        out[o] = '\0';
+    return out;
 }
 
 void

@@ -2,6 +2,7 @@
 #ifndef SPBE_LOG_H
 #define SPBE_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -13,6 +14,13 @@ void log_set_json(int json);
 /* Writes "ts=... level=... event=<event> <fmt...>\n". fmt continues with key=value pairs. */
 void log_event(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/*
+ * Text a peer chose (a hello's client, a reason, a name not yet validated) made safe to log:
+ * within a quoted value (quoted 1) quotes and backslashes are escaped; as a bare value
+ * (quoted 0) spaces, quotes, backslashes and '=' become '?'. Control bytes become '?' in
+ * both, so no peer can end a value, add a key or start a line of its own. Returns out.
+ */
+const char *log_clean(const char *in, int quoted, char *out, size_t len);
 
 /*
  * A budget of lines per second for one kind of event, so a flood of bad input cannot

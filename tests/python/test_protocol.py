@@ -6,113 +6,28 @@ Python protobuf classes generated from proto/spbe/v1/spbe.proto: handshake, sign
 publish, the broker's signed receipt, subscribe with replay, end-to-end verification of
 the delivered bytes, and refusals. Usage: test_protocol.py BROKER_BIN CLI_BIN GEN_DIR
 """
+import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
-sys.path.insert(0, sys.argv[3])
-import nacl.bindings as nb  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nacl.signing  # noqa: E402
-import zmq  # noqa: E402
-from spbe.v1 import spbe_pb2 as pb  # noqa: E402
+import spbeclient  # noqa: E402
+from spbeclient import Client, read_identity, start_broker  # noqa: E402
 
+pb = spbeclient.load_proto(sys.argv[3])
 BROKER, CLI = sys.argv[1], sys.argv[2]
-results = {"passed": 0, "failed": 0}
-
-
-def check(name, cond):
-    results["passed" if cond else "failed"] += 1
-    print(("ok     " if cond else "FAILED ") + name, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def read_identity(path):
-    fields = {}
-    for line in open(path):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            fields[k.strip()] = v.strip()
-    return fields
-
-
-def sign(context, data, signing_key):
-    return signing_key.sign(context + b"\0" + data).signature
-
-
-class Client:
-    def __init__(self, endpoint, identity, broker_key):
-        self.identity = identity
-        seed = bytes.fromhex(identity["secret_key"])[:32]
-        self.key = nacl.signing.SigningKey(seed)
-        self.broker_key = broker_key
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        ed_public = bytes.fromhex(identity["public_key"])
-        self.sock.curve_serverkey = nb.crypto_sign_ed25519_pk_to_curve25519(broker_key)
-        self.sock.curve_publickey = nb.crypto_sign_ed25519_pk_to_curve25519(ed_public)
-        self.sock.curve_secretkey = nb.crypto_sign_ed25519_sk_to_curve25519(
-            bytes.fromhex(identity["secret_key"]))
-        self.sock.rcvtimeo = 5000
-        self.sock.linger = 0
-        self.sock.connect(endpoint)
-        self.next_id = 0
-
-    def send(self, field, message, body=None):
-        self.next_id += 1
-        cmd = pb.Command(request_id=self.next_id)
-        getattr(cmd, field).CopyFrom(message)
-        frames = [cmd.SerializeToString()] + ([body] if body is not None else [])
-        self.sock.send_multipart(frames)
-        return self.next_id
-
-    def recv(self):
-        frames = self.sock.recv_multipart()
-        frame = pb.BrokerFrame()
-        frame.ParseFromString(frames[0])
-        return frame, (frames[1] if len(frames) > 1 else None)
-
-    def reply(self, request_id):
-        while True:
-            frame, body = self.recv()
-            if frame.WhichOneof("body") == "reply" and frame.reply.request_id == request_id:
-                return frame.reply, body
-
-    def signed_message(self, topic, payload, msg_id=None):
-        m = pb.Message(id=msg_id or os.urandom(16), topic=topic, sender=self.identity["member"],
-                       created_ns=time.time_ns(), payload=payload)
-        mb = m.SerializeToString()
-        sm = pb.SignedMessage(message=mb, signature=sign(b"spbe.v1.message", mb, self.key))
-        return sm.SerializeToString()
-
-    def publish(self, raw):
-        rid = self.send("publish", pb.Publish(), raw)
-        reply, _ = self.reply(rid)
-        return reply
+results = spbeclient.Results()
+check = results.check
 
 
 def main():
     work = tempfile.mkdtemp(prefix="spbe-py-")
-    data = os.path.join(work, "data")
-    endpoint = "tcp://127.0.0.1:%d" % free_port()
-    log = open(os.path.join(work, "broker.log"), "w")
-    broker = subprocess.Popen([BROKER, "--data", data, "--listen", endpoint], stderr=log)
+    broker, endpoint, data, _ = start_broker(BROKER, work)
     try:
-        for _ in range(500):
-            if "event=started" in open(os.path.join(work, "broker.log")).read():
-                break
-            time.sleep(0.02)
         env = dict(os.environ, SPBE_BROKER=endpoint)
         key = os.path.join(work, "py.key")
         subprocess.run([CLI, "keygen", "kemenpanrb/e-formasi", "-o", key], check=True,
@@ -140,7 +55,6 @@ def main():
         receipt.ParseFromString(r.receipt)
         check("receipt is signed by the broker and names sequence 1",
               receipt.sequence == 1 and receipt.topic == "ikn.formasi.dibuka")
-        import hashlib
         check("receipt hash is SHA-256 of the bytes sent",
               receipt.message_hash == hashlib.sha256(raw).digest())
 
@@ -148,15 +62,13 @@ def main():
                                                start=pb.START_FIRST))
         reply, _ = c.reply(rid)
         check("subscribe from first", reply.code == pb.OK)
-        frame, body = c.recv()
-        while frame.WhichOneof("body") != "event":
-            frame, body = c.recv()
+        event, body = c.event("delivery")
         check("delivery carries the exact signed bytes", body == raw)
         sm = pb.SignedMessage()
         sm.ParseFromString(body)
         nacl.signing.VerifyKey(bytes.fromhex(identity["public_key"])).verify(
             b"spbe.v1.message\0" + sm.message, sm.signature)
-        check("delivery verifies end to end", frame.event.delivery.sequence == 1)
+        check("delivery verifies end to end", event.delivery.sequence == 1)
 
         bad = bytearray(c.signed_message("ikn.formasi.dibuka", b"tampered"))
         bad[-1] ^= 1
@@ -178,15 +90,13 @@ def main():
         rid = c.send("ping", pb.Ping())
         reply, _ = c.reply(rid)
         check("the session still serves", reply.code == pb.OK)
-        c.sock.close()
-        c.ctx.term()
+        c.close()
     finally:
         broker.terminate()
         code = broker.wait(10)
         check("broker stops cleanly on SIGTERM", code == 0)
         shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
+    return results.summary()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 /* test_broker_parts.c - the broker's service table (round robin, pending requests,
- * deadlines, sessions going away) and its retention and storage-limit settings. */
+ * deadlines, sessions going away), its settings from flags, file and environment with
+ * every refusal's reason, its log lines (JSON escaping, peers' text made safe) and the
+ * rights of a member that has none. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +13,9 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "log.h"
+#include "registry.h"
+#include "router.h"
 #include "service.h"
 #include "spbe/errors.h"
 
@@ -295,6 +300,306 @@ test_the_file_and_the_flags(void **state)
     unlink(path);
 }
 
+/* Runs a settings file through config_load_file; the error it gives, "" if it took it. */
+static const char *
+load_text(const char *text, char *err, size_t err_len)
+{
+    char path[] = "/tmp/spbe-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    broker_config c;
+    config_defaults(&c);
+    err[0] = '\0';
+    char got[900] = "";
+    if (config_load_file(&c, path, got, sizeof got) != 0) {
+        /* the path varies: the reason from its ':' on */
+        const char *at = strncmp(got, path, strlen(path)) == 0 ? got + strlen(path) : got;
+        snprintf(err, err_len, "%s", at);
+    }
+    unlink(path);
+    return err;
+}
+
+static void
+test_settings_too_long_or_out_of_range_say_which(void **state)
+{
+    (void)state;
+    char long_text[1200], value[1300], err[600];
+    broker_config c;
+    config_defaults(&c);
+    memset(long_text, '1', 40);
+    long_text[40] = '\0';
+    assert_int_equal(config_set(&c, "max_message_bytes", long_text, err, sizeof err), -1);
+    assert_string_equal(err, "max_message_bytes: 256..268435456");
+    memset(long_text, 'a', 1100);
+    long_text[1100] = '\0';
+    assert_int_equal(config_set(&c, "data", long_text, err, sizeof err), -1);
+    assert_string_equal(err, "data: a directory path");
+    snprintf(value, sizeof value, "tcp://%.300s:1", long_text);
+    assert_int_equal(config_set(&c, "listen", value, err, sizeof err), -1);
+    assert_string_equal(err, "listen: a ZeroMQ endpoint tcp://HOST:PORT");
+    snprintf(value, sizeof value, "%.60s:8080", long_text);
+    assert_int_equal(config_set(&c, "http", value, err, sizeof err), -1);
+    assert_string_equal(err, "http: HOST:PORT or off");
+    snprintf(value, sizeof value, "%.64s", long_text);
+    assert_int_equal(config_set(&c, "name", value, err, sizeof err), -1);
+    assert_string_equal(err, "name: 1 to 63 characters");
+    /* nothing refused changed the settings */
+    broker_config d;
+    config_defaults(&d);
+    assert_string_equal(c.data_dir, d.data_dir);
+    assert_string_equal(c.endpoint, d.endpoint);
+    assert_string_equal(c.name, d.name);
+    assert_int_equal(c.max_message_bytes, d.max_message_bytes);
+    assert_int_equal(config_set(&c, "log_format", "json", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "log_format", "text", err, sizeof err), 0);
+    assert_int_equal(c.log_json, 0);
+
+    static const char *limits = "limits are max-age=N[s|m|h|d], max-messages=N, "
+                                "max-bytes=N[k|M|G], each above 0";
+    static const char *bad[] = {"a.>:max-bytes=18446744073709551G", "a.>:max-age=0s",
+                                "a.>:max-bytes=0", "a.>:max-age=123456789012345678901234567890s"};
+    store_retention r;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(config_parse_retention(bad[i], &r, err, sizeof err), -1);
+        snprintf(value, sizeof value, "retention rule '%s': %s", bad[i], limits);
+        assert_string_equal(err, value);
+    }
+    snprintf(value, sizeof value, "%.300s:max-messages=1", long_text);
+    assert_int_equal(config_parse_retention(value, &r, err, sizeof err), -1);
+    char want[1400];
+    snprintf(want, sizeof want, "retention rule '%s' is not PATTERN:LIMITS", value);
+    assert_string_equal(err, want);
+}
+
+static void
+test_file_errors_name_the_line_and_the_setting(void **state)
+{
+    (void)state;
+    char long_pattern[400], big[1400], text[1600], err[900];
+    memset(long_pattern, 'a', 350);
+    long_pattern[350] = '\0';
+    memset(big, '1', 1100);
+    big[1100] = '\0';
+    static const struct {
+        const char *text, *says;
+    } cases[] = {
+        {"heartbeat_ms = 1.5;\n", ":1: heartbeat_ms takes a string or a number"},
+        {"name = true;\n", ":1: name takes a string or a number"},
+        {"retention = ( \"a.>\" );\n",
+         ":1: a retention rule is a group: { pattern = ...; max_age = ...; }"},
+        {"retention = ( { pattern = \"a.>\";\n max_age = 1.5; } );\n",
+         ":2: retention rules know pattern, max_age, max_messages, max_bytes, not 'max_age'"},
+        {"retention = ( { max_age = \"1d\"; } );\n", ":1: a retention rule needs a pattern"},
+        {"consumer_defaults = 5;\n", ":1: a group: { key = value; ... }"},
+        {"log = {\n color = \"red\"; };\n", ":2: log knows level and format, not 'color'"},
+        {"retain = \"a.>:max-age=1d\";\n", ":1: unknown key 'retain'"},
+        {"consumer_ack_wait_ms = 500;\n", ":1: unknown key 'consumer_ack_wait_ms'"},
+        {"log_level = \"info\";\n", ":1: unknown key 'log_level'"},
+        {"log = { format = \"yaml\"; };\n", ":1: log format: text or json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        if (strcmp(load_text(cases[i].text, err, sizeof err), cases[i].says) != 0)
+            fail_msg("file '%s' says '%s', not '%s'", cases[i].text, err, cases[i].says);
+    snprintf(text, sizeof text, "retention = ( { pattern = \"%s\"; } );\n", long_pattern);
+    assert_string_equal(load_text(text, err, sizeof err),
+                        ":1: pattern is a topic pattern in quotes");
+    snprintf(text, sizeof text, "retention = ( { pattern = \"a.>\"; max_bytes = \"%s\"; } );\n",
+             big);
+    assert_string_equal(load_text(text, err, sizeof err), ":1: the retention rule is too long");
+}
+
+/* Runs config_parse_args with stdout in a file; its return, and the output in out. */
+static int
+parse_args_output(broker_config *c, int argc, char **argv, char *out, size_t out_len)
+{
+    char path[] = "/tmp/spbe-stdout-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stdout);
+    int saved = dup(1);
+    dup2(fd, 1);
+    int rc = config_parse_args(c, argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    ssize_t n = pread(fd, out, out_len - 1, 0);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    return rc;
+}
+
+static void
+test_flags_the_environment_and_checks(void **state)
+{
+    (void)state;
+    broker_config c;
+    char out[4096];
+    config_defaults(&c);
+    setenv("SPBE_DATA", "/srv/spbe-from-env", 1);
+    char *none[] = {"spbe-broker"};
+    assert_int_equal(config_parse_args(&c, 1, none), 0);
+    assert_string_equal(c.data_dir, "/srv/spbe-from-env");
+    config_defaults(&c);
+    char *flag[] = {"spbe-broker", "--data", "/srv/from-flag"};
+    assert_int_equal(config_parse_args(&c, 3, flag), 0);
+    assert_string_equal(c.data_dir, "/srv/from-flag"); /* the flag wins */
+    setenv("SPBE_DATA", "", 1);
+    broker_config d;
+    config_defaults(&c);
+    config_defaults(&d);
+    assert_int_equal(config_parse_args(&c, 1, none), 0);
+    assert_string_equal(c.data_dir, d.data_dir); /* empty: as if unset */
+    unsetenv("SPBE_DATA");
+
+    config_defaults(&c);
+    char *json[] = {"spbe-broker", "--log-json", "-v"};
+    assert_int_equal(config_parse_args(&c, 3, json), 0);
+    assert_int_equal(c.log_json, 1);
+    assert_int_equal(c.log_level, LOG_DEBUG);
+    config_defaults(&c);
+    char *help[] = {"spbe-broker", "-h"};
+    assert_int_equal(parse_args_output(&c, 2, help, out, sizeof out), 1);
+    assert_true(strncmp(out, "usage: spbe-broker [options]\n", 29) == 0);
+    config_defaults(&c);
+    char *check[] = {"spbe-broker", "--heartbeat-ms", "1000", "--check-config"};
+    assert_int_equal(parse_args_output(&c, 4, check, out, sizeof out), 1);
+    assert_string_equal(out, "flags: the configuration is valid\n");
+}
+
+/* Runs log_event with stderr in a file; what it wrote. */
+static void
+log_output(char *out, size_t out_len, enum log_level level, const char *pairs)
+{
+    char path[] = "/tmp/spbe-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    log_event(level, "uji", "%s", pairs);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(fd, out, out_len - 1, 0);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+}
+
+/* The members after "event":"uji" of a JSON line, without the closing brace and newline. */
+static const char *
+json_members(char *line)
+{
+    char *at = strstr(line, "\"event\":\"uji\"");
+    assert_non_null(at);
+    size_t n = strlen(line);
+    assert_true(n >= 2 && line[n - 1] == '\n' && line[n - 2] == '}');
+    line[n - 2] = '\0';
+    return at + strlen("\"event\":\"uji\"");
+}
+
+static void
+test_json_log_lines_escape_what_the_values_hold(void **state)
+{
+    (void)state;
+    char out[4096];
+    log_set_level(LOG_INFO);
+    log_set_json(1);
+    static const struct {
+        const char *pairs, *members;
+    } cases[] = {
+        {"a=1   ", ",\"a\":\"1\""},
+        {"a=1 lone word", ",\"a\":\"1\""},
+        {"k=\"x\\\"y\\\\z\" n=2", ",\"k\":\"x\\\"y\\\\z\",\"n\":\"2\""},
+        {"bare=q\"r\\s", ",\"bare\":\"q\\\"r\\\\s\""},
+        {"open=\"not closed", ",\"open\":\"not closed\""},
+        {"end=\"ab\\", ",\"end\":\"ab\\\\\""},
+        {"c=x\001y\nz", ",\"c\":\"xyz\""},
+        {"q\"k\\\001=v", ",\"q\\\"k\\\\\":\"v\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        log_output(out, sizeof out, LOG_WARN, cases[i].pairs);
+        const char *members = json_members(out);
+        if (strcmp(members, cases[i].members) != 0)
+            fail_msg("'%s' gave '%s', not '%s'", cases[i].pairs, members, cases[i].members);
+    }
+    /* more than the line holds (empty values grow the most): cut at the buffer, the
+     * object still closed */
+    char pairs[1024];
+    size_t n = 0;
+    for (int i = 0; i < 255; i++)
+        n += (size_t)snprintf(pairs + n, sizeof pairs - n, " k=");
+    for (int i = 0; i < 32; i++)
+        n += (size_t)snprintf(pairs + n, sizeof pairs - n, " b=\"\\\"c\"");
+    assert_int_equal(n, 1021);
+    log_output(out, sizeof out, LOG_WARN, pairs);
+    const char *members = json_members(out);
+    assert_int_equal(strlen(members), 2047);
+    assert_true(strncmp(members, ",\"k\":\"\",\"k\":\"\"", 14) == 0);
+    assert_non_null(strstr(members, ",\"b\":\"\\\"c\",\"b\""));
+    log_set_json(0);
+    log_output(out, sizeof out, LOG_WARN, "k=v");
+    assert_non_null(strstr(out, " level=warn event=uji k=v\n"));
+    log_output(out, sizeof out, LOG_DEBUG, "k=v");
+    assert_string_equal(out, ""); /* under the threshold */
+}
+
+static void
+test_log_clean_keeps_peers_text_inside_its_value(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_string_equal(log_clean("a \"b\" \\c\nd", 1, out, sizeof out), "a \\\"b\\\" \\\\c?d");
+    assert_string_equal(log_clean("a b=\"c\\\td\x7f", 0, out, sizeof out), "a?b??c??d?");
+    assert_string_equal(log_clean(NULL, 1, out, sizeof out), "");
+    assert_string_equal(log_clean("abcdefgh", 0, out, 5), "abc");    /* cut, still ended */
+    assert_string_equal(log_clean("\"\"\"", 1, out, 6), "\\\"\\\""); /* never half an escape */
+    char keep[4] = "abc";
+    assert_ptr_equal(log_clean("x", 0, keep, 0), keep);
+    assert_string_equal(keep, "abc"); /* no room: nothing written */
+}
+
+static void
+test_a_member_without_rights_may_nothing(void **state)
+{
+    (void)state;
+    Spbe__V1__Member m = SPBE__V1__MEMBER__INIT;
+    m.name = "uji/tanpa";
+    assert_false(registry_has_role(&m, "admin"));
+    assert_false(registry_may_publish(&m, "ikn.a"));
+    assert_false(registry_may_subscribe(&m, "ikn.>"));
+    assert_false(registry_may_serve(&m, "hitung"));
+    assert_false(registry_may_call(&m, "hitung"));
+    char *all[] = {">"};
+    Spbe__V1__MemberRights rights = SPBE__V1__MEMBER_RIGHTS__INIT;
+    rights.serve = all;
+    rights.n_serve = 1;
+    rights.call = all;
+    rights.n_call = 1;
+    m.rights = &rights;
+    assert_true(registry_may_serve(&m, "hitung"));
+    assert_true(registry_may_call(&m, "hitung"));
+    assert_false(registry_may_serve(&m, "$sys.svc")); /* > never covers the broker's own */
+    assert_false(registry_may_call(&m, "$sys.svc"));
+    /* destroying nothing is nothing */
+    registry *none = NULL;
+    registry_destroy(&none);
+    registry_destroy(NULL);
+    service_table *no_table = NULL;
+    service_table_destroy(&no_table);
+    service_table_destroy(NULL);
+    router *no_router = NULL;
+    router_destroy(&no_router);
+    router_destroy(NULL);
+    assert_null(none);
+    assert_null(no_table);
+    assert_null(no_router);
+}
+
 int
 main(void)
 {
@@ -306,6 +611,12 @@ main(void)
         cmocka_unit_test(test_one_setter_for_flags_and_file),
         cmocka_unit_test(test_every_setting_takes_its_range_and_refuses_the_rest),
         cmocka_unit_test(test_the_file_and_the_flags),
+        cmocka_unit_test(test_settings_too_long_or_out_of_range_say_which),
+        cmocka_unit_test(test_file_errors_name_the_line_and_the_setting),
+        cmocka_unit_test(test_flags_the_environment_and_checks),
+        cmocka_unit_test(test_json_log_lines_escape_what_the_values_hold),
+        cmocka_unit_test(test_log_clean_keeps_peers_text_inside_its_value),
+        cmocka_unit_test(test_a_member_without_rights_may_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
