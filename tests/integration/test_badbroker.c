@@ -831,6 +831,8 @@ script_reconnect(fake *f)
     fake_hello(f);
     uint64_t rid = fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, NULL, NULL, NULL);
     fake_subscribed(f, rid, 7);
+    rid = fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, NULL, NULL, NULL); /* u.> */
+    fake_subscribed(f, rid, 8);
     for (int i = 0; i < 3; i++) { /* svc, svc again, svc2 */
         rid = fake_expect(f, SPBE__V1__COMMAND__BODY_SERVE, NULL, NULL, NULL);
         fake_reply(f, rid, SPBE_OK, NULL);
@@ -865,6 +867,13 @@ script_reconnect(fake *f)
             spbe__v1__command__free_unpacked(cmd, NULL);
         }
     }
+    fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, &cmd, NULL, NULL); /* u.> */
+    if (cmd) {
+        if (strcmp(cmd->subscribe->pattern, "u.>") != 0 || cmd->subscribe->n_resume != 0)
+            script_fail(f, "u.> not resumed as it was");
+        fake_subscribed(f, cmd->request_id, 9);
+        spbe__v1__command__free_unpacked(cmd, NULL);
+    }
     fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, &cmd, NULL, NULL);
     if (cmd) {
         f->u[0] = cmd->subscribe->n_resume;
@@ -886,13 +895,17 @@ script_reconnect(fake *f)
     fake_receipt(f, again[0], SPBE_DUPLICATE, "t.p", 1, WIRE_HASH_BYTES);
     fake_receipt(f, again[1], SPBE_OK, "t.p", 3, 16);
     fake_receipt(f, pub[0], SPBE_OK, "t.p", 1, WIRE_HASH_BYTES); /* late: of the old session */
+    sign_message(&f->broker, "u.x", "after", &msg, &len);
+    fake_delivery(f, 8, "u.x", 1, msg, len); /* the id of the session before */
+    fake_delivery(f, 9, "u.x", 1, msg, len);
+    free(msg);
     fake_drain(f, 400);
 }
 
 typedef struct seen {
     int deliveries, receipts;
     char topics[16][16];
-    uint64_t seqs[16];
+    uint64_t seqs[16], subs[16];
     spbe_receipt r[8];
 } seen;
 
@@ -903,6 +916,7 @@ on_delivery(const spbe_delivery *d, void *arg)
     if (s->deliveries < 16) {
         snprintf(s->topics[s->deliveries], sizeof s->topics[0], "%s", d->topic);
         s->seqs[s->deliveries] = d->sequence;
+        s->subs[s->deliveries] = d->subscription_id;
     }
     s->deliveries++;
 }
@@ -940,8 +954,9 @@ test_reconnect_resumes_everything(void **state)
     spbe_client *c = connect_ok(&f, 3000, 0);
     spbe_set_delivery_handler(c, on_delivery, &s);
     spbe_set_receipt_handler(c, on_receipt, &s);
-    uint64_t sub;
+    uint64_t sub, usub;
     assert_int_equal(spbe_subscribe(c, "t.>", SPBE_START_NEW, 0, &sub), SPBE_OK);
+    assert_int_equal(spbe_subscribe(c, "u.>", SPBE_START_NEW, 0, &usub), SPBE_OK);
     assert_int_equal(spbe_serve(c, "svc", on_request_ignore, NULL), SPBE_OK);
     assert_int_equal(spbe_serve(c, "svc", on_request_ignore, &s), SPBE_OK); /* once */
     assert_int_equal(spbe_serve(c, "svc2", on_request_ignore, NULL), SPBE_OK);
@@ -959,7 +974,13 @@ test_reconnect_resumes_everything(void **state)
     assert_int_equal(spbe_in_flight(c), 0);
     assert_true(spbe_connected(c));
     assert_says(c, "subscription t.> not resumed: no longer allowed");
+    for (int i = 0; i < 40 && s.deliveries < 7; i++)
+        assert_int_equal(spbe_dispatch(c, 50, NULL), SPBE_OK);
     fake_finish(&f);
+    assert_int_equal(spbe_dispatch(c, 0, NULL), SPBE_OK);
+    assert_int_equal(s.deliveries, 7); /* u.> goes on under its new id, once */
+    assert_string_equal(s.topics[6], "u.x");
+    assert_int_equal(s.subs[6], usub);
     assert_int_equal(f.hellos, 2);
     assert_string_equal(f.s[0], "svc2");
     assert_string_equal(f.s[1], "svc");
@@ -1185,6 +1206,65 @@ test_lost_session_without_reconnect(void **state)
 }
 
 static void
+script_unavailable_receipts(fake *f)
+{
+    fake_hello(f);
+    uint64_t rid = fake_expect(f, SPBE__V1__COMMAND__BODY_PUBLISH, NULL, NULL, NULL);
+    fake_receipt(f, rid, SPBE_UNAVAILABLE, "t.a", 0, WIRE_HASH_BYTES);
+    rid = fake_expect(f, SPBE__V1__COMMAND__BODY_PUBLISH, NULL, NULL, NULL);
+    fake_reply(f, rid, SPBE_UNAVAILABLE, "storage busy");
+    fake_expect(f, SPBE__V1__COMMAND__BODY_PUBLISH, NULL, NULL, NULL); /* never answered */
+    uint64_t sync = fake_expect(f, SPBE__V1__COMMAND__BODY_PUBLISH, NULL, NULL, NULL);
+    while (!__atomic_load_n(&f->go, __ATOMIC_SEQ_CST))
+        fake_drain(f, 20);
+    fake_receipt(f, sync, SPBE_OK, "t.a", 9, WIRE_HASH_BYTES); /* after the caller gave up */
+    fake_drain(f, 300);
+}
+
+/* Publishes the broker refuses UNAVAILABLE without losing the session: each gets its
+ * receipt and the session stays. A synchronous publish that times out leaves its late
+ * receipt to the receipt handler. */
+static void
+test_unavailable_receipts(void **state)
+{
+    (void)state;
+    fake f;
+    seen s = {0};
+    fake_start(&f, script_unavailable_receipts);
+    spbe_client *c = connect_ok(&f, 1000, 1);
+    spbe_set_receipt_handler(c, on_receipt, &s);
+    uint64_t t1, t2, t3;
+    assert_int_equal(spbe_publish_async(c, "t.a", "1", 1, NULL, &t1), SPBE_OK);
+    assert_int_equal(spbe_publish_async(c, "t.a", "2", 1, NULL, &t2), SPBE_OK);
+    assert_int_equal(spbe_flush(c, 2000), SPBE_OK);
+    assert_int_equal(s.receipts, 2);
+    const spbe_receipt *r = receipt_of(&s, t1);
+    assert_int_equal(r->code, SPBE_UNAVAILABLE);
+    assert_true(r->signed_by_broker);
+    r = receipt_of(&s, t2);
+    assert_int_equal(r->code, SPBE_UNAVAILABLE);
+    assert_false(r->signed_by_broker);
+    assert_string_equal(r->error, "storage busy");
+    assert_true(spbe_connected(c));
+    assert_int_equal(spbe_publish_async(c, "t.a", "3", 1, NULL, &t3), SPBE_OK);
+    spbe_receipt sync;
+    assert_int_equal(spbe_publish(c, "t.a", "4", 1, NULL, &sync), SPBE_TIMEOUT);
+    assert_int_equal(sync.code, SPBE_TIMEOUT);
+    assert_string_equal(sync.error, "no receipt within 1000 ms");
+    assert_int_equal(spbe_in_flight(c), 2);
+    __atomic_store_n(&f.go, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 40 && s.receipts < 3; i++)
+        assert_int_equal(spbe_dispatch(c, 50, NULL), SPBE_OK);
+    assert_int_equal(s.receipts, 3);
+    assert_int_equal(s.r[2].code, SPBE_OK);
+    assert_int_equal(s.r[2].sequence, 9);
+    assert_int_not_equal(s.r[2].token, t3);
+    assert_int_equal(spbe_in_flight(c), 1); /* the third still waits */
+    fake_finish(&f);
+    spbe_close(&c);
+}
+
+static void
 script_silent(fake *f)
 {
     f->heartbeat_ms = 100;
@@ -1218,6 +1298,8 @@ test_silent_broker(void **state)
     spbe_client *c = connect_ok(&f, 1000, 1);
     int t = spbe_next_timeout_ms(c);
     assert_true(t >= 0 && t <= 100);
+    sleep_ms(150);
+    assert_int_equal(spbe_next_timeout_ms(c), 0); /* a heartbeat is due */
     assert_true(spbe_fd(c) >= 0);
     int rc = SPBE_OK, events = -1;
     for (int i = 0; i < 100 && rc == SPBE_OK; i++)
@@ -1385,7 +1467,17 @@ test_service_answers_that_do_not_add_up(void **state)
     d.raw_len = 4;
     assert_int_equal(spbe_verify(c, &d), SPBE_BAD_REQUEST);
     assert_says(c, "signature of srv/one does not verify");
+    identity two;
+    identity_generate("srv/two", &two);
+    uint8_t *other;
+    size_t other_len;
+    sign_message(&two, "t.a", "x", &other, &other_len);
+    d.raw = other; /* well signed, by another member than it claims */
+    d.raw_len = other_len;
+    assert_int_equal(spbe_verify(c, &d), SPBE_BAD_SIGNATURE);
+    free(other);
     spbe_response_free(&resp);
+    spbe_response_free(NULL);
     request_fails(c, 1000, SPBE_BAD_SIGNATURE, "the reply's signature does not verify");
     request_fails(c, 1000, SPBE_BAD_SIGNATURE, "the reply's signature does not verify");
     request_fails(c, 1000, SPBE_BAD_SIGNATURE, "the reply's signature does not verify");
@@ -1399,7 +1491,7 @@ test_service_answers_that_do_not_add_up(void **state)
 
 typedef struct served_log {
     int calls;
-    uint64_t ref;
+    uint64_t ref, token;
     int rc;
 } served_log;
 
@@ -1410,7 +1502,7 @@ on_request_respond(spbe_client *c, const spbe_service_request *r, void *arg)
     log->calls++;
     log->ref = r->ref;
     spbe_message_options o = {.schema = "test.Pong"};
-    log->rc = spbe_respond(c, r->service, r->ref, r->id, "pong", 4, &o, NULL);
+    log->rc = spbe_respond(c, r->service, r->ref, r->id, "pong", 4, &o, &log->token);
 }
 
 static void
@@ -1479,6 +1571,7 @@ test_service_requests_from_the_broker(void **state)
     assert_int_equal(log.calls, 1);
     assert_int_equal(log.ref, 42);
     assert_int_equal(log.rc, SPBE_OK);
+    assert_true(log.token > 0);
     assert_int_equal(spbe_flush(c, 2000), SPBE_OK);
     assert_int_equal(spbe_unserve(c, "svc"), SPBE_OK); /* not the first in the list */
     assert_int_equal(spbe_unserve(c, "svc"), SPBE_NOT_FOUND);
@@ -1499,6 +1592,7 @@ test_service_requests_from_the_broker(void **state)
 static void
 script_other_replies(fake *f)
 {
+    f->heartbeat_ms = 5000;
     fake_hello(f);
     Spbe__V1__Command *cmd;
     fake_expect(f, SPBE__V1__COMMAND__BODY_DELIVERY_ACK, &cmd, NULL, NULL);
@@ -1508,6 +1602,8 @@ script_other_replies(fake *f)
         spbe__v1__command__free_unpacked(cmd, NULL);
     }
     uint64_t rid = fake_expect(f, SPBE__V1__COMMAND__BODY_DELIVERY_ACK, NULL, NULL, NULL);
+    fake_reply(f, rid, SPBE_OK, NULL);
+    rid = fake_expect(f, SPBE__V1__COMMAND__BODY_DELIVERY_ACK, NULL, NULL, NULL);
     Spbe__V1__Count n = SPBE__V1__COUNT__INIT;
     n.count = 5;
     Spbe__V1__Reply r = SPBE__V1__REPLY__INIT;
@@ -1522,11 +1618,13 @@ script_other_replies(fake *f)
     uint8_t *msg;
     size_t len;
     sign_message(&f->broker, "t.a", "early", &msg, &len);
+    fake_delivery(f, 0, "t.a", 1, msg, len); /* no subscription has id 0 */
     fake_delivery(f, 3, "t.a", 1, msg, len);
-    free(msg);
     fake_subscribed(f, rid, 3);
     rid = fake_expect(f, SPBE__V1__COMMAND__BODY_TOPIC_LIST, NULL, NULL, NULL);
     fake_reply(f, rid, SPBE_OK, NULL);
+    fake_delivery(f, 3, "t.a", 2, msg, len); /* to a client without a delivery handler */
+    free(msg);
     fake_drain(f, 300);
 }
 
@@ -1538,9 +1636,12 @@ test_other_replies(void **state)
     seen s = {0};
     fake_start(&f, script_other_replies);
     spbe_client *c = connect_ok(&f, 2000, 0);
+    assert_int_equal(spbe_next_timeout_ms(c), 1000); /* heartbeats of 5 s: at most a second */
     spbe_set_delivery_handler(c, on_delivery, &s);
     assert_int_equal(spbe_confirm_delivery(c, "t.a", 1, "cons", NULL), SPBE_OK);
     uint64_t leaf = 99;
+    assert_int_equal(spbe_confirm_delivery(c, "t.a", 1, NULL, &leaf), SPBE_OK);
+    assert_int_equal(leaf, 0); /* the broker named no leaf */
     assert_int_equal(spbe_confirm_delivery(c, "t.a", 2, NULL, &leaf), SPBE_OK);
     assert_int_equal(leaf, 5);
     char long_name[80];
@@ -1549,7 +1650,9 @@ test_other_replies(void **state)
     assert_int_equal(spbe_consume(c, NULL, "t.>", NULL, NULL), SPBE_BAD_REQUEST);
     assert_int_equal(spbe_consume(c, long_name, "t.>", NULL, NULL), SPBE_BAD_REQUEST);
     assert_says(c, "consumer name must be 1 to 64");
-    assert_int_equal(spbe_consume(c, "cons", "t.>", NULL, NULL), SPBE_OK);
+    uint64_t cid = 0;
+    assert_int_equal(spbe_consume(c, "cons", "t.>", NULL, &cid), SPBE_OK);
+    assert_true(cid > 0);
     uint64_t sub;
     assert_int_equal(spbe_subscribe(c, "t.>", SPBE_START_NEW, 0, &sub), SPBE_OK);
     assert_int_equal(spbe_next_timeout_ms(c), 0); /* the early delivery waits */
@@ -1565,6 +1668,7 @@ test_other_replies(void **state)
                      SPBE_BAD_REQUEST);
     assert_says(c, "not an encoded Command");
     assert_null(reply);
+    spbe_set_delivery_handler(c, NULL, NULL);
     Spbe__V1__TopicList tl = SPBE__V1__TOPIC_LIST__INIT;
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_TOPIC_LIST;
@@ -1578,6 +1682,10 @@ test_other_replies(void **state)
     assert_int_equal(r->code, SPBE_OK);
     spbe__v1__reply__free_unpacked(r, NULL);
     free(reply);
+    events = 0;
+    assert_int_equal(spbe_dispatch(c, 2000, &events), SPBE_OK);
+    assert_int_equal(events, 1);
+    assert_int_equal(s.deliveries, 1); /* handled, but there was no handler to call */
     fake_finish(&f);
     assert_string_equal(f.s[0], "signed");
     spbe_close(&c);
@@ -1597,6 +1705,7 @@ main(void)
         cmocka_unit_test(test_calls_while_reconnecting),
         cmocka_unit_test(test_unavailable_replies),
         cmocka_unit_test(test_lost_session_without_reconnect),
+        cmocka_unit_test(test_unavailable_receipts),
         cmocka_unit_test(test_silent_broker),
         cmocka_unit_test(test_service_answers_that_do_not_add_up),
         cmocka_unit_test(test_service_requests_from_the_broker),
