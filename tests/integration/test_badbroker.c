@@ -367,11 +367,15 @@ fake_main(void *arg)
 }
 
 /* A fake broker with fresh keys on a free port and an identity for the client that knows
- * its key; curve 0 makes it speak without CURVE. The script runs in its own thread. */
+ * its key; curve 0 makes it speak without CURVE. The script runs in its own thread with
+ * the parameters in f->u (set by the caller before). */
 static void
 fake_start_with(fake *f, script_fn script, int curve)
 {
+    uint64_t params[8]; /* the script's parameters, set before the start */
+    memcpy(params, f->u, sizeof params);
     memset(f, 0, sizeof *f);
+    memcpy(f->u, params, sizeof params);
     assert_int_equal(wire_init(), SPBE_OK);
     snprintf(f->dir, sizeof f->dir, "/tmp/spbe-badbroker-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
@@ -552,7 +556,7 @@ test_handshake_refusals(void **state)
     unsetenv("SPBE_BROKER");
     unsetenv("SPBE_BROKER_KEY");
     unsetenv("SPBE_KEY");
-    fake f;
+    fake f = {0};
     spbe_options o;
 
     fake_start(&f, script_hello_refused);
@@ -578,16 +582,18 @@ test_handshake_refusals(void **state)
     /* a goodbye instead of a welcome: final, whatever no_reconnect says */
     int codes[] = {SPBE_REVOKED, SPBE_UNKNOWN_SENDER, SPBE_FORBIDDEN};
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
-        fake_start(&f, script_hello_goodbye);
+        memset(&f, 0, sizeof f);
         f.u[0] = (uint64_t)codes[i];
+        fake_start(&f, script_hello_goodbye);
         o = opts(&f, 2000, 0);
         connect_fails(&f, &o, codes[i], "broker closed the session: revoked by spbe/admin");
         fake_finish(&f);
     }
     /* a goodbye without a code reads UNAVAILABLE, with or without reconnecting */
     for (int no_reconnect = 0; no_reconnect <= 1; no_reconnect++) {
-        fake_start(&f, script_hello_goodbye);
+        memset(&f, 0, sizeof f);
         f.u[0] = 0;
+        fake_start(&f, script_hello_goodbye);
         o = opts(&f, 2000, no_reconnect);
         connect_fails(&f, &o, SPBE_UNAVAILABLE, "broker closed the session");
         fake_finish(&f);
@@ -634,7 +640,7 @@ test_endpoint_and_key_resolution(void **state)
     unsetenv("SPBE_BROKER");
     unsetenv("SPBE_BROKER_KEY");
     unsetenv("SPBE_KEY");
-    fake f;
+    fake f = {0};
     char err[256];
     fake_start(&f, script_welcome_all);
     /* the identity file names the broker and its key; no options at all */
@@ -644,6 +650,8 @@ test_endpoint_and_key_resolution(void **state)
     with.has_broker_key = 1;
     assert_int_equal(identity_save(&with, f.key, 1, err, sizeof err), SPBE_OK);
     spbe_client *c = NULL;
+    setenv("SPBE_BROKER", "", 1); /* empty: not set */
+    setenv("SPBE_BROKER_KEY", "", 1);
     assert_int_equal(spbe_connect(f.key, NULL, &c), SPBE_OK);
     assert_memory_equal(spbe_broker_key(c), f.broker.public_key, WIRE_KEY_BYTES);
     spbe_close(&c);
@@ -653,7 +661,7 @@ test_endpoint_and_key_resolution(void **state)
     setenv("SPBE_BROKER", f.endpoint, 1);
     setenv("SPBE_BROKER_KEY", f.broker_hex, 1);
     spbe_options empty = {.timeout_ms = 2000, .endpoint = "", .broker_key_hex = ""};
-    assert_int_equal(spbe_connect("", &empty, &c), SPBE_OK);
+    assert_int_equal(spbe_connect(NULL, &empty, &c), SPBE_OK);
     assert_string_equal(spbe_member(c), "bad/client");
     spbe_close(&c);
     unsetenv("SPBE_KEY");
@@ -717,9 +725,10 @@ test_final_goodbyes(void **state)
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
         int code = codes[i] ? codes[i] : SPBE_UNAVAILABLE;
         int no_reconnect = codes[i] == SPBE_UNAVAILABLE || codes[i] == 0;
-        fake f;
-        fake_start(&f, script_goodbye_later);
+        fake f = {0};
+        memset(&f, 0, sizeof f);
         f.u[0] = (uint64_t)codes[i];
+        fake_start(&f, script_goodbye_later);
         spbe_client *c = connect_ok(&f, 1000, no_reconnect);
         int events = -1;
         /* forever, until the goodbye ends it */
@@ -768,12 +777,13 @@ static void
 test_goodbye_instead_of_a_reply(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     /* UNAVAILABLE: the session is lost, the client says hello again */
-    fake_start(&f, script_goodbye_during_call);
+    memset(&f, 0, sizeof f);
     f.u[0] = SPBE_UNAVAILABLE;
     f.u[1] = SPBE__V1__COMMAND__BODY_SUBSCRIBE;
     f.u[2] = 1;
+    fake_start(&f, script_goodbye_during_call);
     spbe_client *c = connect_ok(&f, 2000, 0);
     assert_int_equal(spbe_subscribe(c, "t.>", SPBE_START_NEW, 0, NULL), SPBE_UNAVAILABLE);
     assert_says(c, "broker closed the session: shutting down");
@@ -784,10 +794,11 @@ test_goodbye_instead_of_a_reply(void **state)
     assert_int_equal(f.hellos, 2);
     spbe_close(&c);
 
-    /* no code: UNAVAILABLE; with no_reconnect the end is final */
-    fake_start(&f, script_goodbye_during_call);
+    /* REVOKED while looking up a sender's key: final */
+    memset(&f, 0, sizeof f);
     f.u[0] = SPBE_REVOKED;
     f.u[1] = SPBE__V1__COMMAND__BODY_MEMBER_GET;
+    fake_start(&f, script_goodbye_during_call);
     c = connect_ok(&f, 2000, 1);
     spbe_delivery d = {.sender = "some/one", .raw = (const uint8_t *)"x", .raw_len = 1};
     assert_int_equal(spbe_verify(c, &d), SPBE_REVOKED);
@@ -796,9 +807,11 @@ test_goodbye_instead_of_a_reply(void **state)
     fake_finish(&f);
     spbe_close(&c);
 
-    fake_start(&f, script_goodbye_during_call);
+    /* no code reads UNAVAILABLE; with no_reconnect the end is final */
+    memset(&f, 0, sizeof f);
     f.u[0] = 0;
     f.u[1] = SPBE__V1__COMMAND__BODY_SERVE;
+    fake_start(&f, script_goodbye_during_call);
     c = connect_ok(&f, 2000, 1);
     assert_int_equal(spbe_serve(c, "svc", on_request_ignore, NULL), SPBE_UNAVAILABLE);
     assert_says(c, "broker closed the session: shutting down");
@@ -809,9 +822,10 @@ test_goodbye_instead_of_a_reply(void **state)
     spbe_close(&c);
 
     /* a synchronous publish whose receipt never comes because the member was revoked */
-    fake_start(&f, script_goodbye_during_call);
+    memset(&f, 0, sizeof f);
     f.u[0] = SPBE_REVOKED;
     f.u[1] = SPBE__V1__COMMAND__BODY_PUBLISH;
+    fake_start(&f, script_goodbye_during_call);
     c = connect_ok(&f, 2000, 0);
     spbe_receipt r;
     assert_int_equal(spbe_publish(c, "t.a", "x", 1, NULL, &r), SPBE_REVOKED);
@@ -833,6 +847,8 @@ script_reconnect(fake *f)
     fake_subscribed(f, rid, 7);
     rid = fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, NULL, NULL, NULL); /* u.> */
     fake_subscribed(f, rid, 8);
+    rid = fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, NULL, NULL, NULL); /* v.> */
+    fake_subscribed(f, rid, 10);
     for (int i = 0; i < 3; i++) { /* svc, svc again, svc2 */
         rid = fake_expect(f, SPBE__V1__COMMAND__BODY_SERVE, NULL, NULL, NULL);
         fake_reply(f, rid, SPBE_OK, NULL);
@@ -866,6 +882,11 @@ script_reconnect(fake *f)
             fake_reply(f, cmd->request_id, SPBE_OK, NULL);
             spbe__v1__command__free_unpacked(cmd, NULL);
         }
+    }
+    fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, &cmd, NULL, NULL); /* v.> */
+    if (cmd) {
+        fake_reply(f, cmd->request_id, SPBE_OK, NULL); /* OK, but no subscription id */
+        spbe__v1__command__free_unpacked(cmd, NULL);
     }
     fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, &cmd, NULL, NULL); /* u.> */
     if (cmd) {
@@ -948,7 +969,7 @@ static void
 test_reconnect_resumes_everything(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     seen s = {0};
     fake_start(&f, script_reconnect);
     spbe_client *c = connect_ok(&f, 3000, 0);
@@ -957,6 +978,7 @@ test_reconnect_resumes_everything(void **state)
     uint64_t sub, usub;
     assert_int_equal(spbe_subscribe(c, "t.>", SPBE_START_NEW, 0, &sub), SPBE_OK);
     assert_int_equal(spbe_subscribe(c, "u.>", SPBE_START_NEW, 0, &usub), SPBE_OK);
+    assert_int_equal(spbe_subscribe(c, "v.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
     assert_int_equal(spbe_serve(c, "svc", on_request_ignore, NULL), SPBE_OK);
     assert_int_equal(spbe_serve(c, "svc", on_request_ignore, &s), SPBE_OK); /* once */
     assert_int_equal(spbe_serve(c, "svc2", on_request_ignore, NULL), SPBE_OK);
@@ -1048,10 +1070,11 @@ test_refused_when_coming_back(void **state)
         {SPBE_INTERNAL, 0, SPBE_REVOKED, "refused the session again: revoked meanwhile"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        fake f;
-        fake_start(&f, script_rehello);
+        fake f = {0};
+        memset(&f, 0, sizeof f);
         f.u[0] = (uint64_t)cases[i].code;
         f.u[1] = (uint64_t)cases[i].kind;
+        fake_start(&f, script_rehello);
         spbe_client *c = connect_ok(&f, 2000, 0);
         int rc = SPBE_OK;
         for (int n = 0; n < 100 && rc == SPBE_OK; n++)
@@ -1095,7 +1118,7 @@ static void
 test_calls_while_reconnecting(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     fake_start(&f, script_no_answer_to_hello);
     spbe_client *c = connect_ok(&f, 400, 0);
     uint64_t sub;
@@ -1138,7 +1161,7 @@ script_unavailable_replies(fake *f)
     fake_reply(f, rid, SPBE_UNAVAILABLE, "no session: send hello first");
     fake_hello(f);
     rid = fake_expect(f, SPBE__V1__COMMAND__BODY_PUBLISH, NULL, NULL, NULL); /* resent */
-    fake_receipt(f, rid, SPBE_OK, "t.a", 4, WIRE_HASH_BYTES);
+    fake_reply(f, rid, SPBE_DUPLICATE, "already stored"); /* without a signed receipt */
     rid = fake_expect(f, SPBE__V1__COMMAND__BODY_REQUEST, NULL, NULL, NULL);
     fake_reply(f, rid, SPBE_UNAVAILABLE, "nobody serves svc");
     rid = fake_expect(f, SPBE__V1__COMMAND__BODY_REQUEST, NULL, NULL, NULL);
@@ -1153,15 +1176,16 @@ static void
 test_unavailable_replies(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     fake_start(&f, script_unavailable_replies);
     spbe_client *c = connect_ok(&f, 3000, 0);
     assert_int_equal(spbe_dispatch(c, 300, NULL), SPBE_OK);
     assert_true(dispatch_until_connected(c, 1, 3000));
     spbe_receipt r;
-    assert_int_equal(spbe_publish(c, "t.a", "x", 1, NULL, &r), SPBE_OK);
-    assert_int_equal(r.sequence, 4);
-    assert_true(r.signed_by_broker);
+    /* a DUPLICATE the broker did not sign is not taken for the earlier attempt's */
+    assert_int_equal(spbe_publish(c, "t.a", "x", 1, NULL, &r), SPBE_DUPLICATE);
+    assert_false(r.signed_by_broker);
+    assert_string_equal(r.error, "already stored");
     spbe_response resp;
     assert_int_equal(spbe_request(c, "svc", "x", 1, 1000, NULL, &resp), SPBE_UNAVAILABLE);
     assert_string_equal(resp.error, "nobody serves svc");
@@ -1190,7 +1214,7 @@ static void
 test_lost_session_without_reconnect(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     fake_start(&f, script_heartbeat_no_session);
     spbe_client *c = connect_ok(&f, 1000, 1);
     int rc = SPBE_OK;
@@ -1228,7 +1252,7 @@ static void
 test_unavailable_receipts(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     seen s = {0};
     fake_start(&f, script_unavailable_receipts);
     spbe_client *c = connect_ok(&f, 1000, 1);
@@ -1293,7 +1317,7 @@ static void
 test_silent_broker(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     fake_start(&f, script_silent);
     spbe_client *c = connect_ok(&f, 1000, 1);
     int t = spbe_next_timeout_ms(c);
@@ -1307,6 +1331,7 @@ test_silent_broker(void **state)
     assert_int_equal(rc, SPBE_UNAVAILABLE);
     assert_int_equal(events, 0);
     assert_says(c, "broker silent for 300 ms");
+    assert_int_equal(spbe_dispatch(c, 100, NULL), SPBE_UNAVAILABLE); /* still silent */
     spbe_close(&c);
     fake_finish(&f);
     assert_true(f.pings > 0);
@@ -1446,7 +1471,7 @@ static void
 test_service_answers_that_do_not_add_up(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     fake_start(&f, script_bad_answers);
     spbe_client *c = connect_ok(&f, 2000, 0);
     request_fails(c, 1000, SPBE_BAD_REQUEST, "the broker's answer carries no reply");
@@ -1553,7 +1578,7 @@ static void
 test_service_requests_from_the_broker(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     served_log log = {0};
     fake_start(&f, script_request_events);
     spbe_client *c = connect_ok(&f, 2000, 0);
@@ -1581,6 +1606,8 @@ test_service_requests_from_the_broker(void **state)
     spbe_response resp;
     assert_int_equal(spbe_request(c, NULL, "x", 1, 100, NULL, &resp), SPBE_INVALID_TOPIC);
     assert_string_equal(resp.error, "invalid service name ''");
+    assert_int_equal(spbe_request(c, "Bad Name", "x", 1, 100, NULL, &resp), SPBE_INVALID_TOPIC);
+    assert_string_equal(resp.error, "invalid service name 'Bad Name'");
     fake_finish(&f);
     assert_int_equal(f.u[0], 42);
     assert_string_equal(f.s[0], "svc");
@@ -1632,7 +1659,7 @@ static void
 test_other_replies(void **state)
 {
     (void)state;
-    fake f;
+    fake f = {0};
     seen s = {0};
     fake_start(&f, script_other_replies);
     spbe_client *c = connect_ok(&f, 2000, 0);
