@@ -344,7 +344,8 @@ request_within(spbe_client *c, int timeout_ms, Spbe__V1__Command *cmd, const uin
                 session_lost(c, f->reply->error);
                 spbe__v1__broker_frame__free_unpacked(f, NULL);
                 free(b);
-                return fail(c, SPBE_UNAVAILABLE, "the broker lost the session (reconnecting)");
+                return fail(c, SPBE_UNAVAILABLE, "the broker lost the session%s",
+                            c->reconnect ? " (reconnecting)" : "");
             }
             *owner = f;
             *reply = f->reply;
@@ -543,6 +544,9 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
     Spbe__V1__Reply *reply;
     Spbe__V1__BrokerFrame *owner;
     c->last_received_ms = now_ms();
+    /* this Hello is being sent: the reconnect logic says it again only if no answer
+     * comes within a second (not at once, which would open the session twice) */
+    c->next_hello_ms = c->last_received_ms + 1000;
     rc = request(c, &cmd, NULL, 0, &reply, NULL, NULL, &owner);
     if (rc != SPBE_OK)
         return rc;
@@ -715,6 +719,9 @@ flights_send(spbe_client *c)
     while (c->connected && c->f_sent < c->f_count) {
         in_flight *e = &c->flights[c->f_sent];
         if (e->done) {
+            /* answered before a reconnect: its old id would break the order of sent ids
+             * that flight_find's binary search relies on */
+            e->request_id = c->next_request;
             c->f_sent++;
             continue;
         }
@@ -746,6 +753,11 @@ session_lost(spbe_client *c, const char *why)
 {
     if (!c->connected)
         return;
+    if (!c->reconnect) { /* no_reconnect: the session's end is final */
+        c->closed_code = SPBE_UNAVAILABLE;
+        fail(c, SPBE_UNAVAILABLE, "session lost (%s)", why ? why : "");
+        return;
+    }
     c->connected = 0;
     c->next_hello_ms = 0;
     for (size_t i = c->f_head; i < c->f_sent; i++)
@@ -792,14 +804,20 @@ session_resume(spbe_client *c)
         Spbe__V1__TopicPosition *tps = calloc(sub->n_pos ? sub->n_pos : 1, sizeof *tps);
         Spbe__V1__TopicPosition **ptrs = calloc(sub->n_pos ? sub->n_pos : 1, sizeof *ptrs);
         if (tps && ptrs) {
+            size_t n = 0;
             for (size_t i = 0; i < sub->n_pos; i++) {
-                spbe__v1__topic_position__init(&tps[i]);
-                tps[i].topic = sub->pos[i].topic;
-                tps[i].next_sequence = sub->pos[i].next;
-                ptrs[i] = &tps[i];
+                /* a topic nothing was delivered from (its only delivery did not decode)
+                 * is no position: the broker reads next_sequence 0 as "from the first" */
+                if (!sub->pos[i].next)
+                    continue;
+                spbe__v1__topic_position__init(&tps[n]);
+                tps[n].topic = sub->pos[i].topic;
+                tps[n].next_sequence = sub->pos[i].next;
+                ptrs[n] = &tps[n];
+                n++;
             }
             msg.resume = ptrs;
-            msg.n_resume = sub->n_pos;
+            msg.n_resume = n;
         }
         Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
         cmd.request_id = sub->resub_request = ++c->next_request;
@@ -953,7 +971,8 @@ handle_reply(spbe_client *c, Spbe__V1__Reply *reply)
 {
     int code = (int)reply->code;
     if (reply->request_id == 0) { /* heartbeat */
-        if (code == SPBE_UNAVAILABLE && c->reconnect)
+        /* the broker lost the session (restart, idle expiry): reconnect, or end for good */
+        if (code == SPBE_UNAVAILABLE)
             session_lost(c, reply->error);
         return 0;
     }
