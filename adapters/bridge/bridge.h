@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -97,6 +98,7 @@ typedef struct bridge {
     webhook *hooks[BRIDGE_MAX_HOOKS];
     size_t n_hooks;
     struct MHD_Daemon *http;
+    atomic_int requests;         /* HTTP requests begun and not yet answered */
     volatile sig_atomic_t fatal; /* a thread hit an end it cannot recover from */
 } bridge;
 

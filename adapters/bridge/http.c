@@ -430,6 +430,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
         if (!rq)
             return MHD_NO;
         *con_cls = rq;
+        atomic_fetch_add(&b->requests, 1);
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -477,12 +478,14 @@ static void
 on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
+    bridge *b = cls;
     request *rq = *con_cls;
     if (rq) {
         free(rq->body);
         free(rq);
         *con_cls = NULL;
+        atomic_fetch_sub(&b->requests, 1);
     }
 }
 
@@ -509,7 +512,7 @@ bridge_http_start(bridge *b, char *err, size_t err_len)
     memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
     int v6 = ai->ai_family == AF_INET6;
     freeaddrinfo(ai);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     b->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, b, MHD_OPTION_SOCK_ADDR, &addr,
                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)b->cfg.max_connections,
@@ -525,7 +528,18 @@ bridge_http_start(bridge *b, char *err, size_t err_len)
 void
 bridge_http_stop(bridge *b)
 {
-    if (b->http)
-        MHD_stop_daemon(b->http);
+    if (!b->http)
+        return;
+    /* no new connections; the requests in progress get their answers (their publishes end
+     * with a receipt or their timeout), then the rest is closed */
+    MHD_socket listener = MHD_quiesce_daemon(b->http);
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
+    struct timespec pause = {0, 10000000};
+    for (long waited = 0;
+         atomic_load(&b->requests) > 0 && waited < (long)b->cfg.publish_timeout_ms + 2000;
+         waited += 10)
+        nanosleep(&pause, NULL);
+    MHD_stop_daemon(b->http);
     b->http = NULL;
 }

@@ -609,8 +609,10 @@ jsonpb_to_json(const ProtobufCMessage *m)
                 if (is_zero(f, p))
                     continue;
             } else if ((f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE) &&
-                       !*(const void *const *)p) {
-                continue;
+                       (!*(const void *const *)p ||
+                        (f->label == PROTOBUF_C_LABEL_OPTIONAL &&
+                         *(const void *const *)p == f->default_value))) {
+                continue; /* absent; an optional string left at its default is not sent either */
             }
             v = value_json(f, p);
         }
