@@ -759,13 +759,52 @@ test_webhook(void **state)
     pthread_mutex_unlock(&f->hs.mu);
 }
 
+/* The broker restarts under the bridge: its sessions come back by themselves, publishing
+ * and the webhook go on. */
+static void
+test_broker_restart(void **state)
+{
+    fixture *f = *state;
+    assert_true(WIFEXITED(harness_broker_signal(&f->broker, SIGTERM)));
+    assert_int_equal(harness_broker_restart(&f->broker), 0);
+    answer a;
+    int status = 0;
+    for (int i = 0; i < 100 && status != 200; i++) { /* 503 until the session is back */
+        publish_json(f, "ikn.relokasi.hook.asn",
+                     "{\"nip\":\"199003152015031099\",\"nik\":\"6472011503900099\","
+                     "\"nama\":\"Sesudah\",\"instansi\":\"bkn\",\"kode_unit\":\"u\","
+                     "\"prioritas\":1,\"fase\":1}",
+                     (const char *[]){"Idempotency-Key: sesudah-restart", NULL}, &a);
+        status = (int)a.status;
+        if (status != 200 && status != 503)
+            fail_msg("status %d: %s", status, a.body);
+        answer_free(&a);
+        if (status != 200)
+            sleep_ms(100);
+    }
+    assert_int_equal(status, 200);
+    int seen = 0;
+    for (int round = 0; round < 3000 && !seen; round++) {
+        pthread_mutex_lock(&f->hs.mu);
+        for (int k = 0; k < f->hs.n && !seen; k++) {
+            const char *nama = json_string_value(
+                json_object_get(json_object_get(f->hs.bodies[k], "payload"), "nama"));
+            seen = nama && strcmp(nama, "Sesudah") == 0;
+        }
+        pthread_mutex_unlock(&f->hs.mu);
+        if (!seen)
+            sleep_ms(10);
+    }
+    assert_true(seen);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokens),          cmocka_unit_test(test_publish_json),
         cmocka_unit_test(test_publish_refused), cmocka_unit_test(test_refusals_mapped),
-        cmocka_unit_test(test_webhook),
+        cmocka_unit_test(test_webhook),         cmocka_unit_test(test_broker_restart),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
