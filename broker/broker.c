@@ -932,12 +932,13 @@ requests_fail(broker *b, pending_request *list, int code, const char *reason)
     }
 }
 
-/* A stored request goes to one serving session, which answers with Respond. */
+/* A stored request goes to one serving session, which answers with Respond. A server
+ * ZeroMQ no longer reaches (killed: its heartbeats have not timed out yet) is closed, and
+ * the next one gets the request. */
 static void
 request_forward(broker *b, pending_publish *p)
 {
-    session *server = service_pick(b->services, p->service);
-    if (!server) {
+    if (!service_servers(b->services, p->service)) {
         receipt_send(b, p->routing, p->routing_len, p->request_id, SPBE_UNAVAILABLE,
                      "no member serves this service now", &p->receipt);
         return;
@@ -947,7 +948,6 @@ request_forward(broker *b, pending_publish *p)
     memcpy(pr.caller, p->routing, p->routing_len);
     pr.caller_len = p->routing_len;
     pr.caller_request = p->request_id;
-    pr.server = server;
     snprintf(pr.service, sizeof pr.service, "%s", p->service);
     pr.deadline_ns = wire_now_ns() + (int64_t)p->timeout_ms * 1000000;
     pr.request_sequence = p->item->sequence;
@@ -976,10 +976,24 @@ request_forward(broker *b, pending_publish *p)
     Spbe__V1__BrokerFrame f = SPBE__V1__BROKER_FRAME__INIT;
     f.body_case = SPBE__V1__BROKER_FRAME__BODY_EVENT;
     f.event = &ev;
-    int rc = send_frame(b, server->routing, server->routing_len, &f, p->item->data, p->item->len);
+    int rc = EHOSTUNREACH;
+    session *server;
+    for (int tries = 0; rc && tries < 16 && (server = service_pick(b->services, p->service));
+         tries++) {
+        rc = send_frame(b, server->routing, server->routing_len, &f, p->item->data, p->item->len);
+        if (rc == 0) {
+            pending_request *pending = service_pending_find(b->services, pr.ref);
+            if (pending)
+                pending->server = server;
+        } else if (rc == EHOSTUNREACH) {
+            log_event(LOG_INFO, "session_gone", "member=%s reason=\"unreachable serving %s\"",
+                      server->member, p->service);
+            session_close(b, server);
+        }
+    }
     if (rc) {
         requests_fail(b, service_pending_take(b->services, pr.ref), SPBE_UNAVAILABLE,
-                      "the serving member cannot take the request now");
+                      "no serving member can take the request now");
         return;
     }
     metrics_add(&b->m.requests, 1);
@@ -2034,8 +2048,15 @@ handle_ack(broker *b, session *s, uint64_t request_id, const Spbe__V1__Ack *ack)
     } else {
         for (size_t i = 0; i < ack->n_items; i++) {
             const Spbe__V1__AckItem *it = ack->items[i];
+            if (strlen(it->reason) > 200 ||
+                !schema_utf8_valid((const uint8_t *)it->reason, strlen(it->reason))) {
+                if (code == SPBE_OK)
+                    code = SPBE_BAD_REQUEST,
+                    reason = "a TERM's reason is UTF-8 of at most 200 bytes";
+                continue;
+            }
             int rc = consumer_ack(b->consumers, ack->consumer, it->topic, it->sequence,
-                                  (int)it->kind, it->delay_ms);
+                                  (int)it->kind, it->delay_ms, it->reason);
             if (rc != SPBE_OK && code == SPBE_OK) {
                 code = rc;
                 reason = "the message is not pending for this consumer (acknowledged already?)";

@@ -788,7 +788,7 @@ dead_letter(consumer_set *cs, consumer *c, const char *topic, const store_messag
 
 int
 consumer_ack(consumer_set *cs, const char *name, const char *topic, uint64_t sequence, int kind,
-             uint32_t delay_ms)
+             uint32_t delay_ms, const char *reason)
 {
     consumer *c = find(cs, name);
     if (!c)
@@ -826,7 +826,8 @@ consumer_ack(consumer_set *cs, const char *name, const char *topic, uint64_t seq
         if (store_reader_begin(cs->store, &rd) != SPBE_OK)
             return SPBE_INTERNAL;
         if (store_message_get(rd, t->id, sequence, &m) == SPBE_OK) /* else gone by retention */
-            dead_letter(cs, c, t->name, &m, p->deliveries, "terminated");
+            dead_letter(cs, c, t->name, &m, p->deliveries,
+                        reason && *reason ? reason : "terminated");
         store_reader_end(&rd);
         break;
     }

@@ -62,10 +62,11 @@ void consumer_detach_session(consumer_set *cs, void *session);
 /* Detaches one attachment of session: SPBE_OK or SPBE_NOT_FOUND. */
 int consumer_detach(consumer_set *cs, void *session, uint64_t attachment);
 
-/* Acknowledges one delivery (kind: spbe.v1.AckKind). SPBE_OK, SPBE_NOT_FOUND (no such
- * consumer, or the message is not pending: already acknowledged). */
+/* Acknowledges one delivery (kind: spbe.v1.AckKind; reason: a TERM's, into its dead
+ * letter, NULL or "" for "terminated"). SPBE_OK, SPBE_NOT_FOUND (no such consumer, or the
+ * message is not pending: already acknowledged). */
 int consumer_ack(consumer_set *cs, const char *name, const char *topic, uint64_t sequence, int kind,
-                 uint32_t delay_ms);
+                 uint32_t delay_ms, const char *reason);
 
 /* A message was committed in topic. */
 void consumer_publish(consumer_set *cs, uint32_t topic_id, const char *topic, uint64_t sequence);

@@ -69,6 +69,7 @@ int cmd_sub(int argc, char **argv);
 int cmd_topic(int argc, char **argv);
 int cmd_msg(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 int cmd_req(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_consumer(int argc, char **argv);

@@ -25,6 +25,7 @@ static const struct {
     {"stats", cmd_stats, "ops: rates per topic and consumer (--watch)"},
     {"session", cmd_session, "ops: session ls"},
     {"bench", cmd_bench, "load: bench pub|consume|req"},
+    {"demo", cmd_demo, "the reference process: the relocation of ASN to IKN, end to end"},
 };
 
 static void

@@ -21,6 +21,8 @@ static const ProtobufCMessageDescriptor *const known[] = {
     &spbe__ikn__v1__tunjangan_pionir__descriptor,
     &spbe__ikn__v1__permintaan_status__descriptor,
     &spbe__ikn__v1__status_asn__descriptor,
+    &spbe__ikn__v1__ringkasan_portal__descriptor,
+    &spbe__ikn__v1__jawaban_status__descriptor,
     &spbe__v1__dead_letter__descriptor,
     &spbe__v1__signed_tree_head__descriptor,
     &spbe__v1__signed_broker_key_rotation__descriptor,
@@ -41,9 +43,8 @@ schema_at(size_t i)
     return i < sizeof known / sizeof known[0] ? known[i] : NULL;
 }
 
-/* 1 if s[0..n) is valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF). */
-static int
-utf8_valid(const unsigned char *s, size_t n)
+int
+schema_utf8_valid(const uint8_t *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
@@ -119,7 +120,7 @@ check_value(const ProtobufCFieldDescriptor *f, const void *p, const char *path, 
         const char *s = *(const char *const *)p;
         if (!s)
             return SPBE_OK;
-        if (!utf8_valid((const unsigned char *)s, strlen(s)))
+        if (!schema_utf8_valid((const uint8_t *)s, strlen(s)))
             return mismatch(why, why_len, path, "is not valid UTF-8");
         size_t want = strcmp(f->name, "nip") == 0 ? 18 : strcmp(f->name, "nik") == 0 ? 16 : 0;
         if (want && !digits(s, want)) {

@@ -313,7 +313,18 @@ test_dead_letters_and_replay(void **state)
     /* term sends one straight to the dead letters */
     publish(p, "ikn.dlq.a", "buang", 0, 0, &doomed);
     assert_int_equal(pump1(&t, 4, 5000), 4);
-    assert_int_equal(spbe_ack(t.c, "gagal", "ikn.dlq.a", doomed, SPBE_TERM, 0, 1), SPBE_OK);
+    /* with its reason, which the dead letter keeps; a reason too long or not UTF-8 is
+     * refused and the message stays pending */
+    char long_reason[202];
+    memset(long_reason, 'x', 201);
+    long_reason[201] = '\0';
+    assert_int_equal(spbe_term(t.c, "gagal", "ikn.dlq.a", doomed, long_reason, 1),
+                     SPBE_BAD_REQUEST);
+    assert_int_equal(spbe_term(t.c, "gagal", "ikn.dlq.a", doomed, "bukan \xc3\x28 UTF-8", 1),
+                     SPBE_BAD_REQUEST);
+    assert_non_null(strstr(spbe_last_error(t.c), "UTF-8 of at most 200 bytes"));
+    assert_int_equal(spbe_term(t.c, "gagal", "ikn.dlq.a", doomed, "NIP tidak dikenal di SIASN", 1),
+                     SPBE_OK);
     for (int i = 0; i < 50 && harness_stored(&f->broker, "$sys.dlq.gagal") < 2; i++)
         usleep(100000);
     assert_int_equal(harness_stored(&f->broker, "$sys.dlq.gagal"), 2);
@@ -328,7 +339,8 @@ test_dead_letters_and_replay(void **state)
              (unsigned long long)poison);
     if (!strstr(out, want))
         fail_msg("no '%s' in\n%s", want, out);
-    snprintf(want, sizeof want, "\"original_sequence\":%llu,\"reason\":\"terminated\"",
+    snprintf(want, sizeof want,
+             "\"original_sequence\":%llu,\"reason\":\"NIP tidak dikenal di SIASN\"",
              (unsigned long long)doomed);
     if (!strstr(out, want))
         fail_msg("no '%s' in\n%s", want, out);

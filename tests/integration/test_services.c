@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+#include <zmq.h>
 
 #include "harness.h"
 #include "spbe/v1/spbe.pb-c.h"
@@ -245,6 +246,43 @@ test_load_spreads_over_two_servers(void **state)
     server_stop(&b);
 }
 
+/* A server that vanished without a goodbye (killed: its heartbeats have not timed out
+ * yet) is passed over: every request reaches the live one, none gets UNAVAILABLE. */
+static void
+test_vanished_server_is_passed_over(void **state)
+{
+    fixture *f = *state;
+    void *ctx = zmq_ctx_new();
+    void *raw = harness_raw_connect(&f->broker, ctx, f->server, 0);
+    assert_non_null(raw);
+    assert_int_equal(harness_raw_reply(raw, NULL), SPBE_OK); /* welcome */
+    Spbe__V1__Serve sv_cmd = SPBE__V1__SERVE__INIT;
+    sv_cmd.service = "svc.vanish";
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.request_id = 2;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_SERVE;
+    cmd.serve = &sv_cmd;
+    uint8_t buf[128];
+    size_t n = spbe__v1__command__pack(&cmd, buf);
+    assert_int_equal(zmq_send(raw, buf, n, 0), (int)n);
+    assert_int_equal(harness_raw_reply(raw, NULL), SPBE_OK);
+    server live = {.answer = 1};
+    server_start(f, &live, f->server2, "svc.vanish");
+    zmq_close(raw); /* gone, no goodbye */
+    zmq_ctx_term(ctx);
+    spbe_client *c = harness_connect(&f->broker, f->caller, 0);
+    for (int i = 0; i < 6; i++) {
+        spbe_response r;
+        int rc = spbe_request(c, "svc.vanish", "q", 1, 5000, NULL, &r);
+        if (rc != SPBE_OK)
+            fail_msg("request %d: %s: %s", i, spbe_error_name(rc), r.error);
+        assert_string_equal(r.server, "bkn/layanan2");
+        spbe_response_free(&r);
+    }
+    spbe_close(&c);
+    server_stop(&live);
+}
+
 static void
 test_forged_replies_are_refused(void **state)
 {
@@ -384,6 +422,7 @@ main(void)
         cmocka_unit_test(test_no_server_is_unavailable_at_once),
         cmocka_unit_test(test_no_reply_in_time_is_timeout),
         cmocka_unit_test(test_load_spreads_over_two_servers),
+        cmocka_unit_test(test_vanished_server_is_passed_over),
         cmocka_unit_test(test_forged_replies_are_refused),
         cmocka_unit_test(test_one_thread_consumes_serves_and_publishes),
         cmocka_unit_test(test_cli_serve_and_req),

@@ -339,10 +339,11 @@ test_pending_and_scheduled_deliveries_survive_a_restart(void **state)
     assert_int_equal(i->pending, 4);
     assert_int_equal(i->scheduled, 1);
     spbe__v1__consumer_info__free_unpacked(i, NULL);
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 1, ACK, 0), SPBE_OK);
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 1, ACK, 0), SPBE_NOT_FOUND);
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 4, ACK, 0), SPBE_NOT_FOUND); /* not yet */
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 2, NAK, 60000), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 1, ACK, 0, NULL), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 1, ACK, 0, NULL), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 4, ACK, 0, NULL),
+                     SPBE_NOT_FOUND); /* not yet */
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 2, NAK, 60000, NULL), SPBE_OK);
 
     restart(x);
     pendings ps = stored_pending(x, "c1");
@@ -357,8 +358,8 @@ test_pending_and_scheduled_deliveries_survive_a_restart(void **state)
     assert_int_equal(i->delivered, 4);
     spbe__v1__consumer_info__free_unpacked(i, NULL);
     /* nobody holds them now: no progress to report; an ack settles one for good */
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 3, PROGRESS, 0), SPBE_NOT_FOUND);
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 5, ACK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 3, PROGRESS, 0, NULL), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 5, ACK, 0, NULL), SPBE_OK);
     x->n_got = 0;
     assert_int_equal(consumer_pump(x->cs, 100), 0); /* nobody attached */
     assert_int_equal(x->n_got, 0);
@@ -366,7 +367,7 @@ test_pending_and_scheduled_deliveries_survive_a_restart(void **state)
     assert_int_equal(consumer_pump(x->cs, 100), 0);
     assert_string_equal(delivered(x, "c1"), "ikn.a:2/2 ikn.a:3/2");
     assert_true(x->got[0].session == &sess_b);
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 2, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 2, NAK, 0, NULL), SPBE_OK);
     x->n_got = 0;
     consumer_pump(x->cs, 100);
     assert_string_equal(delivered(x, "c1"), "ikn.a:2/3");
@@ -376,7 +377,7 @@ test_pending_and_scheduled_deliveries_survive_a_restart(void **state)
     assert_int_equal(ps.n, 3); /* 2, 3 and the scheduled 4: 5 is gone */
     assert_int_equal(ps.seqs[1], 3);
     /* a nak of one nobody holds: out again at once */
-    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 3, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "c1", "ikn.a", 3, NAK, 0, NULL), SPBE_OK);
     attach(x, "c1", &sess_c);
     x->n_got = 0;
     consumer_pump(x->cs, 100);
@@ -593,14 +594,15 @@ test_max_deliveries_and_term_make_dead_letters(void **state)
     publish_timed(x, "ikn.m", 0, wire_now_ns() + HOUR_NS); /* expires, but not yet */
     publish(x, "ikn.m");
     consumer_pump(x->cs, 100);
-    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 1, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 1, NAK, 0, NULL), SPBE_OK);
     consumer_pump(x->cs, 100);
-    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 1, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 1, NAK, 0, NULL), SPBE_OK);
     consumer_pump(x->cs, 100);
     assert_string_equal(delivered(x, "md"), "ikn.m:1/1 ikn.m:2/1 ikn.m:1/2");
-    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 1, ACK, 0), SPBE_NOT_FOUND); /* gone */
-    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 2, TERM, 0), SPBE_OK);
-    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 2, TERM, 0), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 1, ACK, 0, NULL),
+                     SPBE_NOT_FOUND); /* gone */
+    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 2, TERM, 0, NULL), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "md", "ikn.m", 2, TERM, 0, NULL), SPBE_NOT_FOUND);
     Spbe__V1__ConsumerInfo *i = info(x, "md");
     assert_int_equal(i->dead_lettered, 2);
     assert_int_equal(i->redelivered, 1);
@@ -641,9 +643,9 @@ test_dead_letters_wait_when_a_commit_has_no_room_for_more(void **state)
     consumer_pump(x->cs, 1000);
     assert_int_equal(x->n_got, 260);
     for (uint64_t s = 1; s <= 256; s++)
-        assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", s, TERM, 0), SPBE_OK);
-    assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", 257, TERM, 0), SPBE_UNAVAILABLE);
-    assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", 258, NAK, 0), SPBE_OK);
+        assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", s, TERM, 0, NULL), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", 257, TERM, 0, NULL), SPBE_UNAVAILABLE);
+    assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", 258, NAK, 0, NULL), SPBE_OK);
     publish_timed(x, "ikn.fe", 0, wire_now_ns() - 1000000000LL);
     x->n_got = 0;
     assert_int_equal(consumer_pump(x->cs, 1000), 1); /* more once the letters are out */
@@ -661,7 +663,7 @@ test_dead_letters_wait_when_a_commit_has_no_room_for_more(void **state)
     assert_int_equal(commit(x), SPBE_OK);
     assert_int_equal(dead_letters(x, "full")->n, 256);
     consumer_pump(x->cs, 1000);
-    assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", 257, TERM, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "full", "ikn.f", 257, TERM, 0, NULL), SPBE_OK);
     assert_int_equal(commit(x), SPBE_OK);
     letters *ls = dead_letters(x, "full");
     assert_int_equal(ls->n, 258);
@@ -697,7 +699,7 @@ test_delete_while_attached_cancels_its_changes(void **state)
     assert_int_equal(consumer_delete(x->cs, "del-b"), SPBE_OK);
     assert_int_equal(consumer_delete(x->cs, "del-b"), SPBE_NOT_FOUND);
     assert_null(consumer_config(x->cs, "del-b"));
-    assert_int_equal(consumer_ack(x->cs, "del-b", "ikn.d", 1, ACK, 0), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_ack(x->cs, "del-b", "ikn.d", 1, ACK, 0, NULL), SPBE_NOT_FOUND);
     assert_int_equal(consumer_detach(x->cs, &sess_a, att), SPBE_NOT_FOUND);
     assert_int_equal(consumer_count_attached(x->cs, &sess_a), 0);
     assert_int_equal(consumer_count_owned(x->cs, "bkn/siasn"), 1);
@@ -725,14 +727,14 @@ test_flow_control_blocked_peers_and_failed_sends(void **state)
     assert_string_equal(delivered(x, "flow"), "ikn.w:1/1 ikn.w:2/1");
     assert_int_equal(consumer_pump(x->cs, 100), 0);
     assert_int_equal(x->n_got, 2); /* the window is full */
-    assert_int_equal(consumer_ack(x->cs, "flow", "ikn.w", 1, ACK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "flow", "ikn.w", 1, ACK, 0, NULL), SPBE_OK);
     consumer_pump(x->cs, 100);
     assert_string_equal(delivered(x, "flow"), "ikn.w:1/1 ikn.w:2/1 ikn.w:3/1");
 
     /* the peer cannot take more now: what is due waits, and is tried again shortly */
     x->send_rc = EAGAIN;
-    assert_int_equal(consumer_ack(x->cs, "flow", "ikn.w", 2, ACK, 0), SPBE_OK);
-    assert_int_equal(consumer_ack(x->cs, "flow", "ikn.w", 3, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "flow", "ikn.w", 2, ACK, 0, NULL), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "flow", "ikn.w", 3, NAK, 0, NULL), SPBE_OK);
     assert_int_equal(consumer_pump(x->cs, 100), 0);
     assert_int_equal(x->n_got, 3);
     long due = consumer_next_due_ms(x->cs);
@@ -760,7 +762,7 @@ test_flow_control_blocked_peers_and_failed_sends(void **state)
     assert_int_equal(consumer_count_attached(x->cs, &sess_c), 0);
     assert_int_equal(consumer_count_attached(x->cs, &sess_b), 1);
     x->send_rc = 0;
-    assert_int_equal(consumer_ack(x->cs, "flow2", "ikn.v", 1, ACK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "flow2", "ikn.v", 1, ACK, 0, NULL), SPBE_OK);
     consumer_pump(x->cs, 100);
     assert_string_equal(delivered(x, "flow2"), "ikn.v:1/1 ikn.v:2/1");
     assert_true(x->got[x->n_got - 1].session == &sess_b);
@@ -797,7 +799,7 @@ test_many_in_flight_and_a_peer_detached(void **state)
         assert_int_equal(x->got[k].count, 2);
     }
     for (uint64_t s = 600; s >= 1; s--)
-        assert_int_equal(consumer_ack(x->cs, "big", "ikn.b", s, ACK, 0), SPBE_OK);
+        assert_int_equal(consumer_ack(x->cs, "big", "ikn.b", s, ACK, 0, NULL), SPBE_OK);
     Spbe__V1__ConsumerInfo *i = info(x, "big");
     assert_int_equal(i->pending, 0);
     assert_int_equal(i->acked, 600);
@@ -836,8 +838,8 @@ test_a_pump_keeps_to_its_budget(void **state)
     assert_int_equal(consumer_pump(x->cs, 100), 0);
     assert_int_equal(x->n_got, 12);
     /* redeliveries due take the budget first; new ones wait for the next pump */
-    assert_int_equal(consumer_ack(x->cs, "b1", "ikn.p", 1, NAK, 0), SPBE_OK);
-    assert_int_equal(consumer_ack(x->cs, "b1", "ikn.q", 1, NAK, 0), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "b1", "ikn.p", 1, NAK, 0, NULL), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "b1", "ikn.q", 1, NAK, 0, NULL), SPBE_OK);
     publish(x, "ikn.p");
     x->n_got = 0;
     assert_int_equal(consumer_pump(x->cs, 2), 1);
@@ -867,15 +869,15 @@ test_names_and_acks_of_what_is_not_there(void **state)
     assert_int_equal(consumer_next_due_ms(x->cs), -1);
     uint64_t id;
     assert_int_equal(consumer_attach(x->cs, "nobody", &sess_a, &id), SPBE_NOT_FOUND);
-    assert_int_equal(consumer_ack(x->cs, "nobody", "ikn.a", 1, ACK, 0), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_ack(x->cs, "nobody", "ikn.a", 1, ACK, 0, NULL), SPBE_NOT_FOUND);
     assert_int_equal(consumer_delete(x->cs, "nobody"), SPBE_NOT_FOUND);
     Spbe__V1__ConsumerInfo *i = NULL;
     assert_int_equal(consumer_info(x->cs, "nobody", &i), SPBE_NOT_FOUND);
     publish(x, "ikn.n");
     Spbe__V1__ConsumerConfig cfg = config("quiet", "ikn.>");
     create(x, &cfg);
-    assert_int_equal(consumer_ack(x->cs, "quiet", "ikn.n", 1, ACK, 0), SPBE_NOT_FOUND);
-    assert_int_equal(consumer_ack(x->cs, "quiet", "ikn.other", 1, ACK, 0), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_ack(x->cs, "quiet", "ikn.n", 1, ACK, 0, NULL), SPBE_NOT_FOUND);
+    assert_int_equal(consumer_ack(x->cs, "quiet", "ikn.other", 1, ACK, 0, NULL), SPBE_NOT_FOUND);
     cfg = config("eager", "ikn.>");
     cfg.start = SPBE__V1__START_POSITION__START_FIRST;
     create(x, &cfg);
@@ -1004,8 +1006,8 @@ test_emptied_topics_and_records_without_times(void **state)
     assert_string_equal(delivered(x, "empty"), "ikn.gone:3/1 ikn.raw:1/1");
     assert_int_equal(x->got[1].len, 20);
     /* a nak with a delay: while nobody is attached, the next look is at its time */
-    assert_int_equal(consumer_ack(x->cs, "empty", "ikn.gone", 3, NAK, 0), SPBE_OK);
-    assert_int_equal(consumer_ack(x->cs, "empty", "ikn.raw", 1, NAK, 500), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "empty", "ikn.gone", 3, NAK, 0, NULL), SPBE_OK);
+    assert_int_equal(consumer_ack(x->cs, "empty", "ikn.raw", 1, NAK, 500, NULL), SPBE_OK);
     consumer_detach_session(x->cs, &sess_a);
     assert_int_equal(consumer_pump(x->cs, 10), 0);
     long due = consumer_next_due_ms(x->cs);

@@ -1450,15 +1450,16 @@ spbe_consume(spbe_client *c, const char *name, const char *pattern, const spbe_c
     return rc;
 }
 
-int
-spbe_ack(spbe_client *c, const char *consumer, const char *topic, uint64_t sequence,
-         spbe_ack_kind kind, uint32_t delay_ms, int wait)
+static int
+ack_one(spbe_client *c, const char *consumer, const char *topic, uint64_t sequence,
+        spbe_ack_kind kind, uint32_t delay_ms, const char *reason, int wait)
 {
     Spbe__V1__AckItem item = SPBE__V1__ACK_ITEM__INIT;
     item.topic = (char *)topic;
     item.sequence = sequence;
     item.kind = (Spbe__V1__AckKind)kind;
     item.delay_ms = delay_ms;
+    item.reason = (char *)(reason ? reason : "");
     Spbe__V1__AckItem *items[] = {&item};
     Spbe__V1__Ack ack = SPBE__V1__ACK__INIT;
     ack.consumer = (char *)consumer;
@@ -1474,6 +1475,22 @@ spbe_ack(spbe_client *c, const char *consumer, const char *topic, uint64_t seque
         return send_command(c, &cmd, NULL, 0);
     }
     return call_ok(c, &cmd);
+}
+
+int
+spbe_ack(spbe_client *c, const char *consumer, const char *topic, uint64_t sequence,
+         spbe_ack_kind kind, uint32_t delay_ms, int wait)
+{
+    return ack_one(c, consumer, topic, sequence, kind, delay_ms, NULL, wait);
+}
+
+int
+spbe_term(spbe_client *c, const char *consumer, const char *topic, uint64_t sequence,
+          const char *reason, int wait)
+{
+    if (reason && strlen(reason) > 200)
+        return fail(c, SPBE_BAD_REQUEST, "a reason is at most 200 bytes");
+    return ack_one(c, consumer, topic, sequence, SPBE_TERM, 0, reason, wait);
 }
 
 /* ------------------------------------------------------------ services */

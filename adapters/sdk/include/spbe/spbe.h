@@ -266,6 +266,14 @@ int spbe_ack(spbe_client *client, const char *consumer, const char *topic, uint6
              spbe_ack_kind kind, uint32_t delay_ms, int wait);
 
 /**
+ * Terminates a consumer's delivery (SPBE_TERM) with the reason (UTF-8, at most 200
+ * bytes; NULL: "terminated") that its dead letter in $sys.dlq.<consumer> keeps, so whoever
+ * looks at the dead letters sees why. wait as for spbe_ack.
+ */
+int spbe_term(spbe_client *client, const char *consumer, const char *topic, uint64_t sequence,
+              const char *reason, int wait);
+
+/**
  * Signs and sends a delivery receipt: "this member received every message of topic up to
  * up_to" (through consumer, may be NULL). The broker logs it as a leaf of its audit log
  * and puts it into the evidence of the messages it covers, so their senders can prove
