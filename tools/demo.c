@@ -986,7 +986,7 @@ cmd_demo(int argc, char **argv)
         return EXIT_ERROR;
     if (strlen(real) >= sizeof d->dir)
         return cli_fail("demo", SPBE_BAD_REQUEST, "the directory's path is too long");
-    snprintf(d->dir, sizeof d->dir, "%s", real);
+    snprintf(d->dir, sizeof d->dir, "%.399s", real);
     snprintf(d->data, sizeof d->data, "%.399s/data", d->dir);
     snprintf(d->endpoint, sizeof d->endpoint, "tcp://127.0.0.1:%d", d->port);
     d->interactive = isatty(2) && !getenv("SPBE_DEMO_PLAIN");

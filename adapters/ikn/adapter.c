@@ -273,8 +273,10 @@ ikn_stage_run(ikn_ctx *x, const ikn_stage *stage, ikn_stage_stats *stats)
         for (size_t i = 0; i < n; i++)
             free(s.queue[i].payload);
         /* what arrived while processing (inside spbe_request) stays for the next round */
-        memmove(s.queue, s.queue + n, (s.n_queue - n) * sizeof *s.queue);
-        s.n_queue -= n;
+        if (n) {
+            memmove(s.queue, s.queue + n, (s.n_queue - n) * sizeof *s.queue);
+            s.n_queue -= n;
+        }
     }
     if (s.c && rc == SPBE_OK)
         spbe_flush(s.c, 5000);

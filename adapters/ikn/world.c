@@ -160,8 +160,10 @@ make_nik(ikn_world *w, uint64_t *s, int year, int month, int day, int female, ch
 {
     const char *region = regions[pick(s, N(regions))];
     for (uint32_t serial = 1 + pick(s, 9000);; serial = serial % 9999 + 1) {
-        snprintf(nik, 17, "%s%02d%02d%02d%04u", region, day + (female ? 40 : 0), month, year % 100,
-                 serial);
+        char text[64]; /* the fields are in range: 16 digits */
+        snprintf(text, sizeof text, "%s%02d%02d%02d%04u", region, day + (female ? 40 : 0), month,
+                 year % 100, serial);
+        snprintf(nik, 17, "%.16s", text);
         if (!nik_taken(w, nik))
             return;
     }
@@ -196,8 +198,10 @@ make_asn(ikn_world *w, uint32_t i)
     int hired_month = 1 + (int)pick(&s, 12);
     /* NIP: birth date, appointment (year, month), sex (1 man, 2 woman), a serial */
     for (uint32_t serial = 1 + pick(&s, 900);; serial = serial % 999 + 1) {
-        snprintf(a->nip, sizeof a->nip, "%04d%02d%02d%04d%02d%d%03u", year, month, day, hired,
+        char nip[64]; /* the fields are in range: 18 digits */
+        snprintf(nip, sizeof nip, "%04d%02d%02d%04d%02d%d%03u", year, month, day, hired,
                  hired_month, woman ? 2 : 1, serial);
+        snprintf(a->nip, sizeof a->nip, "%.18s", nip);
         if (!w->by_nip[slot_of(w, w->by_nip, nip_of, a->nip)])
             break;
     }
