@@ -15,7 +15,8 @@ typedef struct view {
     uint8_t seen, family_known, check, housed, allowance, published;
     uint32_t family, kamar;
     uint64_t tunjangan;
-    int64_t asn_ns, last_ns, latency_ns;
+    int64_t asn_ns, last_ns,
+        ready_ns; /* acceptance of the scenario, the last event, the allowance */
     char menara[32], unit[16], keterangan[96];
 } view;
 
@@ -75,7 +76,12 @@ static void
 publish_status(portal *p, const ikn_asn *a, view *v)
 {
     int st = status_of(v);
-    if (st == v->published || !v->seen)
+    /* nothing said before the facts it rests on are in: an allocation or an allowance seen
+     * before the family scenario (a portal started again reads topic by topic) waits */
+    int needs_family = st == SPBE__IKN__V1__STATUS_RELOKASI__KOMPETENSI_TERVERIFIKASI ||
+                       st == SPBE__IKN__V1__STATUS_RELOKASI__HUNIAN_DIALOKASIKAN ||
+                       st == SPBE__IKN__V1__STATUS_RELOKASI__SIAP_PINDAH;
+    if (st == v->published || !v->seen || (needs_family && !v->family_known))
         return;
     Spbe__Ikn__V1__StatusAsn m;
     status_message(a, v, &m);
@@ -184,7 +190,7 @@ on_delivery(const spbe_delivery *d, void *arg)
         if (m && (v = find(p, m->nip, &a)) != NULL) {
             v->allowance = 1;
             v->tunjangan = m->jumlah_rupiah;
-            v->latency_ns = d->accepted_ns - v->asn_ns;
+            v->ready_ns = d->accepted_ns;
         }
         spbe__ikn__v1__tunjangan_pionir__free_unpacked(m, NULL);
     }
@@ -231,8 +237,8 @@ summary(const portal *p, Spbe__Ikn__V1__RingkasanPortal *r)
         switch (status_of(v)) {
         case SPBE__IKN__V1__STATUS_RELOKASI__SIAP_PINDAH:
             r->siap_pindah++;
-            if (lat)
-                lat[n_lat++] = v->latency_ns;
+            if (lat && v->asn_ns && v->ready_ns)
+                lat[n_lat++] = v->ready_ns - v->asn_ns;
             break;
         case SPBE__IKN__V1__STATUS_RELOKASI__DITOLAK_IKD:
             r->ditolak_ikd++;
