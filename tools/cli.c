@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonpb.h"
+#include "schema.h"
 #include "wire.h"
 
 enum { OPT_KEY = 1000, OPT_BROKER, OPT_BROKER_KEY, OPT_DATA, OPT_OFFLINE, OPT_JSON, OPT_TIMEOUT };
@@ -217,6 +219,28 @@ cli_print_bytes(FILE *f, const uint8_t *data, size_t len, size_t max)
     }
     if (n < len)
         fprintf(f, "... (%zu bytes)", len);
+}
+
+void
+cli_payload(FILE *f, const char *schema, const uint8_t *data, size_t len, int json, size_t max)
+{
+    const ProtobufCMessageDescriptor *d = schema && *schema ? schema_find(schema) : NULL;
+    ProtobufCMessage *m = d ? protobuf_c_message_unpack(d, NULL, len, data) : NULL;
+    json_t *j = m ? jsonpb_to_json(m) : NULL;
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (text && (json || strlen(text) <= max)) {
+        fputs(text, f);
+    } else if (text) {
+        fprintf(f, "%.*s... (%zu bytes as JSON)", (int)max, text, strlen(text));
+    } else if (json) {
+        cli_json_bytes(f, data, len);
+    } else {
+        cli_print_bytes(f, data, len, max);
+    }
+    free(text);
+    json_decref(j);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
 }
 
 void

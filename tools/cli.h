@@ -56,6 +56,10 @@ void cli_json_string(FILE *f, const char *s);
 void cli_json_bytes(FILE *f, const uint8_t *data, size_t len);
 /* Prints bytes for a human: text if printable, else hex (at most max bytes shown). */
 void cli_print_bytes(FILE *f, const uint8_t *data, size_t len, size_t max);
+/* A payload: decoded to JSON (field names and values) when its schema is a known type and
+ * it decodes, else as cli_json_bytes (json) or cli_print_bytes (at most max bytes shown). */
+void cli_payload(FILE *f, const char *schema, const uint8_t *data, size_t len, int json,
+                 size_t max);
 /* RFC 3339 UTC time of ns into out (40 bytes). */
 void cli_time(int64_t ns, char *out, size_t n);
 /* Hex into out (2n+1). */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "identity.h"
 #include "wire.h"
 
 static const char topic_usage[] =
@@ -184,7 +185,7 @@ print_message(const char *topic, uint64_t seq, int64_t accepted_ns, const uint8_
         cli_json_string(stdout, m->schema);
         printf(",\"hash\":\"%s\",\"bytes\":%zu,\"signature\":\"%s\",\"payload\":", hash, raw_len,
                verdict);
-        cli_json_bytes(stdout, m->payload.data, m->payload.len);
+        cli_payload(stdout, m->schema, m->payload.data, m->payload.len, 1, 0);
         printf("}\n");
     } else {
         printf("topic       %s\nsequence    %llu\naccepted    %s\nsender      %s\nid          %s\n"
@@ -192,7 +193,7 @@ print_message(const char *topic, uint64_t seq, int64_t accepted_ns, const uint8_
                "signature   %s\npayload     ",
                topic, (unsigned long long)seq, accepted, m->sender, id, created,
                m->schema[0] ? m->schema : "-", hash, raw_len, verdict);
-        cli_print_bytes(stdout, m->payload.data, m->payload.len, 4096);
+        cli_payload(stdout, m->schema, m->payload.data, m->payload.len, 0, 4096);
         printf("\n");
     }
     wire_envelope_free(&sm, &m);
@@ -275,10 +276,17 @@ cmd_msg(int argc, char **argv)
         if (rc == SPBE_OK) {
             Spbe__V1__Member *member = NULL;
             const char *verdict = "UNKNOWN_SENDER";
-            if (store_member_get(r, sender_of(m.data, m.len, sender, sizeof sender), &member) ==
-                    SPBE_OK &&
-                member->public_key.len == 32)
+            char pub[1100], why[256];
+            identity broker_id;
+            snprintf(pub, sizeof pub, "%s/broker.pub", common.data);
+            if (strcmp(sender_of(m.data, m.len, sender, sizeof sender), "spbe/broker") == 0) {
+                /* the broker's own (dead letters, tree heads): its key in the directory */
+                if (identity_load(pub, &broker_id, why, sizeof why) == SPBE_OK)
+                    verdict = verdict_with_key(m.data, m.len, broker_id.public_key);
+            } else if (store_member_get(r, sender, &member) == SPBE_OK &&
+                       member->public_key.len == 32) {
                 verdict = verdict_with_key(m.data, m.len, member->public_key.data);
+            }
             if (member)
                 spbe__v1__member__free_unpacked(member, NULL);
             exit_code = print_message(topic, m.sequence, m.accepted_ns, m.data, m.len, verdict,
@@ -320,9 +328,12 @@ cmd_msg(int argc, char **argv)
         c2.member_get = &mg;
         Spbe__V1__Reply *mr = NULL;
         const char *verdict = "UNKNOWN_SENDER";
-        if (cli_call(c, &c2, &mr, NULL, NULL) == SPBE_OK && mr->code == SPBE__V1__ERROR_CODE__OK &&
-            mr->body_case == SPBE__V1__REPLY__BODY_MEMBER &&
-            mr->member->member->public_key.len == 32)
+        if (strcmp(mg.name, "spbe/broker") == 0) /* the broker's own: the key it proved */
+            verdict = verdict_with_key(body, body_len, spbe_broker_key(c));
+        else if (cli_call(c, &c2, &mr, NULL, NULL) == SPBE_OK &&
+                 mr->code == SPBE__V1__ERROR_CODE__OK &&
+                 mr->body_case == SPBE__V1__REPLY__BODY_MEMBER &&
+                 mr->member->member->public_key.len == 32)
             verdict = verdict_with_key(body, body_len, mr->member->member->public_key.data);
         if (mr)
             spbe__v1__reply__free_unpacked(mr, NULL);

@@ -338,7 +338,7 @@ on_delivery(const spbe_delivery *d, void *arg)
         printf(",\"id\":\"%s\",\"schema\":", id);
         cli_json_string(stdout, d->schema);
         printf(",\"signature\":\"%s\",\"payload\":", verdict);
-        cli_json_bytes(stdout, d->payload, d->payload_len);
+        cli_payload(stdout, d->schema, d->payload, d->payload_len, 1, 0);
         if (d->consumer)
             printf(",\"consumer\":\"%s\",\"delivery_count\":%u", d->consumer, d->delivery_count);
         printf("}\n");
@@ -346,7 +346,7 @@ on_delivery(const spbe_delivery *d, void *arg)
         printf("%s #%llu %s from %s: ", d->topic, (unsigned long long)d->sequence, t, d->sender);
         if (d->consumer && d->delivery_count > 1)
             printf("(delivery %u) ", d->delivery_count);
-        cli_print_bytes(stdout, d->payload, d->payload_len, 200);
+        cli_payload(stdout, d->schema, d->payload, d->payload_len, 0, 200);
         if (st->verify)
             printf("  [signature %s]", verdict);
         printf("\n");

@@ -132,7 +132,7 @@ cmd_req(int argc, char **argv)
                "\"payload\":",
                (unsigned long long)r.request_sequence, (unsigned long long)r.reply_sequence,
                r.receipts_verified ? "valid" : "unchecked");
-        cli_json_bytes(stdout, r.payload, r.payload_len);
+        cli_payload(stdout, r.schema, r.payload, r.payload_len, 1, 0);
         printf("}\n");
     } else {
         fwrite(r.payload, 1, r.payload_len, stdout);
@@ -535,7 +535,7 @@ dead_letter_print(uint64_t seq, const uint8_t *raw, size_t len, int json)
         cli_json_string(stdout, orig ? orig->sender : "");
         printf(",\"payload\":");
         if (orig)
-            cli_json_bytes(stdout, orig->payload.data, orig->payload.len);
+            cli_payload(stdout, orig->schema, orig->payload.data, orig->payload.len, 1, 0);
         else
             printf("null");
         printf("}\n");
@@ -543,7 +543,7 @@ dead_letter_print(uint64_t seq, const uint8_t *raw, size_t len, int json)
         printf("#%-6llu %s #%llu from %s, %s after %u deliveries: ", (unsigned long long)seq,
                dl->topic, (unsigned long long)dl->sequence, orig->sender, dl->reason,
                dl->deliveries);
-        cli_print_bytes(stdout, orig->payload.data, orig->payload.len, 120);
+        cli_payload(stdout, orig->schema, orig->payload.data, orig->payload.len, 0, 120);
         printf("\n");
     } else {
         printf("#%-6llu (not a dead letter)\n", (unsigned long long)seq);

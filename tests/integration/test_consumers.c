@@ -346,6 +346,12 @@ test_dead_letters_and_replay(void **state)
         fail_msg("no '%s' in\n%s", want, out);
     assert_non_null(strstr(out, "\"topic\":\"ikn.dlq.a\""));
     assert_non_null(strstr(out, "\"deliveries\":3"));
+    /* a dead letter is the broker's, signed with its key: shown decoded, and valid */
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
+                                 "$SPBE msg get '$sys.dlq.gagal' 2 --key %s", f->reader),
+                     0);
+    assert_non_null(strstr(out, "signature   valid"));
+    assert_non_null(strstr(out, "\"reason\":\"NIP tidak dikenal di SIASN\""));
     /* the dead letters are the consumer owner's alone */
     assert_int_not_equal(
         harness_run(out, sizeof out, err, sizeof err, "$SPBE dlq ls gagal --key %s", f->reader2),

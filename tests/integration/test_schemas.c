@@ -109,6 +109,19 @@ test_topic_binding(void **state)
     asn_init(&a);
     size_t n = asn_pack(&a, buf);
     assert_int_equal(publish(f, topic, ASN, buf, n, why, sizeof why), SPBE_OK);
+    /* shown decoded: field names and values, enums by name */
+    char out[4096], err[1024];
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err,
+                                 "$SPBE msg get %s 1 --json --key %s", topic, f->kl),
+                     0);
+    if (!strstr(out, "\"payload\":{\"nip\":\"199003152015031002\",\"nik\":\"6472011503900002\","
+                     "\"nama\":\"Rina Kartikasari\"") ||
+        !strstr(out, "\"prioritas\":\"PRIORITAS_1\",\"fase\":\"FASE_1\"}"))
+        fail_msg("not decoded: %s", out);
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err, "$SPBE msg get %s 1 --key %s", topic, f->kl),
+        0);
+    assert_non_null(strstr(out, "payload     {\"nip\":\"199003152015031002\""));
 
     /* the envelope names another type, or none */
     refused(f, topic, IKD_REQ, buf, n, "the message names its schema '" IKD_REQ "'");
