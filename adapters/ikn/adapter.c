@@ -157,7 +157,8 @@ on_delivery(const spbe_delivery *d, void *arg)
     it->payload = malloc(d->payload_len ? d->payload_len : 1);
     if (!it->payload)
         return;
-    memcpy(it->payload, d->payload, d->payload_len);
+    if (d->payload_len)
+        memcpy(it->payload, d->payload, d->payload_len);
     it->payload_len = d->payload_len;
     snprintf(it->topic, sizeof it->topic, "%s", d->topic);
     it->sequence = d->sequence;

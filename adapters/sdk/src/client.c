@@ -1669,7 +1669,8 @@ spbe_request(spbe_client *c, const char *service, const void *payload, size_t le
             out->reply_sequence = resp->reply_sequence;
             out->payload = malloc(m->payload.len ? m->payload.len : 1);
             if (out->payload) {
-                memcpy(out->payload, m->payload.data, m->payload.len);
+                if (m->payload.len) /* an empty payload has no data pointer */
+                    memcpy(out->payload, m->payload.data, m->payload.len);
                 out->payload_len = m->payload.len;
             }
             out->raw = body;
