@@ -583,6 +583,7 @@ typedef struct verdict {
     uint64_t dlq, dlq_planted;
     char dlq_reason[256];
     uint64_t refused, kl_ok, kl_dup;
+    uint64_t bkn_asked, bkn_right; /* bkn.siasn.pemeriksaan called directly */
     char refused_reason[400];
     uint64_t receipt_p50_us, receipt_p99_us;
     int audit_rc;
@@ -632,6 +633,37 @@ check_statuses(demo *d, verdict *v)
         spbe__ikn__v1__jawaban_status__free_unpacked(j, NULL);
     }
     return 0;
+}
+
+/* BKN's check called directly (request/reply, as any member with the call right may) for
+ * a spread of ASN: its answer must agree with the ground truth. */
+static void
+check_bkn_service(demo *d, verdict *v)
+{
+    size_t step = d->world.n_asn / 50 ? d->world.n_asn / 50 : 1;
+    for (size_t i = 0; i < d->world.n_asn; i += step) {
+        const ikn_asn *a = &d->world.asn[i];
+        Spbe__Ikn__V1__PermintaanPemeriksaanBkn q = SPBE__IKN__V1__PERMINTAAN_PEMERIKSAAN_BKN__INIT;
+        q.nip = (char *)a->nip;
+        q.instansi = (char *)a->agency->kode;
+        uint8_t buf[128];
+        size_t len = spbe__ikn__v1__permintaan_pemeriksaan_bkn__pack(&q, buf);
+        spbe_message_options o = {.schema = "spbe.ikn.v1.PermintaanPemeriksaanBkn"};
+        spbe_response resp;
+        v->bkn_asked++;
+        if (spbe_request(d->observer, "bkn.siasn.pemeriksaan", buf, len, 5000, &o, &resp) !=
+            SPBE_OK)
+            continue;
+        Spbe__Ikn__V1__HasilPemeriksaanBkn *h =
+            spbe__ikn__v1__hasil_pemeriksaan_bkn__unpack(NULL, resp.payload_len, resp.payload);
+        spbe_response_free(&resp);
+        if (!h)
+            continue;
+        int qualifies = a->problem != IKN_COMPETENCY_FAIL && a->problem != IKN_NO_RECORD;
+        v->bkn_right += !h->memenuhi_syarat == !qualifies && strcmp(h->nip, a->nip) == 0 &&
+                        h->data_valid == (a->problem != IKN_NO_RECORD);
+        spbe__ikn__v1__hasil_pemeriksaan_bkn__free_unpacked(h, NULL);
+    }
 }
 
 /* The dead letters, read offline: each must be a planted record BKN does not have. */
@@ -815,6 +847,7 @@ summary(demo *d, const expect *e, const counts *c, const verdict *v, double secs
         printf("},\"matched\":%llu,\"mismatched\":%llu,\"schema_mismatch\":%llu,"
                "\"planted_malformed\":%llu,\"dead_letters\":%llu,\"dead_letters_planted\":%llu,"
                "\"planted_no_record\":%llu,\"duplicates_seen\":%llu,\"planted_duplicates\":%llu,"
+               "\"bkn_asked\":%llu,\"bkn_right\":%llu,"
                "\"receipt_p50_us\":%llu,\"receipt_p99_us\":%llu,\"asn_to_ready_p50_ns\":%lld,"
                "\"asn_to_ready_p99_ns\":%lld,\"asn_to_ready_max_ns\":%lld,\"audit_verified\":%s,"
                "\"killed\":",
@@ -822,7 +855,8 @@ summary(demo *d, const expect *e, const counts *c, const verdict *v, double secs
                (unsigned long long)v->refused, (unsigned long long)e->malformed,
                (unsigned long long)v->dlq, (unsigned long long)v->dlq_planted,
                (unsigned long long)e->no_record, (unsigned long long)r->pengajuan_ganda,
-               (unsigned long long)e->duplicates, (unsigned long long)v->receipt_p50_us,
+               (unsigned long long)e->duplicates, (unsigned long long)v->bkn_asked,
+               (unsigned long long)v->bkn_right, (unsigned long long)v->receipt_p50_us,
                (unsigned long long)v->receipt_p99_us, (long long)r->latensi_p50_ns,
                (long long)r->latensi_p99_ns, (long long)r->latensi_maks_ns,
                v->audit_rc == 0 ? "true" : "false");
@@ -885,6 +919,9 @@ summary(demo *d, const expect *e, const counts *c, const verdict *v, double secs
            (unsigned long long)e->no_record, v->dlq_reason[0] ? v->dlq_reason : "-");
     printf("  duplicates    %llu scenarios submitted again, seen by the portal: %llu\n",
            (unsigned long long)e->duplicates, (unsigned long long)r->pengajuan_ganda);
+    printf("  BKN service   bkn.siasn.pemeriksaan asked directly for %llu ASN: %llu answers as "
+           "the ground truth\n",
+           (unsigned long long)v->bkn_asked, (unsigned long long)v->bkn_right);
     if (d->kill_role)
         printf("  killed        %s once with SIGKILL midway, started again\n", d->kill_role);
     printf("  audit         %s\n", v->audit_line[0] ? v->audit_line : "(no output)");
@@ -1020,6 +1057,8 @@ cmd_demo(int argc, char **argv)
         int done = watch(d, &e, &c, &secs) == 0;
         if (done && check_statuses(d, &v) != 0)
             done = 0;
+        if (done)
+            check_bkn_service(d, &v);
         stop_adapters(d);
         spbe_close(&d->observer);
         spbe_close(&d->admin);
@@ -1033,7 +1072,7 @@ cmd_demo(int argc, char **argv)
             int ok = v.mismatched == 0 && v.matched == d->n_asn && v.audit_rc == 0 &&
                      v.dlq == e.no_record && v.dlq_planted == e.no_record &&
                      v.refused >= e.malformed && (v.refused == e.malformed || d->kill_role) &&
-                     c.r.pengajuan_ganda == e.duplicates;
+                     c.r.pengajuan_ganda == e.duplicates && v.bkn_right == v.bkn_asked;
             rc = summary(d, &e, &c, &v, secs, ok);
         }
     }

@@ -159,6 +159,9 @@ run_process(const char *kill)
     assert_non_null(strstr(out, "\"audit_verified\":true"));
     assert_int_equal(json_u64(out, "matched"), n);
     assert_int_equal(json_u64(out, "mismatched"), 0);
+    /* BKN's service, called directly, agrees with the ground truth */
+    assert_true(json_u64(out, "bkn_asked") >= 50);
+    assert_int_equal(json_u64(out, "bkn_right"), json_u64(out, "bkn_asked"));
     if (kill)
         assert_non_null(strstr(err, "killed "));
 
