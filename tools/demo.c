@@ -74,6 +74,7 @@ typedef struct demo {
     spbe_client *admin, *observer;
     FILE *tty; /* progress goes here */
     int interactive;
+    int failed; /* an adapter ended that should not have */
     volatile sig_atomic_t *stop;
 } demo;
 
@@ -480,20 +481,10 @@ draw(demo *d, const counts *c, const expect *e, double secs, int redraw)
     fflush(d->tty);
 }
 
-static proc *
-proc_of_role(demo *d, const char *role)
-{
-    for (size_t i = 0; i < d->n_procs; i++)
-        if (strcmp(d->procs[i].m->role, role) == 0)
-            return &d->procs[i];
-    return NULL;
-}
-
 /* Reaps adapters that ended; 1 if one ended that should not have. */
 static int
 reap(demo *d)
 {
-    int bad = 0;
     for (size_t i = 0; i < d->n_procs; i++) {
         proc *p = &d->procs[i];
         int status;
@@ -504,10 +495,20 @@ reap(demo *d)
         if (strcmp(p->m->role, "kl") != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             fprintf(stderr, "spbe demo: %s ended (status %d); see %s\n", p->m->name, status,
                     p->log);
-            bad = 1;
+            d->failed = 1;
         }
     }
-    return bad;
+    return d->failed;
+}
+
+static proc *
+proc_of_role(demo *d, const char *role)
+{
+    reap(d); /* a ministry that has sent everything is done, not midway */
+    for (size_t i = 0; i < d->n_procs; i++)
+        if (strcmp(d->procs[i].m->role, role) == 0 && !d->procs[i].exited)
+            return &d->procs[i];
+    return NULL;
 }
 
 /* Runs until the portal shows every ASN where the ground truth puts it. */
@@ -535,11 +536,13 @@ watch(demo *d, const expect *e, counts *c, double *secs)
         uint64_t ready =
             c->have_portal ? c->r.siap_pindah + c->r.ditolak_ikd + c->r.ditolak_bkn : 0;
         int midway = strcmp(d->kill_role ? d->kill_role : "", "kl") == 0
-                         ? c->asn * 10 >= e->asn_messages * 4 /* the ministries finish first */
+                         ? c->asn > 0 /* a ministry is done in moments: one still sending */
                          : ready * 10 >= e->terminal * 3;
         if (d->kill_role && !killed && midway) {
             proc *p = proc_of_role(d, d->kill_role);
-            if (p && !p->exited) {
+            if (!p) {
+                fprintf(d->tty, "  no %s adapter was still running to kill\n", d->kill_role);
+            } else {
                 kill(p->pid, SIGKILL);
                 waitpid(p->pid, NULL, 0);
                 p->killed++;
@@ -570,7 +573,7 @@ watch(demo *d, const expect *e, counts *c, double *secs)
                     *d->stop ? "stopped" : "timed out");
             return -1;
         }
-        sleep_ms(d->interactive ? 250 : 500);
+        sleep_ms(d->kill_role && !killed ? 20 : d->interactive ? 250 : 500);
     }
 }
 
