@@ -422,7 +422,7 @@ ask_portal(demo *d, char **nips, size_t n)
 
 typedef struct expect {
     uint64_t asn_messages, checked, ikd_calls, families, housed, terminal, stuck, malformed,
-        duplicates, no_record;
+        duplicates, no_record, dead_letters; /* one dead letter per submission, twice too */
 } expect;
 
 static void
@@ -440,6 +440,7 @@ expectations(const demo *d, expect *e)
         e->families++;
         if (a->problem == IKN_NO_RECORD) {
             e->no_record++;
+            e->dead_letters += 1 + (uint64_t)a->duplicate;
             e->stuck++;
             continue;
         }
@@ -560,7 +561,7 @@ watch(demo *d, const expect *e, counts *c, double *secs)
                 kl_done = 0;
         if (kl_done && c->have_portal &&
             c->r.siap_pindah + c->r.ditolak_ikd + c->r.ditolak_bkn == e->terminal &&
-            c->r.dalam_proses == e->stuck && c->dlq == e->no_record &&
+            c->r.dalam_proses == e->stuck && c->dlq == e->dead_letters &&
             c->r.asn == d->world.n_asn - e->malformed) {
             if (!d->interactive)
                 draw(d, c, e, *secs, 0);
@@ -849,7 +850,8 @@ summary(demo *d, const expect *e, const counts *c, const verdict *v, double secs
                    (unsigned long long)v->by_status[s][0], (unsigned long long)v->by_status[s][1]);
         printf("},\"matched\":%llu,\"mismatched\":%llu,\"schema_mismatch\":%llu,"
                "\"planted_malformed\":%llu,\"dead_letters\":%llu,\"dead_letters_planted\":%llu,"
-               "\"planted_no_record\":%llu,\"duplicates_seen\":%llu,\"planted_duplicates\":%llu,"
+               "\"planted_no_record\":%llu,\"planted_dead_letters\":%llu,\"duplicates_seen\":%llu,"
+               "\"planted_duplicates\":%llu,"
                "\"bkn_asked\":%llu,\"bkn_right\":%llu,"
                "\"receipt_p50_us\":%llu,\"receipt_p99_us\":%llu,\"asn_to_ready_p50_ns\":%lld,"
                "\"asn_to_ready_p99_ns\":%lld,\"asn_to_ready_max_ns\":%lld,\"audit_verified\":%s,"
@@ -857,12 +859,12 @@ summary(demo *d, const expect *e, const counts *c, const verdict *v, double secs
                (unsigned long long)v->matched, (unsigned long long)v->mismatched,
                (unsigned long long)v->refused, (unsigned long long)e->malformed,
                (unsigned long long)v->dlq, (unsigned long long)v->dlq_planted,
-               (unsigned long long)e->no_record, (unsigned long long)r->pengajuan_ganda,
-               (unsigned long long)e->duplicates, (unsigned long long)v->bkn_asked,
-               (unsigned long long)v->bkn_right, (unsigned long long)v->receipt_p50_us,
-               (unsigned long long)v->receipt_p99_us, (long long)r->latensi_p50_ns,
-               (long long)r->latensi_p99_ns, (long long)r->latensi_maks_ns,
-               v->audit_rc == 0 ? "true" : "false");
+               (unsigned long long)e->no_record, (unsigned long long)e->dead_letters,
+               (unsigned long long)r->pengajuan_ganda, (unsigned long long)e->duplicates,
+               (unsigned long long)v->bkn_asked, (unsigned long long)v->bkn_right,
+               (unsigned long long)v->receipt_p50_us, (unsigned long long)v->receipt_p99_us,
+               (long long)r->latensi_p50_ns, (long long)r->latensi_p99_ns,
+               (long long)r->latensi_maks_ns, v->audit_rc == 0 ? "true" : "false");
         cli_json_string(stdout, d->kill_role ? d->kill_role : "");
         printf(",\"ok\":%s}\n", ok ? "true" : "false");
         return ok ? EXIT_OK : EXIT_ERROR;
@@ -916,8 +918,8 @@ summary(demo *d, const expect *e, const counts *c, const verdict *v, double secs
            "                %s\n",
            (unsigned long long)v->refused, (unsigned long long)e->malformed,
            v->refused_reason[0] ? v->refused_reason : "-");
-    printf("  dead letters  %llu in $sys.dlq.bkn-pemeriksaan, %llu of them planted (of %llu), "
-           "e.g.\n                %s\n",
+    printf("  dead letters  %llu in $sys.dlq.bkn-pemeriksaan, each a planted scenario BKN has no "
+           "record for: %llu\n                (%llu ASN, some submitted twice), e.g. %s\n",
            (unsigned long long)v->dlq, (unsigned long long)v->dlq_planted,
            (unsigned long long)e->no_record, v->dlq_reason[0] ? v->dlq_reason : "-");
     printf("  duplicates    %llu scenarios submitted again, seen by the portal: %llu\n",
@@ -1073,7 +1075,7 @@ cmd_demo(int argc, char **argv)
             check_dead_letters(d, &v);
             audit(d, &v);
             int ok = v.mismatched == 0 && v.matched == d->n_asn && v.audit_rc == 0 &&
-                     v.dlq == e.no_record && v.dlq_planted == e.no_record &&
+                     v.dlq == e.dead_letters && v.dlq_planted == e.dead_letters &&
                      v.refused >= e.malformed && (v.refused == e.malformed || d->kill_role) &&
                      c.r.pengajuan_ganda == e.duplicates && v.bkn_right == v.bkn_asked;
             rc = summary(d, &e, &c, &v, secs, ok);
