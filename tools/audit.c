@@ -185,14 +185,6 @@ typedef struct verify {
     int64_t started_ns, last_draw_ns;
 } verify;
 
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int fail_at(verify *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int
@@ -210,7 +202,7 @@ draw(verify *v, const char *stage, uint64_t done, uint64_t total, int last)
 {
     if (!v->progress)
         return;
-    int64_t now = mono_ns();
+    int64_t now = wire_mono_ns();
     if (!last && now - v->last_draw_ns < 100000000)
         return;
     v->last_draw_ns = now;
@@ -619,7 +611,7 @@ audit_verify(const cli_common *common)
     memcpy(v.broker_key, broker_id.public_key, sizeof v.broker_key);
     snprintf(v.broker_name, sizeof v.broker_name, "%s", broker_id.member);
     v.progress = isatty(2) && !common->json;
-    v.started_ns = mono_ns();
+    v.started_ns = wire_mono_ns();
     if (store_reader_begin(s, &v.r) != SPBE_OK) {
         store_close(&s);
         return cli_fail("audit", SPBE_INTERNAL, "cannot read %s", common->data);
@@ -671,7 +663,7 @@ audit_verify(const cli_common *common)
     free(v.keys);
     free(v.batch);
     broker_keys_free(&v.bk);
-    double secs = (double)(mono_ns() - v.started_ns) / 1e9;
+    double secs = (double)(wire_mono_ns() - v.started_ns) / 1e9;
     if (v.failure[0]) {
         if (common->json) {
             printf("{\"ok\":false,\"failure\":");

@@ -56,21 +56,13 @@ typedef struct publisher {
     uint64_t first_token;
 } publisher;
 
-int64_t
-bench_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 on_bench_receipt(const spbe_receipt *r, void *arg)
 {
     publisher *p = arg;
     long k = (long)(r->token - p->first_token);
     if (k >= 0 && k < p->count)
-        p->receipt_lat[k] = bench_now_ns() - __atomic_load_n(&p->sent_ns[k], __ATOMIC_RELAXED);
+        p->receipt_lat[k] = wire_mono_ns() - __atomic_load_n(&p->sent_ns[k], __ATOMIC_RELAXED);
     p->receipts++;
     if (r->code != SPBE_OK)
         p->errors++;
@@ -105,11 +97,11 @@ publisher_run(void *arg)
         return NULL;
     }
     spbe_set_receipt_handler(c, on_bench_receipt, p);
-    int64_t t0 = bench_now_ns();
+    int64_t t0 = wire_mono_ns();
     double interval_ns = p->cfg->rate ? 1e9 * (double)p->cfg->publishers / (double)p->cfg->rate : 0;
     for (long k = 0; k < p->count; k++) {
         for (;;) { /* paced: wait for this message's moment, taking receipts meanwhile */
-            int64_t due = t0 + (int64_t)(interval_ns * (double)k), now = bench_now_ns();
+            int64_t due = t0 + (int64_t)(interval_ns * (double)k), now = wire_mono_ns();
             if (now >= due)
                 break;
             int rc = spbe_dispatch(c, (int)((due - now) / 1000000), NULL);
@@ -129,7 +121,7 @@ publisher_run(void *arg)
                 return NULL;
             }
         }
-        __atomic_store_n(&p->sent_ns[k], bench_now_ns(), __ATOMIC_RELAXED);
+        __atomic_store_n(&p->sent_ns[k], wire_mono_ns(), __ATOMIC_RELAXED);
         uint64_t token;
         int rc = spbe_publish_signed(c, p->signed_messages[k], p->lengths[k], &token);
         if (k == 0)
@@ -166,7 +158,7 @@ on_bench_delivery(const spbe_delivery *d, void *arg)
     uint32_t pi, k;
     memcpy(&pi, d->payload, 4);
     memcpy(&k, d->payload + 4, 4);
-    int64_t now = bench_now_ns();
+    int64_t now = wire_mono_ns();
     if (s->received < s->expected)
         s->lat[s->received] = now - __atomic_load_n(&s->pubs[pi].sent_ns[k], __ATOMIC_RELAXED);
     s->received++;
@@ -230,7 +222,7 @@ bench_fill(spbe_client *c, const char *topic, long n, long size, uint64_t *first
     }
     fill f = {0};
     spbe_set_receipt_handler(c, on_fill_receipt, &f);
-    int64_t t0 = bench_now_ns();
+    int64_t t0 = wire_mono_ns();
     for (long k = 0; k < n && rc == SPBE_OK; k++) {
         while (rc == SPBE_OK && spbe_in_flight(c) >= 1000)
             rc = spbe_dispatch(c, 1000, NULL);
@@ -239,7 +231,7 @@ bench_fill(spbe_client *c, const char *topic, long n, long size, uint64_t *first
     }
     if (rc == SPBE_OK)
         rc = spbe_flush(c, 60000);
-    *rate = (double)n / ((double)(bench_now_ns() - t0) / 1e9);
+    *rate = (double)n / ((double)(wire_mono_ns() - t0) / 1e9);
     spbe_set_receipt_handler(c, NULL, NULL);
     if (rc == SPBE_OK && f.errors) {
         fprintf(stderr, "spbe bench: %ld publishes refused, first: %s\n", f.errors, f.error);
@@ -322,7 +314,7 @@ cmd_bench(int argc, char **argv)
         return EXIT_ERROR;
     publisher *pubs = calloc((size_t)cfg.publishers, sizeof *pubs);
     uint8_t *payload = calloc(1, (size_t)cfg.size);
-    int64_t t_sign = bench_now_ns();
+    int64_t t_sign = wire_mono_ns();
     for (int p = 0; p < cfg.publishers; p++) {
         publisher *pb = &pubs[p];
         pb->cfg = &cfg;
@@ -341,7 +333,7 @@ cmd_bench(int argc, char **argv)
                 return cli_fail("bench", SPBE_INVALID_TOPIC, "%s", spbe_last_error(signer));
         }
     }
-    double sign_s = (double)(bench_now_ns() - t_sign) / 1e9;
+    double sign_s = (double)(wire_mono_ns() - t_sign) / 1e9;
 
     subscriber sub = {.pubs = pubs, .expected = cfg.messages};
     pthread_t sub_thread;
@@ -358,15 +350,15 @@ cmd_bench(int argc, char **argv)
     for (int p = 0; p < cfg.publishers; p++)
         pthread_create(&threads[p], NULL, publisher_run, &pubs[p]);
     pthread_barrier_wait(&start_barrier);
-    int64_t t0 = bench_now_ns();
+    int64_t t0 = wire_mono_ns();
     if (!cfg.no_subscriber)
         pthread_create(&sub_thread, NULL, subscriber_run, &sub);
     for (int p = 0; p < cfg.publishers; p++)
         pthread_join(threads[p], NULL);
-    int64_t t1 = bench_now_ns();
+    int64_t t1 = wire_mono_ns();
     if (!cfg.no_subscriber) {
-        int64_t wait_until = bench_now_ns() + 10000000000LL;
-        while (sub.received < sub.expected && bench_now_ns() < wait_until) {
+        int64_t wait_until = wire_mono_ns() + 10000000000LL;
+        while (sub.received < sub.expected && wire_mono_ns() < wait_until) {
             struct timespec ts = {0, 10000000};
             nanosleep(&ts, NULL);
         }

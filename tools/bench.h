@@ -9,7 +9,6 @@
 #include "cli.h"
 
 /* Monotonic clock, nanoseconds. */
-int64_t bench_now_ns(void);
 /* A session with the common options, or NULL after printing why. */
 spbe_client *bench_client(const cli_common *common);
 /* qsort comparison of int64_t. */

@@ -12,6 +12,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "wire.h"
 
 static const char consume_usage[] =
     "usage: spbe bench consume [options]\n"
@@ -211,7 +212,7 @@ bench_consume(const delivery_config *cfg)
         if (!members[i].c)
             return EXIT_ERROR;
     }
-    int64_t t0 = bench_now_ns();
+    int64_t t0 = wire_mono_ns();
     for (long i = 0; i < cfg->members; i++)
         pthread_create(&threads[i], NULL, member_run, &members[i]);
     while (__atomic_load_n(&received, __ATOMIC_RELAXED) < cfg->messages) {
@@ -222,16 +223,16 @@ bench_consume(const delivery_config *cfg)
         if (dead == cfg->members)
             break;
     }
-    int64_t t_delivered = bench_now_ns();
+    int64_t t_delivered = wire_mono_ns();
     uint64_t pending = 1, acked = 0;
     int64_t give_up = t_delivered + 30000000000LL;
-    while (pending && bench_now_ns() < give_up) {
+    while (pending && wire_mono_ns() < give_up) {
         if (consumer_counts(ctl, name, &pending, &acked) != SPBE_OK)
             break;
         if (pending)
             sleep_ms(1);
     }
-    int64_t t1 = bench_now_ns();
+    int64_t t1 = wire_mono_ns();
     stop = 1;
     int failed = pending != 0;
     for (long i = 0; i < cfg->members; i++) {
@@ -328,10 +329,10 @@ caller_run(void *arg)
     pthread_barrier_wait(&callers_ready);
     for (long i = 0; i < k->count; i++) {
         spbe_response r;
-        int64_t t = bench_now_ns();
+        int64_t t = wire_mono_ns();
         int rc = spbe_request(k->c, k->service, payload, (size_t)k->cfg->size, 10000, NULL, &r);
         if (rc == SPBE_OK && r.receipts_verified && r.payload_len == (size_t)k->cfg->size) {
-            k->lat[k->done++] = bench_now_ns() - t;
+            k->lat[k->done++] = wire_mono_ns() - t;
         } else {
             if (!k->errors)
                 snprintf(k->error, sizeof k->error, "%s: %.200s", spbe_error_name(rc), r.error);
@@ -379,11 +380,11 @@ bench_req(const delivery_config *cfg)
         pthread_create(&caller_threads[i], NULL, caller_run, k);
     }
     pthread_barrier_wait(&callers_ready);
-    int64_t t0 = bench_now_ns();
+    int64_t t0 = wire_mono_ns();
     long done = 0, errors = 0;
     for (long i = 0; i < cfg->callers; i++)
         pthread_join(caller_threads[i], NULL);
-    int64_t t1 = bench_now_ns();
+    int64_t t1 = wire_mono_ns();
     stop = 1;
     for (long i = 0; i < cfg->servers; i++) {
         pthread_join(server_threads[i], NULL);

@@ -87,14 +87,6 @@ on_signal(int sig)
     demo_stop = 1;
 }
 
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 sleep_ms(int ms)
 {
@@ -516,18 +508,20 @@ proc_of_role(demo *d, const char *role)
 static int
 watch(demo *d, const expect *e, counts *c, double *secs)
 {
-    int64_t t0 = now_ns(), deadline = t0 + (int64_t)(120 + d->n_asn / 40) * 1000000000;
+    int64_t t0 = wire_mono_ns(), deadline = t0 + (int64_t)(120 + d->n_asn / 40) * 1000000000;
     int drawn = 0, killed = 0, every = 0;
     for (;;) {
         memset(c, 0, sizeof *c);
         topic_counts(d, c);
-        Spbe__Ikn__V1__JawabanStatus *j = ask_portal(d, NULL, 0);
+        /* about to kill a ministry: watch closely, a busy portal could answer too late */
+        int watching_kl = d->kill_role && !killed && strcmp(d->kill_role, "kl") == 0;
+        Spbe__Ikn__V1__JawabanStatus *j = watching_kl ? NULL : ask_portal(d, NULL, 0);
         if (j) {
             c->have_portal = 1;
             c->r = *j->ringkasan;
             spbe__ikn__v1__jawaban_status__free_unpacked(j, NULL);
         }
-        *secs = (double)(now_ns() - t0) / 1e9;
+        *secs = (double)(wire_mono_ns() - t0) / 1e9;
         if (d->interactive) {
             draw(d, c, e, *secs, drawn);
             drawn = 1;
@@ -569,7 +563,7 @@ watch(demo *d, const expect *e, counts *c, double *secs)
         }
         if (reap(d))
             return -1;
-        if (*d->stop || now_ns() > deadline) {
+        if (*d->stop || wire_mono_ns() > deadline) {
             fprintf(stderr, "spbe demo: %s before the process completed\n",
                     *d->stop ? "stopped" : "timed out");
             return -1;

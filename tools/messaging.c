@@ -70,14 +70,6 @@ typedef struct pub_args {
     int64_t not_before_ns, expires_ns;
 } pub_args;
 
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int
 pub_option(int opt, const char *arg, void *ctx)
 {
@@ -97,14 +89,14 @@ pub_option(int opt, const char *arg, void *ctx)
         return (a->not_before_ns = parse_time(arg)) <= 0;
     case 5: {
         long ms = strtol(arg, &end, 10);
-        a->not_before_ns = now_ns() + (int64_t)ms * 1000000;
+        a->not_before_ns = wire_now_ns() + (int64_t)ms * 1000000;
         return *end || ms < 1;
     }
     case 6:
         return (a->expires_ns = parse_time(arg)) <= 0;
     case 7: {
         long ms = strtol(arg, &end, 10);
-        a->expires_ns = now_ns() + (int64_t)ms * 1000000;
+        a->expires_ns = wire_now_ns() + (int64_t)ms * 1000000;
         return *end || ms < 1;
     }
     }

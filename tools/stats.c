@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "wire.h"
 
 static const char stats_usage[] =
     "usage: spbe stats [--watch] [--interval-ms N] [--json]\n"
@@ -32,14 +33,6 @@ typedef struct sample {
     int64_t at_ns;
 } sample;
 
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 sample_free(sample *s)
 {
@@ -60,7 +53,7 @@ sample_take(spbe_client *c, sample *s)
     a.topic_list = &tl;
     b.body_case = SPBE__V1__COMMAND__BODY_CONSUMER_LIST;
     b.consumer_list = &cl;
-    s->at_ns = mono_ns();
+    s->at_ns = wire_mono_ns();
     int rc = cli_call(c, &a, &s->topics, NULL, NULL);
     if (rc == SPBE_OK)
         rc = cli_call(c, &b, &s->consumers, NULL, NULL);

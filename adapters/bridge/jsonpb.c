@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "schema.h"
 #include "spbe/errors.h"
 
 static int fail(jsonpb_error *err, int code, const char *path, const char *fmt, ...)
@@ -63,35 +64,6 @@ describe(const json_t *v, char *buf, size_t n)
     else
         snprintf(buf, n, "%s", json_kind(v));
     return buf;
-}
-
-/* Size of one value of f in a message or a repeated array. */
-static size_t
-value_size(const ProtobufCFieldDescriptor *f)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return sizeof(uint64_t);
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return sizeof(double);
-    case PROTOBUF_C_TYPE_FLOAT:
-        return sizeof(float);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING:
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(void *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_ENUM:
-        return sizeof(int);
-    default:
-        return sizeof(uint32_t);
-    }
 }
 
 /* 1 if key names f: its .proto name or the lowerCamelCase form of it. */
@@ -387,7 +359,7 @@ fill(const ProtobufCMessageDescriptor *d, const json_t *j, const char *prefix, P
             size_t n = json_array_size(v);
             if (!n)
                 continue;
-            void *arr = calloc(n, value_size(f));
+            void *arr = calloc(n, schema_value_size(f));
             if (!arr)
                 return fail(err, SPBE_INTERNAL, path, "out of memory");
             *(void **)p = arr;
@@ -395,8 +367,8 @@ fill(const ProtobufCMessageDescriptor *d, const json_t *j, const char *prefix, P
             for (size_t k = 0; k < n; k++) {
                 char item[184];
                 snprintf(item, sizeof item, "%s[%zu]", path, k);
-                int rc =
-                    set_value(f, json_array_get(v, k), (char *)arr + k * value_size(f), item, err);
+                int rc = set_value(f, json_array_get(v, k), (char *)arr + k * schema_value_size(f),
+                                   item, err);
                 if (rc != SPBE_OK)
                     return rc;
             }
@@ -557,7 +529,7 @@ value_json(const ProtobufCFieldDescriptor *f, const void *p)
 static int
 is_zero(const ProtobufCFieldDescriptor *f, const void *p)
 {
-    switch (value_size(f)) {
+    switch (schema_value_size(f)) {
     case 1:
         return *(const uint8_t *)p == 0;
     case 4:
@@ -594,7 +566,7 @@ jsonpb_to_json(const ProtobufCMessage *m)
             v = json_array();
             const char *arr = *(const char *const *)p;
             for (size_t k = 0; v && k < n; k++)
-                if (json_array_append_new(v, value_json(f, arr + k * value_size(f)))) {
+                if (json_array_append_new(v, value_json(f, arr + k * schema_value_size(f)))) {
                     json_decref(v);
                     v = NULL;
                 }

@@ -10,14 +10,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
-
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+#include "wire.h"
 
 /* Ends job (under p->mu). */
 static void
@@ -74,7 +67,7 @@ send_queued(publisher *p)
 static void
 expire(publisher *p, int all, int rc, const char *why)
 {
-    int64_t now = now_ns();
+    int64_t now = wire_now_ns();
     pthread_mutex_lock(&p->mu);
     for (pub_job **j = &p->inflight; *j;) {
         if (all || (*j)->deadline_ns <= now) {

@@ -51,14 +51,6 @@ struct webhook {
     uint64_t delivered, retries;
 };
 
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static json_t *
 ns_string(int64_t ns)
 {
@@ -138,7 +130,7 @@ on_delivery(const spbe_delivery *d, void *arg)
     webhook *w = arg;
     if (!d->consumer)
         return;
-    int64_t now = now_ns();
+    int64_t now = wire_now_ns();
     int64_t wait = d->ack_deadline_ns > now ? d->ack_deadline_ns - now : 30000000000LL;
     held *h = find(w, d->topic, d->sequence);
     if (h) { /* delivered again (a reconnect, or the ack wait passed): still ours */
@@ -270,7 +262,7 @@ transfer_done(webhook *w, held *h, CURLcode result)
     if (delay > w->cfg->retry_max_ms)
         delay = w->cfg->retry_max_ms;
     delay += randombytes_uniform((uint32_t)(delay / 4 + 1)); /* spread the retries */
-    h->next_ns = now_ns() + delay * 1000000;
+    h->next_ns = wire_now_ns() + delay * 1000000;
     if (result == CURLE_OK)
         bridge_log("warn", "webhook_retry",
                    "consumer=%s topic=%s sequence=%" PRIu64 " attempt=%d status=%ld delay_ms=%lld",
@@ -304,7 +296,7 @@ run(void *arg)
             bridge_fatal(w->fatal);
             break;
         }
-        int64_t now = now_ns(), next = now + 200000000;
+        int64_t now = wire_now_ns(), next = now + 200000000;
         for (held *h = w->list; h; h = h->next) {
             if (now >= h->progress_ns) { /* still trying: keep it ours */
                 spbe_ack(w->client, w->hook->consumer, h->topic, h->sequence, SPBE_PROGRESS, 0, 0);
@@ -327,7 +319,7 @@ run(void *arg)
                 transfer_done(w, h, msg->data.result);
             }
         spbe_dispatch(w->client, 0, NULL); /* the fd is edge-triggered: after every call */
-        int timeout = (int)((next - now_ns()) / 1000000);
+        int timeout = (int)((next - wire_now_ns()) / 1000000);
         int lib = spbe_next_timeout_ms(w->client);
         if (lib >= 0 && lib < timeout)
             timeout = lib;

@@ -291,3 +291,21 @@ ikn_stage_run(ikn_ctx *x, const ikn_stage *stage, ikn_stage_stats *stats)
     spbe_close(&s.c);
     return rc == SPBE_OK ? SPBE_OK : rc;
 }
+
+int
+ikn_follow(ikn_ctx *x, const char *consumer, const char *pattern,
+           ikn_verdict (*transform)(ikn_ctx *, spbe_client *, void *, const ikn_item *,
+                                    ikn_output *),
+           const char *published_as)
+{
+    ikn_stage st = {
+        .consumer = consumer, .pattern = pattern, .max_in_flight = 1000, .transform = transform};
+    ikn_stage_stats stats = {0};
+    int rc = ikn_stage_run(x, &st, &stats);
+    printf("{\"role\":\"%s\",\"consumed\":%llu,\"%s\":%llu,\"duplicates\":%llu,"
+           "\"refused\":%llu,\"code\":\"%s\"}\n",
+           x->role, (unsigned long long)stats.consumed, published_as,
+           (unsigned long long)stats.published, (unsigned long long)stats.duplicates,
+           (unsigned long long)stats.refused, spbe_error_name(rc));
+    return rc == SPBE_OK ? 0 : 1;
+}

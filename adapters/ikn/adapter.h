@@ -83,6 +83,13 @@ typedef struct ikn_stage_stats {
 /* Runs stage on one client until ctx->stop; adds what it did to *stats. */
 int ikn_stage_run(ikn_ctx *x, const ikn_stage *stage, ikn_stage_stats *stats);
 
+/* Runs a stage of one session on consumer (pattern, 1000 in flight) until stopped, then
+ * prints its JSON report, published messages counted under published_as. Exit status. */
+int ikn_follow(ikn_ctx *x, const char *consumer, const char *pattern,
+               ikn_verdict (*transform)(ikn_ctx *, spbe_client *, void *, const ikn_item *,
+                                        ikn_output *),
+               const char *published_as);
+
 /* Logs one line to stderr: "ikn role=... event=... " fmt. */
 void ikn_log(const ikn_ctx *x, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -54,16 +54,5 @@ allocate(ikn_ctx *x, spbe_client *c, void *arg, const ikn_item *in, ikn_output *
 int
 ikn_hunian(ikn_ctx *x)
 {
-    ikn_stage st = {.consumer = "oikn-hunian",
-                    .pattern = "ikn.relokasi.status",
-                    .max_in_flight = 1000,
-                    .transform = allocate};
-    ikn_stage_stats stats = {0};
-    int rc = ikn_stage_run(x, &st, &stats);
-    printf("{\"role\":\"hunian\",\"consumed\":%llu,\"allocated\":%llu,\"duplicates\":%llu,"
-           "\"refused\":%llu,\"code\":\"%s\"}\n",
-           (unsigned long long)stats.consumed, (unsigned long long)stats.published,
-           (unsigned long long)stats.duplicates, (unsigned long long)stats.refused,
-           spbe_error_name(rc));
-    return rc == SPBE_OK ? 0 : 1;
+    return ikn_follow(x, "oikn-hunian", "ikn.relokasi.status", allocate, "allocated");
 }

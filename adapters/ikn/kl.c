@@ -9,6 +9,7 @@
 
 #include "adapter.h"
 #include "spbe/ikn/v1/relokasi.pb-c.h"
+#include "wire.h"
 
 #define WINDOW 1000
 
@@ -22,14 +23,6 @@ typedef struct kl_run {
     char first_reason[256];
 } kl_run;
 
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 on_receipt(const spbe_receipt *r, void *arg)
 {
@@ -37,7 +30,7 @@ on_receipt(const spbe_receipt *r, void *arg)
     if (r->token >= k->first_token && r->token - k->first_token < k->n_tokens) {
         int64_t sent = k->sent_ns[r->token - k->first_token];
         if (sent)
-            k->latency_us[k->n_latency++] = (uint64_t)(now_ns() - sent) / 1000;
+            k->latency_us[k->n_latency++] = (uint64_t)(wire_mono_ns() - sent) / 1000;
     }
     if (r->code == SPBE_OK)
         k->ok++;
@@ -78,7 +71,7 @@ send_one(kl_run *k, spbe_client *c, const char *topic, const ProtobufCMessage *m
     if (!k->first_token)
         k->first_token = token;
     if (token - k->first_token < k->n_tokens)
-        k->sent_ns[token - k->first_token] = now_ns();
+        k->sent_ns[token - k->first_token] = wire_mono_ns();
     return SPBE_OK;
 }
 
@@ -107,7 +100,7 @@ ikn_kl(ikn_ctx *x)
     int rc = k.sent_ns && k.latency_us ? ikn_connect(x, &c) : SPBE_INTERNAL;
     if (rc == SPBE_OK)
         spbe_set_receipt_handler(c, on_receipt, &k);
-    int64_t t0 = now_ns();
+    int64_t t0 = wire_mono_ns();
     char topic[256], key[128];
     uint8_t id[16];
     /* step 1: the unit scenario */
@@ -155,7 +148,7 @@ ikn_kl(ikn_ctx *x)
     }
     if (rc == SPBE_OK)
         rc = spbe_flush(c, 60000);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(wire_mono_ns() - t0) / 1e9;
     qsort(k.latency_us, k.n_latency, sizeof *k.latency_us, cmp_u64);
     uint64_t p50 = k.n_latency ? k.latency_us[k.n_latency / 2] : 0,
              p99 = k.n_latency ? k.latency_us[k.n_latency * 99 / 100] : 0;

@@ -53,16 +53,5 @@ set_allowance(ikn_ctx *x, spbe_client *c, void *arg, const ikn_item *in, ikn_out
 int
 ikn_tunjangan(ikn_ctx *x)
 {
-    ikn_stage st = {.consumer = "kemenkeu-tunjangan",
-                    .pattern = "ikn.relokasi.status",
-                    .max_in_flight = 1000,
-                    .transform = set_allowance};
-    ikn_stage_stats stats = {0};
-    int rc = ikn_stage_run(x, &st, &stats);
-    printf("{\"role\":\"tunjangan\",\"consumed\":%llu,\"set\":%llu,\"duplicates\":%llu,"
-           "\"refused\":%llu,\"code\":\"%s\"}\n",
-           (unsigned long long)stats.consumed, (unsigned long long)stats.published,
-           (unsigned long long)stats.duplicates, (unsigned long long)stats.refused,
-           spbe_error_name(rc));
-    return rc == SPBE_OK ? 0 : 1;
+    return ikn_follow(x, "kemenkeu-tunjangan", "ikn.relokasi.status", set_allowance, "set");
 }

@@ -23,8 +23,9 @@ static const struct {
     [SPBE_UNAVAILABLE] = {"UNAVAILABLE", "broker or service unavailable"},
     [SPBE_INTERNAL] = {"INTERNAL", "internal error"},
     [SPBE_RATE_LIMITED] = {"RATE_LIMITED", "the member sends faster than its rate limit"},
-    [SPBE_QUOTA_EXCEEDED] = {"QUOTA_EXCEEDED",
-                             "the member holds as many sessions, subscriptions or consumers as it may"},
+    [SPBE_QUOTA_EXCEEDED] =
+        {"QUOTA_EXCEEDED",
+         "the member holds as many sessions, subscriptions or consumers as it may"},
 };
 
 const char *

@@ -136,8 +136,8 @@ check_value(const ProtobufCFieldDescriptor *f, const void *p, const char *path, 
     }
 }
 
-static size_t
-value_size(const ProtobufCFieldDescriptor *f)
+size_t
+schema_value_size(const ProtobufCFieldDescriptor *f)
 {
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT64:
@@ -145,8 +145,11 @@ value_size(const ProtobufCFieldDescriptor *f)
     case PROTOBUF_C_TYPE_SFIXED64:
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
+        return sizeof(uint64_t);
     case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
+        return sizeof(double);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return sizeof(float);
     case PROTOBUF_C_TYPE_BOOL:
         return sizeof(protobuf_c_boolean);
     case PROTOBUF_C_TYPE_STRING:
@@ -154,8 +157,10 @@ value_size(const ProtobufCFieldDescriptor *f)
         return sizeof(void *);
     case PROTOBUF_C_TYPE_BYTES:
         return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_ENUM:
+        return sizeof(int);
     default:
-        return 4;
+        return sizeof(uint32_t);
     }
 }
 
@@ -180,7 +185,7 @@ check_message(const ProtobufCMessage *m, const char *prefix, char *why, size_t w
             for (size_t k = 0; k < n; k++) {
                 char item[184];
                 snprintf(item, sizeof item, "%s[%zu]", path, k);
-                int rc = check_value(f, arr + k * value_size(f), item, why, why_len);
+                int rc = check_value(f, arr + k * schema_value_size(f), item, why, why_len);
                 if (rc != SPBE_OK)
                     return rc;
             }

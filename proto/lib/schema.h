@@ -29,6 +29,9 @@ const ProtobufCMessageDescriptor *schema_at(size_t i);
 int schema_check(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, char *why,
                  size_t why_len);
 
+/* The size of one value of field f in a protobuf-c message struct or repeated array. */
+size_t schema_value_size(const ProtobufCFieldDescriptor *f);
+
 /* 1 if s[0..n) is valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF). */
 int schema_utf8_valid(const uint8_t *s, size_t n);
 

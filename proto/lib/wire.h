@@ -59,6 +59,8 @@ void wire_hash(const uint8_t *data, size_t len, uint8_t out[WIRE_HASH_BYTES]);
 
 /* Unix time now in nanoseconds (CLOCK_REALTIME). */
 int64_t wire_now_ns(void);
+/* A clock for durations, in nanoseconds (CLOCK_MONOTONIC: never steps back). */
+int64_t wire_mono_ns(void);
 
 /* Random message id. */
 void wire_random_id(uint8_t id[WIRE_ID_BYTES]);
