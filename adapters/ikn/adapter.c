@@ -1,6 +1,8 @@
 /* adapter.c - what the reference process's adapters share (adapter.h). */
 #include "adapter.h"
 
+#include "process.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,4 +310,32 @@ ikn_follow(ikn_ctx *x, const char *consumer, const char *pattern,
            (unsigned long long)stats.published, (unsigned long long)stats.duplicates,
            (unsigned long long)stats.refused, spbe_error_name(rc));
     return rc == SPBE_OK ? 0 : 1;
+}
+
+int
+ikn_print_bindings(ikn_ctx *x)
+{
+    (void)x;
+    ikn_write_bindings(stdout);
+    return 0;
+}
+
+int
+ikn_print_members(ikn_ctx *x)
+{
+    ikn_member m[IKN_MEMBERS_MAX];
+    char pubs[IKN_MEMBERS_MAX][2][96];
+    size_t n = ikn_members(&x->world, m, pubs);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s %s %s", m[i].name, m[i].role ? m[i].role : "-",
+               m[i].instansi ? m[i].instansi : "-");
+        static const char *const flag[] = {"--pub", "--sub", "--serve", "--call", "--role"};
+        const char *const *lists[] = {m[i].pub, m[i].sub, m[i].serve, m[i].call, m[i].roles};
+        const size_t caps[] = {3, 2, 2, 3, 2};
+        for (size_t l = 0; l < 5; l++)
+            for (size_t k = 0; k < caps[l] && lists[l][k]; k++)
+                printf(" %s %s", flag[l], lists[l][k]);
+        printf("\n");
+    }
+    return 0;
 }

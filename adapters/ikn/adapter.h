@@ -104,5 +104,7 @@ int ikn_bkn(ikn_ctx *x);
 int ikn_hunian(ikn_ctx *x);
 int ikn_tunjangan(ikn_ctx *x);
 int ikn_portal(ikn_ctx *x);
+int ikn_print_bindings(ikn_ctx *x);
+int ikn_print_members(ikn_ctx *x);
 
 #endif

@@ -31,6 +31,10 @@ usage(FILE *f)
                "                      from the events (8); serves portal.status\n"
                "  hunian              the IKN Authority: housing (6)\n"
                "  tunjangan           Kemenkeu: the pioneer allowance (7)\n"
+               "  bindings            print the broker settings that bind the process's topics\n"
+               "                      and services to their schemas (for --config)\n"
+               "  members             print each member: NAME ROLE INSTANSI|- and its rights as\n"
+               "                      spbe member add options (docker/ikn-setup reads it)\n"
                "\n"
                "options:\n"
                "  -k, --key FILE      the member's identity file (default $SPBE_KEY)\n"
@@ -108,8 +112,14 @@ main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*run)(ikn_ctx *);
-    } roles[] = {{"kl", ikn_kl},         {"dukcapil", ikn_dukcapil}, {"bkn", ikn_bkn},
-                 {"portal", ikn_portal}, {"hunian", ikn_hunian},     {"tunjangan", ikn_tunjangan}};
+    } roles[] = {{"kl", ikn_kl},
+                 {"dukcapil", ikn_dukcapil},
+                 {"bkn", ikn_bkn},
+                 {"portal", ikn_portal},
+                 {"hunian", ikn_hunian},
+                 {"tunjangan", ikn_tunjangan},
+                 {"bindings", ikn_print_bindings},
+                 {"members", ikn_print_members}};
     int (*run)(ikn_ctx *) = NULL;
     for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
         if (strcmp(roles[i].name, x.role) == 0)
