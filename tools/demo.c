@@ -970,12 +970,9 @@ demo_option(int opt, const char *arg, void *ctx)
     return -1;
 }
 
-int
-cmd_demo(int argc, char **argv)
+static int
+demo_main(demo *d, int argc, char **argv)
 {
-    static demo dd; /* large; one per process */
-    demo *d = &dd;
-    memset(d, 0, sizeof *d);
     d->n_asn = 15000;
     d->seed = 2024;
     d->port = 7400;
@@ -1084,5 +1081,16 @@ cmd_demo(int argc, char **argv)
         waitpid(d->broker, NULL, 0);
     }
     ikn_world_free(&d->world);
+    return rc;
+}
+
+int
+cmd_demo(int argc, char **argv)
+{
+    demo *d = calloc(1, sizeof *d); /* large for a stack */
+    if (!d)
+        return cli_fail("demo", SPBE_INTERNAL, "out of memory");
+    int rc = demo_main(d, argc, argv);
+    free(d);
     return rc;
 }

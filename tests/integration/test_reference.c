@@ -246,10 +246,38 @@ test_process_ministry_killed(void **state)
     run_process("kl");
 }
 
+/* What spbe demo refuses, and that it never empties a directory it did not make. */
+static void
+test_demo_refusals(void **state)
+{
+    (void)state;
+    char out[4096], err[4096];
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "%s demo --asn 0", SPBE_CLI_BIN),
+                     2);
+    assert_non_null(strstr(err, "--asn takes 1..2000000"));
+    assert_int_equal(
+        harness_run(out, sizeof out, err, sizeof err, "%s demo --kill nobody", SPBE_CLI_BIN), 2);
+    assert_non_null(strstr(err, "--kill takes kl, dukcapil, bkn, portal, hunian or tunjangan"));
+    char dir[] = "/tmp/spbe-reference-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char keep[600];
+    snprintf(keep, sizeof keep, "%s/precious", dir);
+    FILE *f = fopen(keep, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(harness_run(out, sizeof out, err, sizeof err, "%s demo --asn 10 --dir %s",
+                                 SPBE_CLI_BIN, dir),
+                     1);
+    assert_non_null(strstr(err, "an earlier demo did not make it"));
+    assert_int_equal(access(keep, F_OK), 0);
+    harness_run(NULL, 0, NULL, 0, "rm -rf %s", dir);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_demo_refusals),
         cmocka_unit_test(test_process),
         cmocka_unit_test(test_process_bkn_killed),
         cmocka_unit_test(test_process_portal_killed),
