@@ -1618,7 +1618,12 @@ collect_topic(const store_topic_info *t, void *arg)
     if (!may_read_topic(c->b, c->s, t->name))
         return 0;
     Spbe__V1__TopicInfo *ti = topic_info_new(t);
-    return !ti || collect_push(c, ti);
+    if (ti && collect_push(c, ti)) {
+        free(ti->name); /* no room to list it: not leaked */
+        free(ti);
+        return 1;
+    }
+    return !ti;
 }
 
 static void
@@ -1754,7 +1759,11 @@ static int
 collect_member(const Spbe__V1__Member *m, void *arg)
 {
     Spbe__V1__Member *copy = registry_member_copy(m);
-    return !copy || collect_push(arg, copy);
+    if (copy && collect_push(arg, copy)) {
+        spbe__v1__member__free_unpacked(copy, NULL); /* no room to list it: not leaked */
+        return 1;
+    }
+    return !copy;
 }
 
 static int
