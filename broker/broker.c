@@ -636,13 +636,13 @@ typedef struct admission {
 
 /* The type bound to a topic (service NULL) or to a service's requests (reply 0) or
  * replies (reply 1); NULL when none is. */
-static const char *
+static const ProtobufCMessageDescriptor *
 schema_bound(const broker *b, const char *topic, const char *service, int reply)
 {
     for (size_t i = 0; i < b->config.n_schemas; i++) {
         const schema_binding *sb = &b->config.schemas[i];
-        if (service ? sb->reply[0] && strcmp(sb->pattern, service) == 0
-                    : !sb->reply[0] && wire_pattern_match(sb->pattern, topic))
+        if (service ? sb->reply && strcmp(sb->pattern, service) == 0
+                    : !sb->reply && wire_pattern_match(sb->pattern, topic))
             return reply ? sb->reply : sb->type;
     }
     return NULL;
@@ -650,17 +650,17 @@ schema_bound(const broker *b, const char *topic, const char *service, int reply)
 
 /* The message's schema and payload against the type bound to them (none: SPBE_OK). */
 static int
-schema_admit(broker *b, const char *type, const Spbe__V1__Message *m, const char **reason)
+schema_admit(broker *b, const ProtobufCMessageDescriptor *type, const Spbe__V1__Message *m,
+             const char **reason)
 {
     if (!type)
         return SPBE_OK;
     char why[320];
-    if (strcmp(m->schema, type) != 0)
+    if (strcmp(m->schema, type->name) != 0)
         snprintf(why, sizeof why, "the message names its schema '%.128s'", m->schema);
-    else if (schema_check(schema_find(type), m->payload.data, m->payload.len, why, sizeof why) ==
-             SPBE_OK)
+    else if (schema_check(type, m->payload.data, m->payload.len, why, sizeof why) == SPBE_OK)
         return SPBE_OK;
-    snprintf(b->schema_why, sizeof b->schema_why, "payloads here are %s: %s", type, why);
+    snprintf(b->schema_why, sizeof b->schema_why, "payloads here are %s: %s", type->name, why);
     *reason = b->schema_why;
     return SPBE_SCHEMA_MISMATCH;
 }

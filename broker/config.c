@@ -176,12 +176,15 @@ config_parse_retention(const char *text, store_retention *r, char *err, size_t e
     return 0;
 }
 
-/* Copies a known type's name of text[0..n) into out; -1 with the reason otherwise. */
+/* The known type named by text[0..n) into *out; -1 with the reason otherwise. */
 static int
-schema_type(const char *text, size_t n, char *out, size_t out_len, char *err, size_t err_len)
+schema_type(const char *text, size_t n, const ProtobufCMessageDescriptor **out, char *err,
+            size_t err_len)
 {
-    snprintf(out, out_len, "%.*s", (int)(n < out_len ? n : out_len - 1), text);
-    if (n >= out_len || !schema_find(out)) {
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), text);
+    *out = n < sizeof name ? schema_find(name) : NULL;
+    if (!*out) {
         char known[1024];
         size_t used = 0;
         known[0] = '\0';
@@ -215,8 +218,8 @@ config_parse_schema(const char *text, int service, schema_binding *sb, char *err
                             "SERVICE=REQUEST_TYPE,REPLY_TYPE",
                             text),
                    -1;
-        if (schema_type(type, (size_t)(comma - type), sb->type, sizeof sb->type, err, err_len) ||
-            schema_type(comma + 1, strlen(comma + 1), sb->reply, sizeof sb->reply, err, err_len))
+        if (schema_type(type, (size_t)(comma - type), &sb->type, err, err_len) ||
+            schema_type(comma + 1, strlen(comma + 1), &sb->reply, err, err_len))
             return -1;
         return 0;
     }
@@ -224,7 +227,7 @@ config_parse_schema(const char *text, int service, schema_binding *sb, char *err
         return snprintf(err, err_len, "schema binding '%s': invalid topic pattern (not $sys.)",
                         text),
                -1;
-    return schema_type(type, strlen(type), sb->type, sizeof sb->type, err, err_len);
+    return schema_type(type, strlen(type), &sb->type, err, err_len);
 }
 
 int

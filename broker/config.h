@@ -5,18 +5,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "store.h"
 
 #define CONFIG_RETENTION_MAX 64
 #define CONFIG_SCHEMA_MAX 128
 
 /* A payload schema bound to topics (schema = "PATTERN=TYPE") or to a service's requests and
- * replies (service_schema = "SERVICE=REQUEST_TYPE,REPLY_TYPE"); types are names schema_find
- * knows. */
+ * replies (service_schema = "SERVICE=REQUEST_TYPE,REPLY_TYPE"); the types are resolved to
+ * their descriptors (schema_find) when the setting is read. */
 typedef struct schema_binding {
-    char pattern[256]; /* topic pattern, or the service's name */
-    char type[128];    /* the topic's type, or the service's request type */
-    char reply[128];   /* the service's reply type; "" for a topic binding */
+    char pattern[256];                       /* topic pattern, or the service's name */
+    const ProtobufCMessageDescriptor *type;  /* the topic's type, or the service's requests' */
+    const ProtobufCMessageDescriptor *reply; /* the service's replies'; NULL for a topic */
 } schema_binding;
 
 typedef struct broker_config {
