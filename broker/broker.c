@@ -40,6 +40,7 @@
 #define LETTERS_MAX 256 /* dead letters committed with one group (consumer.c's bound) */
 #define REQUEST_TIMEOUT_DEFAULT_MS 30000
 #define REQUEST_TIMEOUT_MAX_MS 300000
+#define RECEIPT_PATH_MAX 12 /* a group's receipt tree has at most 2^11 leaves */
 
 typedef struct session {
     uint8_t routing[ROUTING_MAX];
@@ -74,6 +75,10 @@ typedef struct pending_publish {
     char original_topic[WIRE_TOPIC_MAX_BYTES + 1];
     store_append_item *item;         /* NULL when refused before the commit */
     Spbe__V1__SignedReceipt receipt; /* signed by a worker; receipt.data freed after send */
+    /* the receipt's proof when the group's receipts are signed as one batch */
+    Spbe__V1__BatchProof receipt_proof;
+    ProtobufCBinaryData receipt_path_items[RECEIPT_PATH_MAX];
+    uint8_t receipt_path[RECEIPT_PATH_MAX][WIRE_HASH_BYTES];
 } pending_publish;
 
 /* Publishes that share one durable commit. */
@@ -86,6 +91,7 @@ typedef struct group {
     writer_job job;
     uint64_t tree_size; /* the audit log's tree once the group is committed */
     uint8_t tree_root[WIRE_HASH_BYTES];
+    uint8_t receipt_leaves[DRAIN_MAX][WIRE_HASH_BYTES]; /* with batch-signed receipts */
     uint64_t check_ns, verify_ns;
     struct group *next; /* in the free list */
 } group;
@@ -121,6 +127,7 @@ struct broker {
     int64_t next_expire_ms, next_head_ms; /* session expiry and signed heads are due */
     int pump;                             /* last turn's fan-out: 1 more now, 2 soon, 0 done */
     workpool *workers;
+    wire_sigcache *sigcache; /* batch roots verified (publishers' batch signatures) */
     stage_clock clock;
     consumer_set *consumers;
     service_table *services;
@@ -390,8 +397,9 @@ broker_new(const broker_config *config, broker **out, char *err, size_t err_len)
                               config->consumer_max_deliveries, config->consumer_max_in_flight);
     b->services = service_table_new();
     b->workers = workpool_new(0);
+    b->sigcache = wire_sigcache_new();
     b->ctx = zmq_ctx_new();
-    if (!b->router || !b->ctx || !b->consumers || !b->services)
+    if (!b->router || !b->ctx || !b->consumers || !b->services || !b->sigcache)
         goto fail_msg;
     if (consumer_set_load(b->consumers) != SPBE_OK) {
         snprintf(err, err_len, "cannot load the consumers");
@@ -482,6 +490,7 @@ broker_destroy(broker **bp)
     consumer_set_destroy(&b->consumers);
     service_table_destroy(&b->services);
     workpool_destroy(&b->workers);
+    wire_sigcache_free(&b->sigcache);
     if (b->socket)
         zmq_close(b->socket);
     if (b->zap)
@@ -560,12 +569,12 @@ typedef struct receipt_audit {
     const uint8_t *tree_root;
 } receipt_audit;
 
-/* Builds the receipt of one publish and signs it with the broker's key into *out
- * (out->receipt.data is NULL if that failed; the caller frees it). audit may be NULL.
- * Thread-safe. */
+/* Builds the receipt of one publish into *out, signed with the broker's key, or (sign 0)
+ * encoded with room after it for its batch's signature (out->receipt.data is NULL if
+ * that failed; the caller frees it). audit may be NULL. Thread-safe. */
 static void
-receipt_sign(const broker *b, int code, const char *topic, uint64_t sequence, int64_t accepted_ns,
-             const uint8_t *hash, const Spbe__V1__Message *m, const receipt_audit *audit,
+receipt_make(const broker *b, int code, const char *topic, uint64_t sequence, int64_t accepted_ns,
+             const uint8_t *hash, const Spbe__V1__Message *m, const receipt_audit *audit, int sign,
              Spbe__V1__SignedReceipt *out)
 {
     Spbe__V1__Receipt r = SPBE__V1__RECEIPT__INIT;
@@ -588,6 +597,19 @@ receipt_sign(const broker *b, int code, const char *topic, uint64_t sequence, in
         r.tree_size = audit->tree_size;
         r.tree_root.data = (uint8_t *)audit->tree_root;
         r.tree_root.len = WIRE_HASH_BYTES;
+    }
+    if (!sign) { /* encoded with room for the batch's signature, set later */
+        spbe__v1__signed_receipt__init(out);
+        size_t len = spbe__v1__receipt__get_packed_size(&r);
+        uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
+        if (buf) {
+            spbe__v1__receipt__pack(&r, buf);
+            out->receipt.data = buf;
+            out->receipt.len = len;
+            out->signature.data = buf + len;
+            out->signature.len = WIRE_SIGNATURE_BYTES;
+        }
+        return;
     }
     if (wire_receipt_sign(&r, b->key.secret_key, out) != SPBE_OK)
         out->receipt.data = NULL;
@@ -622,7 +644,7 @@ reject_publish(broker *b, session *s, uint64_t request_id, int code, const char 
                   s->member, log_clean(m && m->topic ? m->topic : "-", 0, topic, sizeof topic),
                   spbe_error_name(code), reason);
     Spbe__V1__SignedReceipt receipt;
-    receipt_sign(b, code, NULL, 0, 0, hash, m, NULL, &receipt);
+    receipt_make(b, code, NULL, 0, 0, hash, m, NULL, 1, &receipt);
     receipt_send(b, s->routing, s->routing_len, request_id, code, reason, &receipt);
 }
 
@@ -812,10 +834,6 @@ admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admissi
     Spbe__V1__Message *m;
     const char *reason = NULL;
     int code = wire_envelope_decode(data, len, &sm, &m, &reason);
-    if (code == SPBE_OK && sm->batch) {
-        code = SPBE_BAD_REQUEST;
-        reason = "batch signatures are not supported by this broker";
-    }
     char skew_reason[128];
     if (code == SPBE_OK && b->config.max_clock_skew_s) {
         int64_t skew = m->created_ns - wire_now_ns();
@@ -870,32 +888,77 @@ admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admissi
     p->receipt.receipt.data = NULL;
 }
 
+typedef struct group_work {
+    const broker *b;
+    group *g;
+    int batched; /* receipts: encoded and hashed as leaves, signed as one batch after */
+} group_work;
+
+/* Verifies one signature of the group (runs on the workers); a batch's root signature
+ * is checked once, its other messages hit the cache. */
 static void
 verify_one(void *ctx, size_t i)
 {
-    pending_publish *p = &((group *)ctx)->batch[i];
-    if (wire_envelope_verify(p->signed_message, p->sender_key) != SPBE_OK)
+    group_work *w = ctx;
+    pending_publish *p = &w->g->batch[i];
+    if (wire_envelope_verify_cached(p->signed_message, p->sender_key, w->b->sigcache) != SPBE_OK)
         p->code = SPBE_BAD_SIGNATURE;
 }
 
-typedef struct receipt_work {
-    const broker *b;
-    group *g;
-} receipt_work;
-
-/* Signs one receipt of the group into its slot (runs on the workers). */
+/* Builds one receipt of the group into its slot, signed, or as a leaf of the group's
+ * batch (runs on the workers). */
 static void
 receipt_one(void *ctx, size_t i)
 {
-    receipt_work *w = ctx;
+    group_work *w = ctx;
     pending_publish *p = &w->g->batch[i];
     int stored = p->item && (p->code == SPBE_OK || p->code == SPBE_DUPLICATE);
     receipt_audit audit = {0, w->g->tree_size, w->g->tree_root};
     if (p->code == SPBE_OK && p->item)
         audit.leaf_index = p->item->leaf_index;
-    receipt_sign(w->b, p->code, p->topic, stored ? p->item->sequence : 0,
+    receipt_make(w->b, p->code, p->topic, stored ? p->item->sequence : 0,
                  stored ? p->item->accepted_ns : 0, p->hash, p->message,
-                 p->code == SPBE_OK && p->item ? &audit : NULL, &p->receipt);
+                 p->code == SPBE_OK && p->item ? &audit : NULL, !w->batched, &p->receipt);
+    if (w->batched && p->receipt.receipt.data)
+        wire_batch_leaf(WIRE_CONTEXT_RECEIPT, p->receipt.receipt.data, p->receipt.receipt.len,
+                        w->g->receipt_leaves[i]);
+}
+
+/* Gives each receipt of the group the one batch signature and its inclusion proof. */
+static int
+receipts_batch_sign(const broker *b, group *g)
+{
+    for (size_t i = 0; i < g->n_batch; i++)
+        if (!g->batch[i].receipt.receipt.data)
+            return -1;
+    wire_batch wb;
+    if (wire_batch_sign(&wb, (const uint8_t(*)[WIRE_HASH_BYTES])g->receipt_leaves, g->n_batch,
+                        b->key.secret_key) != SPBE_OK)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < g->n_batch && rc == 0; i++) {
+        pending_publish *p = &g->batch[i];
+        uint8_t path[MERKLE_PATH_MAX][WIRE_HASH_BYTES];
+        size_t n;
+        if (wire_batch_path(&wb, i, path, &n) || n > RECEIPT_PATH_MAX) {
+            rc = -1;
+            break;
+        }
+        spbe__v1__batch_proof__init(&p->receipt_proof);
+        p->receipt_proof.index = i;
+        p->receipt_proof.size = g->n_batch;
+        p->receipt_proof.n_path = n;
+        p->receipt_proof.path = p->receipt_path_items;
+        for (size_t k = 0; k < n; k++) {
+            memcpy(p->receipt_path[k], path[k], WIRE_HASH_BYTES);
+            p->receipt_path_items[k].data = p->receipt_path[k];
+            p->receipt_path_items[k].len = WIRE_HASH_BYTES;
+        }
+        p->receipt.batch = &p->receipt_proof;
+        memcpy(p->receipt.signature.data, wb.signature, WIRE_SIGNATURE_BYTES);
+    }
+    wire_batch_free(&wb);
+    return rc;
 }
 
 static const char *
@@ -1057,8 +1120,17 @@ group_finish(broker *b, group *g)
     }
     store_reader_end(&rd);
     store_tree_head(b->store, &g->tree_size, g->tree_root);
-    receipt_work w = {b, g};
+    /* one signature for the group's receipts, each with its proof (one alone: signed) */
+    group_work w = {b, g, g->n_batch > 1};
     workpool_run(b->workers, receipt_one, &w, g->n_batch, 4);
+    if (w.batched && receipts_batch_sign(b, g) != 0) {
+        for (size_t i = 0; i < g->n_batch; i++) {
+            free(g->batch[i].receipt.receipt.data);
+            g->batch[i].receipt.receipt.data = NULL;
+        }
+        w.batched = 0;
+        workpool_run(b->workers, receipt_one, &w, g->n_batch, 4);
+    }
     for (size_t i = 0; i < g->n_batch; i++) {
         pending_publish *p = &g->batch[i];
         if (p->kind == KIND_REQUEST && p->code == SPBE_OK) {
@@ -1122,7 +1194,8 @@ group_submit(broker *b)
     group *g = b->filling;
     b->filling = NULL;
     uint64_t t0 = mono_ns();
-    workpool_run(b->workers, verify_one, g, g->n_batch, 4);
+    group_work vw = {b, g, 0};
+    workpool_run(b->workers, verify_one, &vw, g->n_batch, 4);
     g->verify_ns = mono_ns() - t0;
     size_t n_items = 0;
     for (size_t i = 0; i < g->n_batch; i++) {
@@ -1137,6 +1210,7 @@ group_submit(broker *b)
         it->id = p->message->id.data;
         it->data = zmq_msg_data(&p->body);
         it->len = zmq_msg_size(&p->body);
+        it->hash = p->hash;
         p->item = it;
     }
     g->n_items = n_items;

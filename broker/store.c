@@ -456,17 +456,15 @@ topic_slot_find(store *s, MDB_txn *txn, append_state *st, const char *name, topi
     return 0;
 }
 
+/* The dedup index's key: the first 16 bytes of SHA-256(sender), then the id as sent,
+ * so that a sender's time-ordered ids append to its part of the index. */
 static void
 dedup_key(const char *sender, const uint8_t *id, uint8_t key[WIRE_HASH_BYTES])
 {
-    size_t n = strlen(sender);
-    uint8_t buf[WIRE_MEMBER_MAX_BYTES + 1 + WIRE_ID_BYTES];
-    if (n > WIRE_MEMBER_MAX_BYTES)
-        n = WIRE_MEMBER_MAX_BYTES;
-    memcpy(buf, sender, n);
-    buf[n] = 0;
-    memcpy(buf + n + 1, id, WIRE_ID_BYTES);
-    wire_hash(buf, n + 1 + WIRE_ID_BYTES, key);
+    uint8_t h[WIRE_HASH_BYTES];
+    wire_hash((const uint8_t *)sender, strnlen(sender, WIRE_MEMBER_MAX_BYTES), h);
+    memcpy(key, h, WIRE_HASH_BYTES - WIRE_ID_BYTES);
+    memcpy(key + WIRE_HASH_BYTES - WIRE_ID_BYTES, id, WIRE_ID_BYTES);
 }
 
 /* ------------------------------------------------------------ audit log */
@@ -665,7 +663,10 @@ append_one(store *s, MDB_txn *txn, append_state *st, store_append_item *it, int6
     memcpy(rec + MESSAGE_HEADER_BYTES, it->data, it->len);
     Spbe__V1__AuditLeaf al = SPBE__V1__AUDIT_LEAF__INIT;
     uint8_t hash[WIRE_HASH_BYTES];
-    crypto_hash_sha256(hash, it->data, it->len);
+    if (it->hash)
+        memcpy(hash, it->hash, sizeof hash);
+    else
+        wire_hash(it->data, it->len, hash);
     al.kind = SPBE__V1__LEAF_KIND__LEAF_MESSAGE;
     al.topic = (char *)it->topic;
     al.sequence = seq;

@@ -64,7 +64,8 @@ typedef struct store_append_item {
     const uint8_t *id; /* 16 bytes */
     const uint8_t *data;
     size_t len;
-    int no_dedup; /* a replay: appended again even if (sender, id) was seen */
+    const uint8_t *hash; /* SHA-256 of data if the caller has it, else NULL */
+    int no_dedup;        /* a replay: appended again even if (sender, id) was seen */
     /* outputs */
     int code; /* SPBE_OK, SPBE_DUPLICATE or SPBE_STORAGE_FULL/INTERNAL */
     uint32_t topic_id;

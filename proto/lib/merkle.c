@@ -1,19 +1,22 @@
 /* merkle.c - RFC 9162 Merkle trees over a source of perfect subtrees. */
 #include "merkle.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
+
+#include "sha256.h"
 
 void
 merkle_leaf_hash(const uint8_t *leaf, size_t len, uint8_t out[MERKLE_HASH_BYTES])
 {
     static const uint8_t prefix = 0x00;
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
-    crypto_hash_sha256_update(&st, &prefix, 1);
-    crypto_hash_sha256_update(&st, leaf, len);
-    crypto_hash_sha256_final(&st, out);
+    sha256_state st;
+    sha256_init(&st);
+    sha256_update(&st, &prefix, 1);
+    sha256_update(&st, leaf, len);
+    sha256_final(&st, out);
 }
 
 void
@@ -24,7 +27,7 @@ merkle_node_hash(const uint8_t left[MERKLE_HASH_BYTES], const uint8_t right[MERK
     buf[0] = 0x01;
     memcpy(buf + 1, left, MERKLE_HASH_BYTES);
     memcpy(buf + 1 + MERKLE_HASH_BYTES, right, MERKLE_HASH_BYTES);
-    crypto_hash_sha256(out, buf, sizeof buf);
+    sha256(buf, sizeof buf, out);
 }
 
 /* The largest power of two below n (n >= 2). */
@@ -58,7 +61,7 @@ int
 merkle_root(merkle_subtree_fn fn, void *ctx, uint64_t size, uint8_t root[MERKLE_HASH_BYTES])
 {
     if (size == 0) {
-        crypto_hash_sha256(root, (const uint8_t *)"", 0);
+        sha256((const uint8_t *)"", 0, root);
         return 0;
     }
     return range_hash(fn, ctx, 0, size, root);
@@ -124,9 +127,9 @@ merkle_consistency_proof(merkle_subtree_fn fn, void *ctx, uint64_t old_size, uin
 }
 
 int
-merkle_verify_inclusion(const uint8_t leaf_hash[MERKLE_HASH_BYTES], uint64_t index, uint64_t size,
-                        const uint8_t path[][MERKLE_HASH_BYTES], size_t n,
-                        const uint8_t root[MERKLE_HASH_BYTES])
+merkle_root_from_path(const uint8_t leaf_hash[MERKLE_HASH_BYTES], uint64_t index, uint64_t size,
+                      const uint8_t path[][MERKLE_HASH_BYTES], size_t n,
+                      uint8_t root[MERKLE_HASH_BYTES])
 {
     if (index >= size)
         return 0;
@@ -148,7 +151,20 @@ merkle_verify_inclusion(const uint8_t leaf_hash[MERKLE_HASH_BYTES], uint64_t ind
         fn >>= 1;
         sn >>= 1;
     }
-    return sn == 0 && sodium_memcmp(r, root, sizeof r) == 0;
+    if (sn != 0)
+        return 0;
+    memcpy(root, r, sizeof r);
+    return 1;
+}
+
+int
+merkle_verify_inclusion(const uint8_t leaf_hash[MERKLE_HASH_BYTES], uint64_t index, uint64_t size,
+                        const uint8_t path[][MERKLE_HASH_BYTES], size_t n,
+                        const uint8_t root[MERKLE_HASH_BYTES])
+{
+    uint8_t r[MERKLE_HASH_BYTES];
+    return merkle_root_from_path(leaf_hash, index, size, path, n, r) &&
+           sodium_memcmp(r, root, sizeof r) == 0;
 }
 
 int
@@ -220,4 +236,46 @@ merkle_append(merkle_subtree_fn fn, void *ctx, uint64_t index,
             return -1;
     }
     return 0;
+}
+
+int
+merkle_mem_init(merkle_mem *t, const uint8_t (*leaves)[MERKLE_HASH_BYTES], uint64_t n)
+{
+    memset(t, 0, sizeof *t);
+    if (n == 0)
+        return -1;
+    uint64_t total = 0;
+    for (uint64_t k = n; k; k >>= 1)
+        total += k;
+    t->hash = malloc(total * MERKLE_HASH_BYTES);
+    if (!t->hash)
+        return -1;
+    t->n = n;
+    memcpy(t->hash, leaves, n * MERKLE_HASH_BYTES);
+    uint64_t at = 0;
+    for (unsigned level = 0; (n >> level) > 1; level++) {
+        uint64_t count = n >> level, above = at + count;
+        t->offset[level + 1] = above;
+        for (uint64_t i = 0; i < count / 2; i++)
+            merkle_node_hash(t->hash[at + 2 * i], t->hash[at + 2 * i + 1], t->hash[above + i]);
+        at = above;
+    }
+    return 0;
+}
+
+int
+merkle_mem_subtree(void *ctx, unsigned level, uint64_t index, uint8_t out[MERKLE_HASH_BYTES])
+{
+    const merkle_mem *t = ctx;
+    if (level >= 64 || (t->n >> level) <= index)
+        return -1;
+    memcpy(out, t->hash[t->offset[level] + index], MERKLE_HASH_BYTES);
+    return 0;
+}
+
+void
+merkle_mem_free(merkle_mem *t)
+{
+    free(t->hash);
+    memset(t, 0, sizeof *t);
 }

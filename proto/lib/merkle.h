@@ -43,6 +43,12 @@ int merkle_verify_inclusion(const uint8_t leaf_hash[MERKLE_HASH_BYTES], uint64_t
                             uint64_t size, const uint8_t path[][MERKLE_HASH_BYTES], size_t n,
                             const uint8_t root[MERKLE_HASH_BYTES]);
 
+/* The root that path proves leaf_hash (leaf index of size leaves) to be under: 1, or 0
+ * if the path does not fit the tree's shape. */
+int merkle_root_from_path(const uint8_t leaf_hash[MERKLE_HASH_BYTES], uint64_t index, uint64_t size,
+                          const uint8_t path[][MERKLE_HASH_BYTES], size_t n,
+                          uint8_t root[MERKLE_HASH_BYTES]);
+
 /* 1 if the tree (new_size, new_root) extends (old_size, old_root), by path. */
 int merkle_verify_consistency(uint64_t old_size, uint64_t new_size,
                               const uint8_t old_root[MERKLE_HASH_BYTES],
@@ -58,5 +64,21 @@ int merkle_append(merkle_subtree_fn fn, void *ctx, uint64_t index,
                   const uint8_t leaf_hash[MERKLE_HASH_BYTES],
                   int (*put)(void *ctx, unsigned level, uint64_t index,
                              const uint8_t hash[MERKLE_HASH_BYTES]));
+
+/*
+ * A whole tree in memory, every perfect subtree kept (2n hashes at most): a source
+ * for merkle_root() and merkle_inclusion_proof() at O(log n) each, for batches signed
+ * once. Level l's subtrees are hash[offset[l] ...].
+ */
+typedef struct merkle_mem {
+    uint8_t (*hash)[MERKLE_HASH_BYTES];
+    uint64_t n;
+    uint64_t offset[MERKLE_PATH_MAX];
+} merkle_mem;
+
+/* Copies n >= 1 leaf hashes and hashes the perfect subtrees above them. 0 or -1. */
+int merkle_mem_init(merkle_mem *t, const uint8_t (*leaves)[MERKLE_HASH_BYTES], uint64_t n);
+int merkle_mem_subtree(void *ctx, unsigned level, uint64_t index, uint8_t out[MERKLE_HASH_BYTES]);
+void merkle_mem_free(merkle_mem *t);
 
 #endif

@@ -1,10 +1,13 @@
 /* wire.c - names, topics, keys, envelopes and receipts of protocol 1. */
 #include "wire.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "sha256.h"
 
 int
 wire_init(void)
@@ -124,7 +127,7 @@ wire_hex_decode(const char *hex, uint8_t *out, size_t n)
 void
 wire_hash(const uint8_t *data, size_t len, uint8_t out[WIRE_HASH_BYTES])
 {
-    crypto_hash_sha256(out, data, len);
+    sha256(data, len, out);
 }
 
 int64_t
@@ -146,7 +149,12 @@ wire_mono_ns(void)
 void
 wire_random_id(uint8_t id[WIRE_ID_BYTES])
 {
-    randombytes_buf(id, WIRE_ID_BYTES);
+    /* as UUIDv7: 48 bits of Unix milliseconds, then 80 random bits; ids that grow
+     * with time keep the broker's dedup index appending instead of scattering */
+    uint64_t ms = (uint64_t)(wire_now_ns() / 1000000);
+    for (int i = 0; i < 6; i++)
+        id[i] = (uint8_t)(ms >> (40 - 8 * i));
+    randombytes_buf(id + 6, WIRE_ID_BYTES - 6);
 }
 
 int
@@ -240,6 +248,86 @@ wire_message_sign(const Spbe__V1__Message *message, const uint8_t secret[WIRE_SE
     return SPBE_OK;
 }
 
+/* Packs a SignedMessage (message, signature, batch) into a malloc'ed buffer. */
+static uint8_t *
+signed_pack(const uint8_t *message, size_t mlen, const uint8_t *signature,
+            Spbe__V1__BatchProof *batch, size_t *out_len)
+{
+    Spbe__V1__SignedMessage sm = SPBE__V1__SIGNED_MESSAGE__INIT;
+    sm.message.data = (uint8_t *)message;
+    sm.message.len = mlen;
+    sm.signature.data = (uint8_t *)signature;
+    sm.signature.len = WIRE_SIGNATURE_BYTES;
+    sm.batch = batch;
+    size_t slen = spbe__v1__signed_message__get_packed_size(&sm);
+    uint8_t *sbuf = malloc(slen);
+    if (sbuf)
+        spbe__v1__signed_message__pack(&sm, sbuf);
+    *out_len = slen;
+    return sbuf;
+}
+
+int
+wire_message_sign_batch(const Spbe__V1__Message *const *messages, size_t n,
+                        const uint8_t secret[WIRE_SECRET_BYTES], uint8_t **out, size_t *out_len)
+{
+    if (n == 0 || n > WIRE_BATCH_MAX)
+        return SPBE_BAD_REQUEST;
+    uint8_t **encoded = calloc(n, sizeof *encoded);
+    size_t *lens = calloc(n, sizeof *lens);
+    uint8_t(*leaves)[WIRE_HASH_BYTES] = malloc(n * WIRE_HASH_BYTES);
+    int rc = encoded && lens && leaves ? SPBE_OK : SPBE_INTERNAL;
+    for (size_t i = 0; i < n && rc == SPBE_OK; i++) {
+        lens[i] = spbe__v1__message__get_packed_size(messages[i]);
+        encoded[i] = malloc(lens[i] ? lens[i] : 1);
+        if (!encoded[i]) {
+            rc = SPBE_INTERNAL;
+            break;
+        }
+        spbe__v1__message__pack(messages[i], encoded[i]);
+        wire_batch_leaf(WIRE_CONTEXT_MESSAGE, encoded[i], lens[i], leaves[i]);
+    }
+    wire_batch b;
+    memset(&b, 0, sizeof b);
+    if (rc == SPBE_OK)
+        rc = wire_batch_sign(&b, (const uint8_t(*)[WIRE_HASH_BYTES])leaves, n, secret);
+    size_t done = 0;
+    for (; done < n && rc == SPBE_OK; done++) {
+        uint8_t path[MERKLE_PATH_MAX][MERKLE_HASH_BYTES];
+        ProtobufCBinaryData items[MERKLE_PATH_MAX];
+        size_t np;
+        if (wire_batch_path(&b, done, path, &np)) {
+            rc = SPBE_INTERNAL;
+            break;
+        }
+        for (size_t k = 0; k < np; k++) {
+            items[k].data = path[k];
+            items[k].len = MERKLE_HASH_BYTES;
+        }
+        Spbe__V1__BatchProof proof = SPBE__V1__BATCH_PROOF__INIT;
+        proof.index = done;
+        proof.size = n;
+        proof.n_path = np;
+        proof.path = items;
+        out[done] = signed_pack(encoded[done], lens[done], b.signature, &proof, &out_len[done]);
+        if (!out[done])
+            rc = SPBE_INTERNAL;
+    }
+    if (rc != SPBE_OK)
+        while (done > 0) {
+            done--;
+            free(out[done]);
+            out[done] = NULL;
+        }
+    wire_batch_free(&b);
+    for (size_t i = 0; encoded && i < n; i++)
+        free(encoded[i]);
+    free(encoded);
+    free(lens);
+    free(leaves);
+    return rc;
+}
+
 int
 wire_envelope_decode(const uint8_t *data, size_t len, Spbe__V1__SignedMessage **signed_out,
                      Spbe__V1__Message **message_out, const char **reason)
@@ -266,6 +354,8 @@ wire_envelope_decode(const uint8_t *data, size_t len, Spbe__V1__SignedMessage **
         *reason = "signature must be 64 bytes";
         return SPBE_BAD_REQUEST;
     }
+    if (sm->batch && (*reason = wire_batch_proof_problem(sm->batch)) != NULL)
+        return SPBE_BAD_REQUEST;
     if (m->id.len != WIRE_ID_BYTES) {
         *reason = "message id must be 16 bytes";
         return SPBE_BAD_REQUEST;
@@ -295,14 +385,183 @@ wire_envelope_free(Spbe__V1__SignedMessage **signed_message, Spbe__V1__Message *
 }
 
 int
+wire_envelope_verify_cached(const Spbe__V1__SignedMessage *signed_message,
+                            const uint8_t public_key[WIRE_KEY_BYTES], wire_sigcache *cache)
+{
+    return wire_signed_verify(WIRE_CONTEXT_MESSAGE, signed_message->message.data,
+                              signed_message->message.len, signed_message->signature.data,
+                              signed_message->signature.len, signed_message->batch, public_key,
+                              cache);
+}
+
+int
 wire_envelope_verify(const Spbe__V1__SignedMessage *signed_message,
                      const uint8_t public_key[WIRE_KEY_BYTES])
 {
-    if (signed_message->batch)
+    return wire_envelope_verify_cached(signed_message, public_key, NULL);
+}
+
+/* ------------------------------------------------------------ batch signatures */
+
+void
+wire_batch_leaf(const char *context, const uint8_t *data, size_t len, uint8_t out[WIRE_HASH_BYTES])
+{
+    static const uint8_t prefix = 0x00; /* RFC 9162 leaf */
+    sha256_state st;
+    sha256_init(&st);
+    sha256_update(&st, &prefix, 1);
+    sha256_update(&st, context, strlen(context) + 1);
+    sha256_update(&st, data, len);
+    sha256_final(&st, out);
+}
+
+/* What the batch signature covers: size (8 bytes, big-endian) || root. */
+static void
+batch_signed_bytes(uint64_t size, const uint8_t root[WIRE_HASH_BYTES], uint8_t out[40])
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(size >> (56 - 8 * i));
+    memcpy(out + 8, root, WIRE_HASH_BYTES);
+}
+
+int
+wire_batch_sign(wire_batch *b, const uint8_t (*leaf_hashes)[WIRE_HASH_BYTES], size_t n,
+                const uint8_t secret[WIRE_SECRET_BYTES])
+{
+    memset(b, 0, sizeof *b);
+    if (n == 0 || n > WIRE_BATCH_MAX)
         return SPBE_BAD_REQUEST;
-    return wire_verify_detached(WIRE_CONTEXT_MESSAGE, signed_message->message.data,
-                                signed_message->message.len, signed_message->signature.data,
-                                signed_message->signature.len, public_key);
+    if (merkle_mem_init(&b->tree, leaf_hashes, n) ||
+        merkle_root(merkle_mem_subtree, &b->tree, n, b->root)) {
+        merkle_mem_free(&b->tree);
+        return SPBE_INTERNAL;
+    }
+    uint8_t covered[40];
+    batch_signed_bytes(n, b->root, covered);
+    wire_sign_detached(WIRE_CONTEXT_BATCH, covered, sizeof covered, secret, b->signature);
+    return SPBE_OK;
+}
+
+int
+wire_batch_path(const wire_batch *b, uint64_t index, uint8_t path[][WIRE_HASH_BYTES], size_t *n)
+{
+    return merkle_inclusion_proof(merkle_mem_subtree, (void *)&b->tree, index, b->tree.n, path, n);
+}
+
+void
+wire_batch_free(wire_batch *b)
+{
+    merkle_mem_free(&b->tree);
+}
+
+#define SIGCACHE_SETS 64
+#define SIGCACHE_WAYS 4 /* batches in flight at once from publishers whose roots collide */
+
+typedef struct sigcache_entry {
+    int used;
+    uint64_t size;
+    uint8_t key[WIRE_KEY_BYTES];
+    uint8_t root[WIRE_HASH_BYTES];
+    uint8_t signature[WIRE_SIGNATURE_BYTES];
+} sigcache_entry;
+
+struct wire_sigcache {
+    pthread_mutex_t lock;
+    sigcache_entry slot[SIGCACHE_SETS][SIGCACHE_WAYS];
+    unsigned next[SIGCACHE_SETS]; /* the way to replace next, round robin */
+};
+
+wire_sigcache *
+wire_sigcache_new(void)
+{
+    wire_sigcache *c = calloc(1, sizeof *c);
+    if (c && pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+wire_sigcache_free(wire_sigcache **cache)
+{
+    if (!*cache)
+        return;
+    pthread_mutex_destroy(&(*cache)->lock);
+    free(*cache);
+    *cache = NULL;
+}
+
+/* 1 if the cache holds this very (key, size, root, signature) as verified; remember
+ * stores it. */
+static int
+sigcache_probe(wire_sigcache *c, const uint8_t key[WIRE_KEY_BYTES], uint64_t size,
+               const uint8_t root[WIRE_HASH_BYTES], const uint8_t *signature, int remember)
+{
+    if (!c)
+        return 0;
+    unsigned set = (root[0] ^ signature[0]) % SIGCACHE_SETS;
+    int hit = 0;
+    pthread_mutex_lock(&c->lock);
+    if (remember) {
+        sigcache_entry *e = &c->slot[set][c->next[set]++ % SIGCACHE_WAYS];
+        e->used = 1;
+        e->size = size;
+        memcpy(e->key, key, WIRE_KEY_BYTES);
+        memcpy(e->root, root, WIRE_HASH_BYTES);
+        memcpy(e->signature, signature, WIRE_SIGNATURE_BYTES);
+    } else {
+        for (int w = 0; w < SIGCACHE_WAYS && !hit; w++) {
+            const sigcache_entry *e = &c->slot[set][w];
+            hit = e->used && e->size == size && memcmp(e->key, key, WIRE_KEY_BYTES) == 0 &&
+                  memcmp(e->root, root, WIRE_HASH_BYTES) == 0 &&
+                  memcmp(e->signature, signature, WIRE_SIGNATURE_BYTES) == 0;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return hit;
+}
+
+const char *
+wire_batch_proof_problem(const Spbe__V1__BatchProof *batch)
+{
+    if (batch->size == 0 || batch->size > WIRE_BATCH_MAX)
+        return "batch size must be 1 to 1048576";
+    if (batch->index >= batch->size)
+        return "batch index must be below the batch size";
+    if (batch->n_path > MERKLE_PATH_MAX)
+        return "batch path is too long";
+    for (size_t i = 0; i < batch->n_path; i++)
+        if (batch->path[i].len != WIRE_HASH_BYTES)
+            return "batch path entries must be 32 bytes";
+    return NULL;
+}
+
+int
+wire_signed_verify(const char *context, const uint8_t *data, size_t len, const uint8_t *signature,
+                   size_t signature_len, const Spbe__V1__BatchProof *batch,
+                   const uint8_t key[WIRE_KEY_BYTES], wire_sigcache *cache)
+{
+    if (!batch)
+        return wire_verify_detached(context, data, len, signature, signature_len, key);
+    if (signature_len != WIRE_SIGNATURE_BYTES || wire_batch_proof_problem(batch))
+        return SPBE_BAD_SIGNATURE;
+    uint8_t path[MERKLE_PATH_MAX][MERKLE_HASH_BYTES], leaf[WIRE_HASH_BYTES], root[WIRE_HASH_BYTES];
+    for (size_t i = 0; i < batch->n_path; i++)
+        memcpy(path[i], batch->path[i].data, WIRE_HASH_BYTES);
+    wire_batch_leaf(context, data, len, leaf);
+    if (!merkle_root_from_path(leaf, batch->index, batch->size, (const uint8_t(*)[32])path,
+                               batch->n_path, root))
+        return SPBE_BAD_SIGNATURE;
+    if (sigcache_probe(cache, key, batch->size, root, signature, 0))
+        return SPBE_OK;
+    uint8_t covered[40];
+    batch_signed_bytes(batch->size, root, covered);
+    int rc = wire_verify_detached(WIRE_CONTEXT_BATCH, covered, sizeof covered, signature,
+                                  signature_len, key);
+    if (rc == SPBE_OK)
+        sigcache_probe(cache, key, batch->size, root, signature, 1);
+    return rc;
 }
 
 /* Encodes m and signs it under context into one buffer: data, then the signature
@@ -325,19 +584,29 @@ sign_encoded(const char *context, const ProtobufCMessage *m,
     return SPBE_OK;
 }
 
-/* Verifies signed data under context with key, then decodes it as descriptor's type. */
+/* Verifies signed data under context with key (singly or through a batch proof), then
+ * decodes it as descriptor's type. */
+static int
+verify_batched(const char *context, const ProtobufCBinaryData *data,
+               const ProtobufCBinaryData *signature, const Spbe__V1__BatchProof *batch,
+               const uint8_t key[WIRE_KEY_BYTES], wire_sigcache *cache,
+               const ProtobufCMessageDescriptor *descriptor, ProtobufCMessage **out)
+{
+    *out = NULL;
+    int rc = wire_signed_verify(context, data->data, data->len, signature->data, signature->len,
+                                batch, key, cache);
+    if (rc != SPBE_OK)
+        return rc;
+    *out = protobuf_c_message_unpack(descriptor, NULL, data->len, data->data);
+    return *out ? SPBE_OK : SPBE_BAD_REQUEST;
+}
+
 static int
 verify_encoded(const char *context, const ProtobufCBinaryData *data,
                const ProtobufCBinaryData *signature, const uint8_t key[WIRE_KEY_BYTES],
                const ProtobufCMessageDescriptor *descriptor, ProtobufCMessage **out)
 {
-    *out = NULL;
-    int rc =
-        wire_verify_detached(context, data->data, data->len, signature->data, signature->len, key);
-    if (rc != SPBE_OK)
-        return rc;
-    *out = protobuf_c_message_unpack(descriptor, NULL, data->len, data->data);
-    return *out ? SPBE_OK : SPBE_BAD_REQUEST;
+    return verify_batched(context, data, signature, NULL, key, NULL, descriptor, out);
 }
 
 int
@@ -350,12 +619,20 @@ wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIRE_SE
 }
 
 int
+wire_receipt_verify_cached(const Spbe__V1__SignedReceipt *signed_receipt,
+                           const uint8_t broker_key[WIRE_KEY_BYTES], wire_sigcache *cache,
+                           Spbe__V1__Receipt **receipt_out)
+{
+    return verify_batched(WIRE_CONTEXT_RECEIPT, &signed_receipt->receipt,
+                          &signed_receipt->signature, signed_receipt->batch, broker_key, cache,
+                          &spbe__v1__receipt__descriptor, (ProtobufCMessage **)receipt_out);
+}
+
+int
 wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,
                     const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__Receipt **receipt_out)
 {
-    return verify_encoded(WIRE_CONTEXT_RECEIPT, &signed_receipt->receipt,
-                          &signed_receipt->signature, broker_key, &spbe__v1__receipt__descriptor,
-                          (ProtobufCMessage **)receipt_out);
+    return wire_receipt_verify_cached(signed_receipt, broker_key, NULL, receipt_out);
 }
 
 const uint8_t *

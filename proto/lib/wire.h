@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "merkle.h"
 #include "spbe/v1/spbe.pb-c.h"
 #include "spbe/errors.h"
 
@@ -31,6 +32,9 @@
 #define WIRE_CONTEXT_KEY_ROTATION "spbe.v1.keyrotation"
 #define WIRE_CONTEXT_DELIVERY "spbe.v1.delivery"
 #define WIRE_CONTEXT_BROKER_KEY "spbe.v1.brokerkey"
+#define WIRE_CONTEXT_BATCH "spbe.v1.batch" /* the root of a batch (spbe.proto, BatchProof) */
+
+#define WIRE_BATCH_MAX 1048576 /* leaves in one signed batch */
 
 /* Initialise libsodium; returns SPBE_OK or SPBE_INTERNAL. Safe to call repeatedly. */
 int wire_init(void);
@@ -77,6 +81,15 @@ int wire_message_sign(const Spbe__V1__Message *message, const uint8_t secret[WIR
                       uint8_t **out, size_t *out_len);
 
 /*
+ * Signs n messages (1 .. WIRE_BATCH_MAX) as one batch: out[i] (malloc'ed, caller frees
+ * each) is message i's SignedMessage with the batch signature and its inclusion
+ * proof. SPBE_OK, SPBE_BAD_REQUEST (n) or SPBE_INTERNAL (nothing left allocated).
+ */
+int wire_message_sign_batch(const Spbe__V1__Message *const *messages, size_t n,
+                            const uint8_t secret[WIRE_SECRET_BYTES], uint8_t **out,
+                            size_t *out_len);
+
+/*
  * Decodes a SignedMessage and the Message inside it, and checks the envelope's shape
  * (id of 16 bytes, signature of 64 bytes, valid topic and sender). It does not verify
  * the signature. The caller frees both with wire_envelope_free() whatever it returns (a
@@ -88,10 +101,54 @@ int wire_envelope_decode(const uint8_t *data, size_t len, Spbe__V1__SignedMessag
                          Spbe__V1__Message **message_out, const char **reason);
 void wire_envelope_free(Spbe__V1__SignedMessage **signed_message, Spbe__V1__Message **message);
 
-/* Verifies a decoded envelope against the sender's key: SPBE_OK or SPBE_BAD_SIGNATURE.
- * Batch-signed envelopes are refused with SPBE_BAD_REQUEST until batch support lands. */
+/*
+ * Batch signatures (spbe.proto, BatchProof): one Ed25519 signature over the RFC 9162
+ * root of many objects' leaves, leaf = context "\0" || encoded object.
+ */
+typedef struct wire_batch {
+    merkle_mem tree;
+    uint8_t root[WIRE_HASH_BYTES];
+    uint8_t signature[WIRE_SIGNATURE_BYTES];
+} wire_batch;
+
+/* The leaf hash of an encoded object signed under context as part of a batch. */
+void wire_batch_leaf(const char *context, const uint8_t *data, size_t len,
+                     uint8_t out[WIRE_HASH_BYTES]);
+/* Builds the tree over n (1 .. WIRE_BATCH_MAX) leaf hashes and signs its root. SPBE_OK,
+ * SPBE_BAD_REQUEST (n out of range) or SPBE_INTERNAL; free with wire_batch_free(). */
+int wire_batch_sign(wire_batch *b, const uint8_t (*leaf_hashes)[WIRE_HASH_BYTES], size_t n,
+                    const uint8_t secret[WIRE_SECRET_BYTES]);
+/* Leaf index's inclusion proof into path (MERKLE_PATH_MAX room), *n entries. 0 or -1. */
+int wire_batch_path(const wire_batch *b, uint64_t index, uint8_t path[][WIRE_HASH_BYTES],
+                    size_t *n);
+void wire_batch_free(wire_batch *b);
+
+/*
+ * Batch roots already verified, so that a batch's signature is checked once however
+ * many of its objects arrive (256 entries, thread-safe). The key, size, root and
+ * signature must all match for a hit.
+ */
+typedef struct wire_sigcache wire_sigcache;
+wire_sigcache *wire_sigcache_new(void);
+void wire_sigcache_free(wire_sigcache **cache);
+
+/* NULL if a batch proof has the shape this protocol allows, else what is wrong. */
+const char *wire_batch_proof_problem(const Spbe__V1__BatchProof *batch);
+
+/* Verifies data signed under context: a single signature when batch is NULL, else the
+ * batch's root signature through the leaf's proof (cache may be NULL). SPBE_OK or
+ * SPBE_BAD_SIGNATURE (also for a malformed proof). */
+int wire_signed_verify(const char *context, const uint8_t *data, size_t len,
+                       const uint8_t *signature, size_t signature_len,
+                       const Spbe__V1__BatchProof *batch, const uint8_t key[WIRE_KEY_BYTES],
+                       wire_sigcache *cache);
+
+/* Verifies a decoded envelope against the sender's key, singly or batch-signed:
+ * SPBE_OK or SPBE_BAD_SIGNATURE. */
 int wire_envelope_verify(const Spbe__V1__SignedMessage *signed_message,
                          const uint8_t public_key[WIRE_KEY_BYTES]);
+int wire_envelope_verify_cached(const Spbe__V1__SignedMessage *signed_message,
+                                const uint8_t public_key[WIRE_KEY_BYTES], wire_sigcache *cache);
 
 /* Signs an encoded object under a context: sig = Ed25519(secret, context "\0" data). */
 void wire_sign_detached(const char *context, const uint8_t *data, size_t len,
@@ -152,5 +209,9 @@ int wire_broker_rotation_verify(const Spbe__V1__SignedBrokerKeyRotation *signed_
  * spbe__v1__receipt__free_unpacked(). SPBE_OK, SPBE_BAD_SIGNATURE or SPBE_BAD_REQUEST. */
 int wire_receipt_verify(const Spbe__V1__SignedReceipt *signed_receipt,
                         const uint8_t broker_key[WIRE_KEY_BYTES], Spbe__V1__Receipt **receipt_out);
+/* The same, checking a batch root's signature once per cache (may be NULL). */
+int wire_receipt_verify_cached(const Spbe__V1__SignedReceipt *signed_receipt,
+                               const uint8_t broker_key[WIRE_KEY_BYTES], wire_sigcache *cache,
+                               Spbe__V1__Receipt **receipt_out);
 
 #endif

@@ -117,6 +117,103 @@ test_round_trip_delivers_the_senders_exact_signed_bytes(void **state)
     spbe_close(&sub);
 }
 
+typedef struct receipts {
+    int n, ok, signed_by_broker, bad_signature;
+    uint64_t sequences[64];
+    int last_code;
+    char last_error[256];
+} receipts;
+
+static void
+count_receipt(const spbe_receipt *r, void *arg)
+{
+    receipts *rs = arg;
+    if (rs->n < 64)
+        rs->sequences[rs->n] = r->sequence;
+    rs->n++;
+    rs->ok += r->code == SPBE_OK;
+    rs->signed_by_broker += r->signed_by_broker;
+    rs->bad_signature += r->code == SPBE_BAD_SIGNATURE;
+    rs->last_code = r->code;
+    snprintf(rs->last_error, sizeof rs->last_error, "%s", r->error);
+}
+
+/* Batch signatures: one signature over a batch's Merkle root; the broker stores each
+ * message as sent, subscribers verify each on its own, receipts of one commit come
+ * batch-signed too. A proof that does not lead to the signed root is refused. */
+static void
+test_batch_signed_messages_are_stored_and_verified_each(void **state)
+{
+    fixture *f = *state;
+    spbe_client *pub = harness_connect(&f->broker, f->publisher, 0);
+    spbe_client *sub = harness_connect(&f->broker, f->reader, 0);
+    collected col = {.client = sub};
+    spbe_set_delivery_handler(sub, collect, &col);
+    assert_int_equal(spbe_subscribe(sub, "ikn.batch.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
+    receipts rs = {0};
+    spbe_set_receipt_handler(pub, count_receipt, &rs);
+
+    enum { N = 40 };
+    spbe_batch_item items[N];
+    char payloads[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(payloads[i], sizeof payloads[i], "b%d", i);
+        items[i] = (spbe_batch_item){"ikn.batch.asn", payloads[i], strlen(payloads[i]), NULL};
+    }
+    uint8_t *out[N];
+    size_t lens[N];
+    assert_int_equal(spbe_sign_batch(pub, items, N, out, lens), SPBE_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(spbe_publish_signed(pub, out[i], lens[i], NULL), SPBE_OK);
+    assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
+    assert_int_equal(rs.ok, N);
+    assert_int_equal(rs.signed_by_broker, N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(rs.sequences[i], (uint64_t)i + 1);
+    wait_for(sub, &col, N);
+    assert_int_equal(col.n, N);
+    assert_int_equal(col.verified, N);
+    assert_string_equal(col.payloads[N - 1], "b39");
+    assert_int_equal(col.raw_len, lens[N - 1]); /* stored and delivered as sent */
+    assert_memory_equal(col.raw, out[N - 1], lens[N - 1]);
+
+    /* message 1's proof moved to index 2: no longer leads to the signed root */
+    Spbe__V1__SignedMessage *sm = spbe__v1__signed_message__unpack(NULL, lens[1], out[1]);
+    assert_non_null(sm);
+    assert_non_null(sm->batch);
+    sm->batch->index = 2;
+    size_t len = spbe__v1__signed_message__get_packed_size(sm);
+    uint8_t *forged = malloc(len);
+    spbe__v1__signed_message__pack(sm, forged);
+    assert_int_equal(spbe_publish_signed(pub, forged, len, NULL), SPBE_OK);
+    assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
+    assert_int_equal(rs.last_code, SPBE_BAD_SIGNATURE);
+    assert_string_equal(rs.last_error, "signature does not verify with the sender's key");
+    /* a proof of the wrong shape is a bad request, with the reason */
+    sm->batch->index = 1;
+    sm->batch->size = 0;
+    len = spbe__v1__signed_message__get_packed_size(sm);
+    forged = realloc(forged, len);
+    spbe__v1__signed_message__pack(sm, forged);
+    assert_int_equal(spbe_publish_signed(pub, forged, len, NULL), SPBE_OK);
+    assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
+    assert_int_equal(rs.last_code, SPBE_BAD_REQUEST);
+    assert_string_equal(rs.last_error, "batch size must be 1 to 1048576");
+    assert_int_equal(rs.ok, N);
+    spbe__v1__signed_message__free_unpacked(sm, NULL);
+    free(forged);
+    for (int i = 0; i < N; i++)
+        free(out[i]);
+    /* nothing more was stored */
+    collected col2 = {0};
+    spbe_set_delivery_handler(sub, collect, &col2);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(spbe_dispatch(sub, 100, NULL), SPBE_OK);
+    assert_int_equal(col2.n, 0);
+    spbe_close(&pub);
+    spbe_close(&sub);
+}
+
 static void
 publish_n(fixture *f, const char *topic, int n)
 {
@@ -380,6 +477,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_delivers_the_senders_exact_signed_bytes),
+        cmocka_unit_test(test_batch_signed_messages_are_stored_and_verified_each),
         cmocka_unit_test(test_replay_from_first_and_from_a_sequence),
         cmocka_unit_test(test_wildcards_match_one_token_and_the_rest),
         cmocka_unit_test(test_two_subscribers_on_overlapping_patterns_each_get_theirs_in_order),

@@ -1,7 +1,9 @@
 """A small independent client of protocol 1, written from docs/protocol.md, shared by the
 Python tests: pyzmq (CurveZMQ), PyNaCl (Ed25519) and classes generated from
 proto/spbe/v1/spbe.proto (the directory given to load_proto)."""
+import hashlib
 import os
+import struct
 import socket
 import subprocess
 import sys
@@ -68,6 +70,39 @@ def new_identity(member):
 
 def sign(context, data, signing_key):
     return signing_key.sign(context + b"\0" + data).signature
+
+
+def mth(leaves):
+    """RFC 9162 Merkle tree hash of leaf byte strings."""
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\0" + leaves[0]).digest()
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\1" + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
+
+def audit_path(m, leaves):
+    """RFC 9162 PATH(m, D[n])."""
+    if len(leaves) == 1:
+        return []
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    if m < k:
+        return audit_path(m, leaves[:k]) + [mth(leaves[k:])]
+    return audit_path(m - k, leaves[k:]) + [mth(leaves[:k])]
+
+
+def sign_batch(context, blobs, signing_key):
+    """Batch signature (docs/protocol.md): one signature over the root of
+    context || 0x00 || blob leaves; returns (signature, [BatchProof])."""
+    leaves = [context + b"\0" + b for b in blobs]
+    root = mth(leaves)
+    signature = sign(b"spbe.v1.batch", struct.pack(">Q", len(leaves)) + root, signing_key)
+    proofs = [pb.BatchProof(index=i, size=len(leaves), path=audit_path(i, leaves))
+              for i in range(len(leaves))]
+    return signature, proofs
 
 
 def start_broker(broker_bin, work, extra=()):
@@ -167,6 +202,15 @@ class Client:
         if batch is not None:
             sm.batch.CopyFrom(batch)
         return sm.SerializeToString()
+
+    def signed_batch(self, topic, payloads):
+        """Messages signed as one batch, each with its proof."""
+        blobs = [pb.Message(id=os.urandom(16), topic=topic, sender=self.member,
+                            created_ns=time.time_ns(), payload=p).SerializeToString()
+                 for p in payloads]
+        signature, proofs = sign_batch(b"spbe.v1.message", blobs, self.key)
+        return [pb.SignedMessage(message=b, signature=signature, batch=proof).SerializeToString()
+                for b, proof in zip(blobs, proofs)]
 
     def publish(self, raw):
         return self.call("publish", pb.Publish(), raw)

@@ -212,9 +212,26 @@ def services(a, b):
 
     refused("publishing to a $sys. topic", a.publish(a.signed_message("$sys.x", b"x")),
             pb.FORBIDDEN, "topics beginning $sys. are the broker's own")
-    refused("a batch-signed message",
+    # batch signatures, built here independently of libspbe from docs/protocol.md
+    batch = a.signed_batch("ikn.batch.a", [b"satu", b"dua", b"tiga", b"empat", b"lima"])
+    for i, raw in enumerate(batch):
+        accepted("batch-signed message %d of 5" % (i + 1), a.publish(raw))
+    moved = pb.SignedMessage.FromString(a.signed_batch("ikn.batch.a", [b"x", b"y", b"z"])[0])
+    moved.batch.index = 1
+    refused("a batch proof moved to another index", a.publish(moved.SerializeToString()),
+            pb.BAD_SIGNATURE, "signature does not verify with the sender's key")
+    refused("a batch-signed message without its proof",
             a.publish(a.signed_message("ikn.a.x", b"x", batch=pb.BatchProof(index=0, size=1))),
-            pb.BAD_REQUEST, "batch signatures are not supported by this broker")
+            pb.BAD_SIGNATURE, "signature does not verify with the sender's key")
+    refused("a batch of size 0", a.publish(a.signed_message(
+        "ikn.a.x", b"x", batch=pb.BatchProof(index=0, size=0))),
+        pb.BAD_REQUEST, "batch size must be 1 to 1048576")
+    refused("a batch index past its size", a.publish(a.signed_message(
+        "ikn.a.x", b"x", batch=pb.BatchProof(index=3, size=3))),
+        pb.BAD_REQUEST, "batch index must be below the batch size")
+    refused("a batch path entry of 31 bytes", a.publish(a.signed_message(
+        "ikn.a.x", b"x", batch=pb.BatchProof(index=0, size=2, path=[b"\0" * 31]))),
+        pb.BAD_REQUEST, "batch path entries must be 32 bytes")
 
 
 def subscriptions(a, b):

@@ -263,6 +263,41 @@ test_random_sizes_roots_and_proofs(void **state)
     tree_free(&t);
 }
 
+/* In-memory trees (batches): the same roots and proofs as the reference, and
+ * merkle_root_from_path gives back the root a proof leads to. */
+static void
+test_in_memory_trees_match_the_reference(void **state)
+{
+    (void)state;
+    enum { MAX = 300 };
+    static uint8_t leaves[MAX][H];
+    for (uint64_t i = 0; i < MAX; i++)
+        merkle_leaf_hash((const uint8_t *)&i, sizeof i, leaves[i]);
+    uint8_t path[MERKLE_PATH_MAX][H];
+    for (uint64_t size = 1; size <= MAX; size += size < 40 ? 1 : 37) {
+        merkle_mem t;
+        assert_int_equal(merkle_mem_init(&t, (const uint8_t(*)[H])leaves, size), 0);
+        uint8_t root[H], ref[H], back[H];
+        assert_int_equal(merkle_root(merkle_mem_subtree, &t, size, root), 0);
+        mth(leaves, size, ref);
+        assert_memory_equal(root, ref, H);
+        for (uint64_t i = 0; i < size; i++) {
+            size_t n;
+            assert_int_equal(merkle_inclusion_proof(merkle_mem_subtree, &t, i, size, path, &n), 0);
+            const uint8_t(*p)[H] = (const uint8_t(*)[H])path;
+            assert_true(merkle_root_from_path(leaves[i], i, size, p, n, back));
+            assert_memory_equal(back, root, H);
+            assert_true(merkle_verify_inclusion(leaves[i], i, size, p, n, root));
+            if (n > 0) /* a path of the wrong length fits no tree of this size */
+                assert_false(merkle_root_from_path(leaves[i], i, size, p, n - 1, back));
+        }
+        assert_int_equal(merkle_mem_subtree(&t, 0, size, back), -1);
+        merkle_mem_free(&t);
+    }
+    merkle_mem t;
+    assert_int_equal(merkle_mem_init(&t, (const uint8_t(*)[H])leaves, 0), -1);
+}
+
 int
 main(void)
 {
@@ -272,6 +307,7 @@ main(void)
         cmocka_unit_test(test_rfc_vectors_roots),
         cmocka_unit_test(test_rfc_vectors_proofs),
         cmocka_unit_test(test_random_sizes_roots_and_proofs),
+        cmocka_unit_test(test_in_memory_trees_match_the_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

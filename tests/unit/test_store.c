@@ -1542,12 +1542,10 @@ test_names_and_ids_out_of_bounds(void **state)
 static void
 dedup_key_of(const char *sender, const uint8_t id[16], uint8_t key[32])
 {
-    uint8_t buf[64 + 1 + 16];
-    size_t n = strlen(sender);
-    memcpy(buf, sender, n);
-    buf[n] = 0;
-    memcpy(buf + n + 1, id, 16);
-    wire_hash(buf, n + 1 + 16, key);
+    uint8_t h[32]; /* store.c's layout: SHA-256(sender)[0..16) || id */
+    wire_hash((const uint8_t *)sender, strlen(sender), h);
+    memcpy(key, h, 16);
+    memcpy(key + 16, id, 16);
 }
 
 /* Dedup with no window, a damaged dedup record, a sender longer than a member name, a

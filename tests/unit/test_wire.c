@@ -265,6 +265,219 @@ test_receipt_and_message_signatures_do_not_cross(void **state)
     free(sr.receipt.data);
 }
 
+/* n messages of one sender signed as one batch. */
+static uint8_t **
+batch_sample(const identity *id, size_t n, size_t **lens)
+{
+    Spbe__V1__Message *msgs = calloc(n, sizeof *msgs);
+    const Spbe__V1__Message **ptrs = calloc(n, sizeof *ptrs);
+    uint8_t(*ids)[WIRE_ID_BYTES] = calloc(n, WIRE_ID_BYTES);
+    for (size_t i = 0; i < n; i++) {
+        spbe__v1__message__init(&msgs[i]);
+        wire_random_id(ids[i]);
+        msgs[i].id.data = ids[i];
+        msgs[i].id.len = WIRE_ID_BYTES;
+        msgs[i].topic = "ikn.relokasi.asn";
+        msgs[i].sender = (char *)id->member;
+        msgs[i].payload.data = (uint8_t *)&i;
+        msgs[i].payload.len = sizeof i;
+        ptrs[i] = &msgs[i];
+    }
+    uint8_t **out = calloc(n, sizeof *out);
+    *lens = calloc(n, sizeof **lens);
+    assert_int_equal(wire_message_sign_batch(ptrs, n, id->secret_key, out, *lens), SPBE_OK);
+    free(msgs);
+    free(ptrs);
+    free(ids);
+    return out;
+}
+
+static void
+test_batch_signed_messages_verify_each_on_its_own(void **state)
+{
+    (void)state;
+    identity id, other;
+    identity_generate("bkn/siasn", &id);
+    identity_generate("bkn/other", &other);
+    static const size_t sizes[] = {1, 2, 3, 7, 8, 100, 1000};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        size_t n = sizes[s], *lens;
+        uint8_t **out = batch_sample(&id, n, &lens);
+        wire_sigcache *cache = wire_sigcache_new();
+        for (size_t i = 0; i < n; i++) {
+            Spbe__V1__SignedMessage *sm;
+            Spbe__V1__Message *m;
+            assert_int_equal(wire_envelope_decode(out[i], lens[i], &sm, &m, NULL), SPBE_OK);
+            assert_non_null(sm->batch);
+            assert_int_equal(sm->batch->index, i);
+            assert_int_equal(sm->batch->size, n);
+            assert_int_equal(wire_envelope_verify(sm, id.public_key), SPBE_OK);
+            assert_int_equal(wire_envelope_verify_cached(sm, id.public_key, cache), SPBE_OK);
+            assert_int_equal(wire_envelope_verify_cached(sm, other.public_key, cache),
+                             SPBE_BAD_SIGNATURE);
+            wire_envelope_free(&sm, &m);
+            free(out[i]);
+        }
+        wire_sigcache_free(&cache);
+        assert_null(cache);
+        free(out);
+        free(lens);
+    }
+}
+
+static void
+test_batch_proofs_do_not_transfer(void **state)
+{
+    (void)state;
+    identity id;
+    identity_generate("bkn/siasn", &id);
+    size_t n = 5, *lens;
+    uint8_t **out = batch_sample(&id, n, &lens);
+    wire_sigcache *cache = wire_sigcache_new();
+    Spbe__V1__SignedMessage *a, *b;
+    Spbe__V1__Message *ma, *mb;
+    assert_int_equal(wire_envelope_decode(out[1], lens[1], &a, &ma, NULL), SPBE_OK);
+    assert_int_equal(wire_envelope_decode(out[2], lens[2], &b, &mb, NULL), SPBE_OK);
+    assert_int_equal(wire_envelope_verify_cached(a, id.public_key, cache), SPBE_OK);
+    /* another leaf's proof, another index, a changed path entry: none verifies, cached
+     * root or not */
+    Spbe__V1__BatchProof *keep = a->batch;
+    a->batch = b->batch;
+    assert_int_equal(wire_envelope_verify_cached(a, id.public_key, cache), SPBE_BAD_SIGNATURE);
+    a->batch = keep;
+    a->batch->index = 3;
+    assert_int_equal(wire_envelope_verify_cached(a, id.public_key, cache), SPBE_BAD_SIGNATURE);
+    a->batch->index = 1;
+    a->batch->path[0].data[5] ^= 1;
+    assert_int_equal(wire_envelope_verify_cached(a, id.public_key, cache), SPBE_BAD_SIGNATURE);
+    a->batch->path[0].data[5] ^= 1;
+    a->batch->size = 6; /* another tree shape: the root's signature covers the size */
+    assert_int_equal(wire_envelope_verify_cached(a, id.public_key, cache), SPBE_BAD_SIGNATURE);
+    a->batch->size = 5;
+    assert_int_equal(wire_envelope_verify_cached(a, id.public_key, cache), SPBE_OK);
+    /* without its proof, the batch signature is no signature of the message */
+    a->batch = NULL;
+    assert_int_equal(wire_envelope_verify(a, id.public_key), SPBE_BAD_SIGNATURE);
+    a->batch = keep;
+    /* a changed message under an intact proof */
+    ma->payload.data[0] ^= 1;
+    a->message.data[a->message.len - 1] ^= 1;
+    assert_int_equal(wire_envelope_verify_cached(a, id.public_key, cache), SPBE_BAD_SIGNATURE);
+    wire_envelope_free(&a, &ma);
+    wire_envelope_free(&b, &mb);
+    wire_sigcache_free(&cache);
+    for (size_t i = 0; i < n; i++)
+        free(out[i]);
+    free(out);
+    free(lens);
+}
+
+static void
+test_batch_proof_shape_errors(void **state)
+{
+    (void)state;
+    identity id;
+    identity_generate("bkn/siasn", &id);
+    size_t *lens;
+    uint8_t **out = batch_sample(&id, 4, &lens);
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *m;
+    assert_int_equal(wire_envelope_decode(out[0], lens[0], &sm, &m, NULL), SPBE_OK);
+    struct {
+        uint64_t index, size;
+        size_t path_len;
+        const char *reason;
+    } cases[] = {
+        {0, 0, 32, "batch size must be 1 to 1048576"},
+        {0, 1048577, 32, "batch size must be 1 to 1048576"},
+        {4, 4, 32, "batch index must be below the batch size"},
+        {0, 4, 31, "batch path entries must be 32 bytes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        Spbe__V1__BatchProof proof = *sm->batch;
+        proof.index = cases[i].index;
+        proof.size = cases[i].size;
+        ProtobufCBinaryData path[2] = {sm->batch->path[0], sm->batch->path[1]};
+        path[1].len = cases[i].path_len;
+        proof.path = path;
+        Spbe__V1__SignedMessage copy = *sm;
+        copy.batch = &proof;
+        size_t len = spbe__v1__signed_message__get_packed_size(&copy);
+        uint8_t *buf = malloc(len);
+        spbe__v1__signed_message__pack(&copy, buf);
+        Spbe__V1__SignedMessage *back;
+        Spbe__V1__Message *mb;
+        const char *reason = NULL;
+        assert_int_equal(wire_envelope_decode(buf, len, &back, &mb, &reason), SPBE_BAD_REQUEST);
+        assert_string_equal(reason, cases[i].reason);
+        assert_int_equal(wire_envelope_verify(back, id.public_key), SPBE_BAD_SIGNATURE);
+        wire_envelope_free(&back, &mb);
+        free(buf);
+    }
+    wire_envelope_free(&sm, &m);
+    for (size_t i = 0; i < 4; i++)
+        free(out[i]);
+    free(out);
+    free(lens);
+    uint8_t *none[1];
+    size_t none_len[1];
+    assert_int_equal(wire_message_sign_batch(NULL, 0, id.secret_key, none, none_len),
+                     SPBE_BAD_REQUEST);
+}
+
+static void
+test_batch_receipts_verify_through_the_root(void **state)
+{
+    (void)state;
+    identity broker;
+    identity_generate("spbe/broker", &broker);
+    enum { N = 9 };
+    uint8_t enc[N][64], leaves[N][WIRE_HASH_BYTES];
+    size_t lens[N];
+    for (int i = 0; i < N; i++) {
+        Spbe__V1__Receipt r = SPBE__V1__RECEIPT__INIT;
+        r.topic = "ikn.a";
+        r.sequence = (uint64_t)i + 1;
+        lens[i] = spbe__v1__receipt__pack(&r, enc[i]);
+        wire_batch_leaf(WIRE_CONTEXT_RECEIPT, enc[i], lens[i], leaves[i]);
+    }
+    wire_batch b;
+    assert_int_equal(
+        wire_batch_sign(&b, (const uint8_t(*)[WIRE_HASH_BYTES])leaves, N, broker.secret_key),
+        SPBE_OK);
+    wire_sigcache *cache = wire_sigcache_new();
+    for (int i = 0; i < N; i++) {
+        uint8_t path[MERKLE_PATH_MAX][WIRE_HASH_BYTES];
+        ProtobufCBinaryData items[MERKLE_PATH_MAX];
+        size_t np;
+        assert_int_equal(wire_batch_path(&b, (uint64_t)i, path, &np), 0);
+        for (size_t k = 0; k < np; k++)
+            items[k] = (ProtobufCBinaryData){WIRE_HASH_BYTES, path[k]};
+        Spbe__V1__BatchProof proof = SPBE__V1__BATCH_PROOF__INIT;
+        proof.index = (uint64_t)i;
+        proof.size = N;
+        proof.n_path = np;
+        proof.path = items;
+        Spbe__V1__SignedReceipt sr = SPBE__V1__SIGNED_RECEIPT__INIT;
+        sr.receipt = (ProtobufCBinaryData){lens[i], enc[i]};
+        sr.signature = (ProtobufCBinaryData){WIRE_SIGNATURE_BYTES, b.signature};
+        sr.batch = &proof;
+        Spbe__V1__Receipt *back;
+        assert_int_equal(wire_receipt_verify_cached(&sr, broker.public_key, cache, &back), SPBE_OK);
+        assert_int_equal(back->sequence, (uint64_t)i + 1);
+        spbe__v1__receipt__free_unpacked(back, NULL);
+        /* a receipt leaf's proof never makes a message verify (contexts differ) */
+        Spbe__V1__SignedMessage sm = SPBE__V1__SIGNED_MESSAGE__INIT;
+        sm.message = sr.receipt;
+        sm.signature = sr.signature;
+        sm.batch = &proof;
+        assert_int_equal(wire_envelope_verify_cached(&sm, broker.public_key, cache),
+                         SPBE_BAD_SIGNATURE);
+    }
+    wire_sigcache_free(&cache);
+    wire_batch_free(&b);
+}
+
 static char tmpdir[64];
 
 static int
@@ -374,6 +587,10 @@ main(void)
         cmocka_unit_test(test_envelope_rejects_every_single_flipped_byte),
         cmocka_unit_test(test_envelope_shape_errors),
         cmocka_unit_test(test_receipt_and_message_signatures_do_not_cross),
+        cmocka_unit_test(test_batch_signed_messages_verify_each_on_its_own),
+        cmocka_unit_test(test_batch_proofs_do_not_transfer),
+        cmocka_unit_test(test_batch_proof_shape_errors),
+        cmocka_unit_test(test_batch_receipts_verify_through_the_root),
         cmocka_unit_test(test_identity_files_round_trip_with_mode_0600),
         cmocka_unit_test(test_identity_refusals),
         cmocka_unit_test(test_curve_keys_derive_from_the_member_key),

@@ -65,6 +65,7 @@ typedef struct client_sub {
 struct spbe_client {
     void *ctx, *socket;
     identity id;
+    wire_sigcache *sigcache; /* batch roots of receipts (and messages) verified */
     char endpoint[256];
     char client_name[64];
     uint8_t broker_key[WIRE_KEY_BYTES];
@@ -199,6 +200,7 @@ receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uin
     *body = NULL;
     *body_len = 0;
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+    int polled = 0;
     for (;;) {
         int64_t now = now_ms();
         if (c->heartbeat_ms > 0 && c->connected) {
@@ -234,16 +236,20 @@ receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uin
             return SPBE_TIMEOUT;
         if (c->heartbeat_ms > 0 && wait > c->heartbeat_ms / 2)
             wait = c->heartbeat_ms / 2;
-        zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&item, 1, (long)wait);
-        if (n < 0 && errno != EINTR)
-            return fail(c, SPBE_UNAVAILABLE, "poll: %s", zmq_strerror(errno));
-        if (n <= 0)
-            continue;
+        /* a frame already queued is taken without a poll (a system call each) */
         zmq_msg_t msg;
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, c->socket, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
+            if (errno != EAGAIN && errno != EINTR)
+                return fail(c, SPBE_UNAVAILABLE, "receive: %s", zmq_strerror(errno));
+            if (wait == 0 && polled)
+                return SPBE_TIMEOUT;
+            zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
+            int n = zmq_poll(&item, 1, (long)wait);
+            if (n < 0 && errno != EINTR)
+                return fail(c, SPBE_UNAVAILABLE, "poll: %s", zmq_strerror(errno));
+            polled = 1;
             continue;
         }
         c->last_received_ms = now_ms();
@@ -479,6 +485,9 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
     if (!c)
         return SPBE_INTERNAL;
     *out = c;
+    c->sigcache = wire_sigcache_new();
+    if (!c->sigcache)
+        return fail(c, SPBE_INTERNAL, "out of memory");
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     int rc = resolve(c, identity_path, o);
     if (rc != SPBE_OK)
@@ -593,6 +602,7 @@ spbe_close(spbe_client **cp)
         c->senders = s->next;
         free(s);
     }
+    wire_sigcache_free(&c->sigcache);
     for (size_t i = c->f_head; i < c->f_count; i++)
         free(c->flights[i].bytes);
     free(c->flights);
@@ -618,36 +628,75 @@ spbe_close(spbe_client **cp)
 
 /* ------------------------------------------------------------ publishing */
 
-int
-spbe_sign(spbe_client *c, const char *topic, const void *payload, size_t len,
-          const spbe_message_options *o, uint8_t **out, size_t *out_len)
+/* The Message a publish signs (id points into id_buf); SPBE_OK or an error set on c. */
+static int
+message_build(spbe_client *c, const char *topic, const void *payload, size_t len,
+              const spbe_message_options *o, uint8_t id_buf[WIRE_ID_BYTES], Spbe__V1__Message *m)
 {
     static const spbe_message_options none = {0};
     if (!o)
         o = &none;
     if (!topic || !wire_topic_valid(topic))
         return fail(c, SPBE_INVALID_TOPIC, "invalid topic '%s'", topic ? topic : "");
-    uint8_t id[WIRE_ID_BYTES];
     if (o->id)
-        memcpy(id, o->id, sizeof id);
+        memcpy(id_buf, o->id, WIRE_ID_BYTES);
     else
-        wire_random_id(id);
-    Spbe__V1__Message m = SPBE__V1__MESSAGE__INIT;
-    m.id.data = id;
-    m.id.len = sizeof id;
-    m.topic = (char *)topic;
-    m.sender = c->id.member;
-    m.created_ns = wire_now_ns();
-    m.schema = (char *)(o->schema ? o->schema : "");
-    m.correlation_id.data = (uint8_t *)o->correlation_id;
-    m.correlation_id.len = o->correlation_id ? o->correlation_len : 0;
-    m.reply_to = (char *)(o->reply_to ? o->reply_to : "");
-    m.not_before_ns = o->not_before_ns;
-    m.expires_ns = o->expires_ns;
-    m.payload.data = (uint8_t *)payload;
-    m.payload.len = payload ? len : 0;
-    int rc = wire_message_sign(&m, c->id.secret_key, out, out_len);
+        wire_random_id(id_buf);
+    spbe__v1__message__init(m);
+    m->id.data = id_buf;
+    m->id.len = WIRE_ID_BYTES;
+    m->topic = (char *)topic;
+    m->sender = c->id.member;
+    m->created_ns = wire_now_ns();
+    m->schema = (char *)(o->schema ? o->schema : "");
+    m->correlation_id.data = (uint8_t *)o->correlation_id;
+    m->correlation_id.len = o->correlation_id ? o->correlation_len : 0;
+    m->reply_to = (char *)(o->reply_to ? o->reply_to : "");
+    m->not_before_ns = o->not_before_ns;
+    m->expires_ns = o->expires_ns;
+    m->payload.data = (uint8_t *)payload;
+    m->payload.len = payload ? len : 0;
+    return SPBE_OK;
+}
+
+int
+spbe_sign(spbe_client *c, const char *topic, const void *payload, size_t len,
+          const spbe_message_options *o, uint8_t **out, size_t *out_len)
+{
+    uint8_t id[WIRE_ID_BYTES];
+    Spbe__V1__Message m;
+    int rc = message_build(c, topic, payload, len, o, id, &m);
+    if (rc != SPBE_OK)
+        return rc;
+    rc = wire_message_sign(&m, c->id.secret_key, out, out_len);
     return rc == SPBE_OK ? rc : fail(c, rc, "cannot sign");
+}
+
+int
+spbe_sign_batch(spbe_client *c, const spbe_batch_item *items, size_t n, uint8_t **out,
+                size_t *out_len)
+{
+    if (n == 0 || n > WIRE_BATCH_MAX)
+        return fail(c, SPBE_BAD_REQUEST, "a batch holds 1 to %d messages", WIRE_BATCH_MAX);
+    Spbe__V1__Message *msgs = calloc(n, sizeof *msgs);
+    Spbe__V1__Message **ptrs = calloc(n, sizeof *ptrs);
+    uint8_t(*ids)[WIRE_ID_BYTES] = malloc(n * WIRE_ID_BYTES);
+    int rc = msgs && ptrs && ids ? SPBE_OK : fail(c, SPBE_INTERNAL, "out of memory");
+    for (size_t i = 0; i < n && rc == SPBE_OK; i++) {
+        rc = message_build(c, items[i].topic, items[i].payload, items[i].len, items[i].options,
+                           ids[i], &msgs[i]);
+        ptrs[i] = &msgs[i];
+    }
+    if (rc == SPBE_OK) {
+        rc = wire_message_sign_batch((const Spbe__V1__Message *const *)ptrs, n, c->id.secret_key,
+                                     out, out_len);
+        if (rc != SPBE_OK)
+            fail(c, rc, "cannot sign the batch");
+    }
+    free(msgs);
+    free(ptrs);
+    free(ids);
+    return rc;
 }
 
 /* ------------------------------------------------------------ in-flight publishes */
@@ -869,7 +918,7 @@ receipt_from_reply(spbe_client *c, const Spbe__V1__Reply *reply, spbe_receipt *r
     if (reply->body_case != SPBE__V1__REPLY__BODY_RECEIPT)
         return;
     Spbe__V1__Receipt *rc;
-    if (wire_receipt_verify(reply->receipt, c->broker_key, &rc) != SPBE_OK) {
+    if (wire_receipt_verify_cached(reply->receipt, c->broker_key, c->sigcache, &rc) != SPBE_OK) {
         r->code = SPBE_BAD_SIGNATURE;
         snprintf(r->error, sizeof r->error, "receipt not signed by the broker's key");
         return;
@@ -1343,8 +1392,8 @@ spbe_verify(spbe_client *c, const spbe_delivery *d)
     Spbe__V1__Message *m;
     int rc = wire_envelope_decode(d->raw, d->raw_len, &sm, &m, NULL);
     if (rc == SPBE_OK)
-        rc =
-            strcmp(m->sender, k->name) == 0 ? wire_envelope_verify(sm, k->key) : SPBE_BAD_SIGNATURE;
+        rc = strcmp(m->sender, k->name) == 0 ? wire_envelope_verify_cached(sm, k->key, c->sigcache)
+                                             : SPBE_BAD_SIGNATURE;
     wire_envelope_free(&sm, &m);
     return rc == SPBE_OK ? rc : fail(c, rc, "signature of %s does not verify", d->sender);
 }
@@ -1605,7 +1654,7 @@ static int
 receipt_ok(spbe_client *c, const Spbe__V1__SignedReceipt *sr)
 {
     Spbe__V1__Receipt *r;
-    if (!sr || wire_receipt_verify(sr, c->broker_key, &r) != SPBE_OK)
+    if (!sr || wire_receipt_verify_cached(sr, c->broker_key, c->sigcache, &r) != SPBE_OK)
         return 0;
     int ok = r->code == SPBE__V1__ERROR_CODE__OK;
     spbe__v1__receipt__free_unpacked(r, NULL);

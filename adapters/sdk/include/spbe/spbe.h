@@ -211,6 +211,24 @@ int spbe_publish_async(spbe_client *client, const char *topic, const void *paylo
 int spbe_sign(spbe_client *client, const char *topic, const void *payload, size_t len,
               const spbe_message_options *options, uint8_t **out, size_t *out_len);
 
+/** One message of a batch for spbe_sign_batch(). */
+typedef struct spbe_batch_item {
+    const char *topic;
+    const void *payload;
+    size_t len;
+    const spbe_message_options *options; /**< may be NULL */
+} spbe_batch_item;
+
+/**
+ * Signs n messages (1 to 1048576) with one signature over their Merkle root (batch
+ * signatures, docs/protocol.md): out[i] (malloc'ed, caller frees each) is message i's
+ * SignedMessage with the batch's signature and its own inclusion proof, so it stays
+ * verifiable on its own. Pass each to spbe_publish_signed(); the broker then checks one
+ * signature per batch instead of one per message.
+ */
+int spbe_sign_batch(spbe_client *client, const spbe_batch_item *items, size_t n, uint8_t **out,
+                    size_t *out_len);
+
 /** Sends already signed bytes (as spbe_publish_async). The bytes are copied. */
 int spbe_publish_signed(spbe_client *client, const uint8_t *signed_message, size_t len,
                         uint64_t *token);
