@@ -549,14 +549,14 @@ stream_fill(const bench_config *cfg, double *rate)
     jo.PublishAsync.AckHandler = on_fill_ack;
     jo.PublishAsync.AckHandlerClosure = &f;
     jo.PublishAsync.StallWait = WAIT_MS;
+    char *payload = calloc(1, (size_t)cfg->size);
+    if (!payload) {
+        fprintf(stderr, "spbe-nats-bench: out of memory\n");
+        return EXIT_ERROR;
+    }
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     int rc = connect_js(cfg, &jo, &nc, &js);
-    char *payload = calloc(1, (size_t)cfg->size);
-    if (rc == EXIT_OK && !payload) {
-        fprintf(stderr, "spbe-nats-bench: out of memory\n");
-        rc = EXIT_ERROR;
-    }
     int64_t t0 = mono_ns();
     for (long k = 0; k < cfg->messages && rc == EXIT_OK; k++) {
         uint32_t ki = (uint32_t)k;
