@@ -34,7 +34,7 @@
 #include "wire.h"
 
 #define DRAIN_MAX 1024   /* messages read per loop turn (one commit group at most) */
-#define GROUPS 3         /* commit groups: one filling, up to two with the writer */
+#define GROUPS 3         /* commit groups: one with the writer, one filling, one sending receipts */
 #define PUMP_BUDGET 2048 /* catch-up deliveries per loop turn */
 #define ROUTING_MAX 256
 #define LETTERS_MAX 256 /* dead letters committed with one group (consumer.c's bound) */
@@ -92,6 +92,7 @@ typedef struct group {
     uint64_t tree_size; /* the audit log's tree once the group is committed */
     uint8_t tree_root[WIRE_HASH_BYTES];
     uint8_t receipt_leaves[DRAIN_MAX][WIRE_HASH_BYTES]; /* with batch-signed receipts */
+    size_t n_verified; /* batch[0, n_verified) have had their signatures checked */
     uint64_t check_ns, verify_ns;
     struct group *next; /* in the free list */
 } group;
@@ -114,7 +115,7 @@ struct broker {
     size_t n_sessions, cap_sessions;
     group *groups; /* GROUPS of them */
     group *free_groups;
-    group *filling; /* receives publishes in this loop turn */
+    group *filling; /* receives publishes until the writer is free to take it */
     int in_writer;  /* groups handed to the writer */
     writer *writer;
     metrics m;                   /* counters, also read by the HTTP thread */
@@ -891,7 +892,8 @@ admit(broker *b, session *s, uint64_t request_id, zmq_msg_t *body, const admissi
 typedef struct group_work {
     const broker *b;
     group *g;
-    int batched; /* receipts: encoded and hashed as leaves, signed as one batch after */
+    int batched;   /* receipts: encoded and hashed as leaves, signed as one batch after */
+    size_t offset; /* verification: the first message of the range */
 } group_work;
 
 /* Verifies one signature of the group (runs on the workers); a batch's root signature
@@ -900,7 +902,7 @@ static void
 verify_one(void *ctx, size_t i)
 {
     group_work *w = ctx;
-    pending_publish *p = &w->g->batch[i];
+    pending_publish *p = &w->g->batch[w->offset + i];
     if (wire_envelope_verify_cached(p->signed_message, p->sender_key, w->b->sigcache) != SPBE_OK)
         p->code = SPBE_BAD_SIGNATURE;
 }
@@ -1121,7 +1123,7 @@ group_finish(broker *b, group *g)
     store_reader_end(&rd);
     store_tree_head(b->store, &g->tree_size, g->tree_root);
     /* one signature for the group's receipts, each with its proof (one alone: signed) */
-    group_work w = {b, g, g->n_batch > 1};
+    group_work w = {b, g, g->n_batch > 1, 0};
     workpool_run(b->workers, receipt_one, &w, g->n_batch, 4);
     if (w.batched && receipts_batch_sign(b, g) != 0) {
         for (size_t i = 0; i < g->n_batch; i++) {
@@ -1183,20 +1185,33 @@ group_finish(broker *b, group *g)
     b->free_groups = g;
 }
 
+/* Checks the signatures of the filling group's messages not checked yet, in parallel:
+ * while the writer commits the group before, so that this one is ready when it is done. */
+static void
+group_verify(broker *b, group *g)
+{
+    if (g->n_verified == g->n_batch)
+        return;
+    uint64_t t0 = mono_ns();
+    group_work vw = {b, g, 0, g->n_verified};
+    workpool_run(b->workers, verify_one, &vw, g->n_batch - g->n_verified, 4);
+    g->n_verified = g->n_batch;
+    g->verify_ns += mono_ns() - t0;
+}
+
 /*
- * The filling group is complete: its signatures are verified in parallel, and those
- * that pass go to the writer for one durable commit. No receipt leaves before the
- * writer hands the group back.
+ * The filling group goes to the writer (free now) for one durable commit: the messages
+ * whose signatures verified, and the consumers' bookkeeping. No receipt leaves before
+ * the writer hands the group back. One group at a time is committed while the next
+ * fills, so commits grow with the load (group commit) and stay one message long when
+ * it is light.
  */
 static void
 group_submit(broker *b)
 {
     group *g = b->filling;
     b->filling = NULL;
-    uint64_t t0 = mono_ns();
-    group_work vw = {b, g, 0};
-    workpool_run(b->workers, verify_one, &vw, g->n_batch, 4);
-    g->verify_ns = mono_ns() - t0;
+    group_verify(b, g);
     size_t n_items = 0;
     for (size_t i = 0; i < g->n_batch; i++) {
         pending_publish *p = &g->batch[i];
@@ -1236,16 +1251,32 @@ group_submit(broker *b)
     b->in_writer++;
 }
 
-/* Finishes the groups the writer has committed, in the order they were submitted. */
+/* The filling group goes to the writer if the writer is free and there is something to
+ * commit. */
 static void
-groups_collect(broker *b)
+group_submit_ready(broker *b)
 {
+    if (b->in_writer == 0 && b->filling && (b->filling->n_batch || consumer_dirty(b->consumers)))
+        group_submit(b);
+}
+
+/* Takes the groups the writer has committed, hands it the next one at once (with
+ * submit; not while the filling group is still being filled), then sends the committed
+ * groups' receipts, in the order they were submitted. */
+static void
+groups_collect(broker *b, int submit)
+{
+    group *done[GROUPS];
+    size_t n = 0;
     writer_job *job;
-    while ((job = writer_take_done(b->writer)) != NULL) {
-        group *g = (group *)((char *)job - offsetof(group, job));
+    while (n < GROUPS && (job = writer_take_done(b->writer)) != NULL) {
+        done[n++] = (group *)((char *)job - offsetof(group, job));
         b->in_writer--;
-        group_finish(b, g);
     }
+    if (submit)
+        group_submit_ready(b);
+    for (size_t i = 0; i < n; i++)
+        group_finish(b, done[i]);
 }
 
 /* ------------------------------------------------------------ other commands */
@@ -1917,7 +1948,7 @@ writer_drain(broker *b)
     while (b->in_writer > 0) {
         zmq_pollitem_t item = {writer_socket(b->writer), 0, ZMQ_POLLIN, 0};
         zmq_poll(&item, 1, 1000);
-        groups_collect(b);
+        groups_collect(b, 0); /* called while the filling group fills */
     }
 }
 
@@ -2688,8 +2719,9 @@ metrics_snapshot_publish(broker *b)
 int
 broker_step(broker *b, long max_wait_ms)
 {
-    /* with every group busy, leave new messages queued in ZeroMQ (back-pressure) */
-    int can_receive = b->free_groups != NULL;
+    group_submit_ready(b); /* a group left waiting by a commit of the I/O thread's own */
+    /* with every group busy or full, leave new messages queued in ZeroMQ (back-pressure) */
+    int can_receive = b->filling ? b->filling->n_batch < DRAIN_MAX : b->free_groups != NULL;
     zmq_pollitem_t items[] = {{b->socket, 0, can_receive ? ZMQ_POLLIN : 0, 0},
                               {b->zap, 0, ZMQ_POLLIN, 0},
                               {writer_socket(b->writer), 0, ZMQ_POLLIN, 0}};
@@ -2715,11 +2747,14 @@ broker_step(broker *b, long max_wait_ms)
     }
     while (zmq_poll(&items[1], 1, 0) > 0 && (items[1].revents & ZMQ_POLLIN))
         zap_handle(b);
-    groups_collect(b);
-    if (b->free_groups) {
+    groups_collect(b, 1);
+    if (!b->filling && b->free_groups) {
         b->filling = b->free_groups;
         b->free_groups = b->filling->next;
-        b->filling->n_batch = 0;
+        b->filling->n_batch = b->filling->n_verified = 0;
+        b->filling->check_ns = b->filling->verify_ns = 0;
+    }
+    if (b->filling) {
         uint64_t t_check = mono_ns();
         for (int i = 0; i < DRAIN_MAX && b->filling->n_batch < DRAIN_MAX; i++) {
             zmq_msg_t frames[3];
@@ -2731,10 +2766,10 @@ broker_step(broker *b, long max_wait_ms)
             for (int k = 0; k < n; k++)
                 zmq_msg_close(&frames[k]);
         }
-        b->filling->check_ns = mono_ns() - t_check;
-        if (b->filling->n_batch || consumer_dirty(b->consumers)) {
-            group_submit(b);
-        } else {
+        b->filling->check_ns += mono_ns() - t_check;
+        group_verify(b, b->filling);
+        group_submit_ready(b);
+        if (b->filling && !b->filling->n_batch) {
             b->filling->next = b->free_groups;
             b->free_groups = b->filling;
             b->filling = NULL;
@@ -2774,11 +2809,13 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
     while (!*stop)
         if (broker_step(b, -1) != 0)
             return -1;
-    /* what the writer holds is committed: its publishers get their receipts */
-    while (b->in_writer > 0) {
+    /* what the writer holds, and what was waiting for it, is committed: its publishers
+     * get their receipts */
+    while (b->in_writer > 0 || (b->filling && b->filling->n_batch)) {
+        group_submit_ready(b);
         zmq_pollitem_t item = {writer_socket(b->writer), 0, ZMQ_POLLIN, 0};
         zmq_poll(&item, 1, 1000);
-        groups_collect(b);
+        groups_collect(b, 1);
     }
     if (consumer_dirty(b->consumers)) { /* the last acknowledgements and positions */
         consumer_batch cb;

@@ -107,7 +107,8 @@ publisher_run(void *arg)
             int64_t due = t0 + (int64_t)(interval_ns * (double)k), now = wire_mono_ns();
             if (now >= due)
                 break;
-            int rc = spbe_dispatch(c, (int)((due - now) / 1000000), NULL);
+            /* rounded up: waiting in 0 ms polls would spin a core the broker needs */
+            int rc = spbe_dispatch(c, (int)((due - now + 999999) / 1000000), NULL);
             if (rc != SPBE_OK && rc != SPBE_TIMEOUT) {
                 p->rc = rc;
                 snprintf(p->error, sizeof p->error, "%s", spbe_last_error(c));
