@@ -279,8 +279,8 @@ batch_sample(const identity *id, size_t n, size_t **lens)
         msgs[i].id.len = WIRE_ID_BYTES;
         msgs[i].topic = "ikn.relokasi.asn";
         msgs[i].sender = (char *)id->member;
-        msgs[i].payload.data = (uint8_t *)&i;
-        msgs[i].payload.len = sizeof i;
+        msgs[i].payload.data = ids[i]; /* lives until the batch is signed */
+        msgs[i].payload.len = WIRE_ID_BYTES;
         ptrs[i] = &msgs[i];
     }
     uint8_t **out = calloc(n, sizeof *out);

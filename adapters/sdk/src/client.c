@@ -240,9 +240,10 @@ receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uin
         zmq_msg_t msg;
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, c->socket, ZMQ_DONTWAIT) < 0) {
+            int e = errno;
             zmq_msg_close(&msg);
-            if (errno != EAGAIN && errno != EINTR)
-                return fail(c, SPBE_UNAVAILABLE, "receive: %s", zmq_strerror(errno));
+            if (e != EAGAIN && e != EINTR)
+                return fail(c, SPBE_UNAVAILABLE, "receive: %s", zmq_strerror(e));
             if (wait == 0 && polled)
                 return SPBE_TIMEOUT;
             zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
