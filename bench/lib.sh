@@ -64,14 +64,19 @@ spbe_start() {
         --key-file "$spbe_key.pub" --pub 'bench.>' --sub 'bench.>'
 }
 
-spbe_stop() {
-    if [ -n "$spbe_pid" ]; then
-        kill "$spbe_pid" 2>/dev/null || true
-        wait "$spbe_pid" 2>/dev/null || true
-        spbe_pid=""
+# bench_server_stop PID DIR: stops a server this script started, by its PID, and removes
+# its directory (either may be empty).
+bench_server_stop() {
+    if [ -n "$1" ]; then
+        kill "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
     fi
-    [ -z "$spbe_dir" ] || rm -rf "$spbe_dir"
-    spbe_dir=""
+    [ -z "$2" ] || rm -rf "$2"
+}
+
+spbe_stop() {
+    bench_server_stop "$spbe_pid" "$spbe_dir"
+    spbe_pid="" spbe_dir=""
 }
 
 # A fresh nats-server with JetStream storing in a new directory; sets nats_url.
@@ -89,13 +94,8 @@ nats_start() {
 }
 
 nats_stop() {
-    if [ -n "$nats_pid" ]; then
-        kill "$nats_pid" 2>/dev/null || true
-        wait "$nats_pid" 2>/dev/null || true
-        nats_pid=""
-    fi
-    [ -z "$nats_dir" ] || rm -rf "$nats_dir"
-    nats_dir=""
+    bench_server_stop "$nats_pid" "$nats_dir"
+    nats_pid="" nats_dir=""
 }
 
 bench_stop_all() {

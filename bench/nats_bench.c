@@ -410,6 +410,21 @@ print_pub(const bench_config *cfg, long total, long errors, double secs, const i
                percentile_us(delivery_lat, delivered, 1), delivered);
 }
 
+/* Starts n threads fn(args + i * size), then releases them all at once through the
+ * barrier (sized n + 1). A thread that cannot start ends the program before the
+ * barrier, which would otherwise wait for it forever. Returns n. */
+static long
+threads_start(pthread_t *threads, long n, void *(*fn)(void *), void *args, size_t size,
+              const char *what, pthread_barrier_t *start)
+{
+    for (long i = 0; i < n; i++)
+        if (pthread_create(&threads[i], NULL, fn, (char *)args + (size_t)i * size) != 0) {
+            fprintf(stderr, "spbe-nats-bench: cannot start %s %ld\n", what, i);
+            exit(EXIT_ERROR);
+        }
+    pthread_barrier_wait(start);
+    return n;
+}
 static int
 bench_pub(const bench_config *cfg)
 {
@@ -440,15 +455,8 @@ bench_pub(const bench_config *cfg)
     long started = 0;
     int64_t t0 = 0, t1 = 0;
     if (rc == EXIT_OK) {
-        for (; started < cfg->publishers; started++)
-            if (pthread_create(&threads[started], NULL, publisher_run, &pubs[started]) != 0)
-                break;
-        if (started < cfg->publishers) {
-            /* fewer threads than the barrier waits for: fail before it */
-            fprintf(stderr, "spbe-nats-bench: cannot start publisher %ld\n", started);
-            exit(EXIT_ERROR);
-        }
-        pthread_barrier_wait(&start);
+        started = threads_start(threads, cfg->publishers, publisher_run, pubs, sizeof *pubs,
+                                "publisher", &start);
         t0 = mono_ns();
         for (long p = 0; p < started; p++)
             pthread_join(threads[p], NULL);
@@ -714,14 +722,8 @@ bench_consume(const bench_config *cfg)
     uint64_t acked = 0, outstanding = 1;
     int64_t t0 = 0, t1 = 0;
     if (rc == EXIT_OK) {
-        for (; started < cfg->members; started++)
-            if (pthread_create(&threads[started], NULL, member_run, &members[started]) != 0)
-                break;
-        if (started < cfg->members) {
-            fprintf(stderr, "spbe-nats-bench: cannot start member %ld\n", started);
-            exit(EXIT_ERROR);
-        }
-        pthread_barrier_wait(&start);
+        started = threads_start(threads, cfg->members, member_run, members, sizeof *members,
+                                "member", &start);
         t0 = mono_ns();
         /* every message acked by a member, then its ack on the server: flushed, counted */
         int64_t give_up = t0 + (int64_t)WAIT_MS * 1000000LL;

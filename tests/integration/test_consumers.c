@@ -232,6 +232,40 @@ test_queue_group_shares_each_message_once(void **state)
     spbe_close(&c.c);
 }
 
+/* Plain acks made in delivery handlers leave together at the end of each dispatch (and
+ * every 512): more than that in one dispatch, all counted once; an ack made outside a
+ * dispatch leaves at once. */
+static void
+test_acks_of_one_dispatch_leave_together(void **state)
+{
+    fixture *f = *state;
+    spbe_consumer_options o = {.start = SPBE_START_FIRST, .max_in_flight = 2000};
+    publish_n(f, "ikn.many.a", 1300);
+    static taker t;
+    take(f, &t, f->reader, "banyak", "ikn.many.>", &o, 1);
+    assert_int_equal(pump1(&t, 1300, 20000), 1300);
+    pump1(&t, 0, 300); /* nothing comes again */
+    assert_int_equal(t.n, 1300);
+    for (size_t i = 0; i < t.n; i++)
+        assert_int_equal(t.g[i].count, 1);
+    assert_int_equal(info_field(f->reader, "banyak", "acked"), 1300);
+    assert_int_equal(info_field(f->reader, "banyak", "pending"), 0);
+
+    t.ack = 0; /* the next one is acknowledged after its dispatch, alone */
+    publish_n(f, "ikn.many.a", 1);
+    assert_int_equal(pump1(&t, 1301, 5000), 1301);
+    assert_int_equal(info_field(f->reader, "banyak", "pending"), 1);
+    assert_int_equal(spbe_ack(t.c, "banyak", "ikn.many.a", 1301, SPBE_ACK, 0, 0), SPBE_OK);
+    long long acked = 0;
+    for (int i = 0; i < 50 && acked < 1301; i++) {
+        acked = info_field(f->reader, "banyak", "acked");
+        if (acked < 1301)
+            usleep(20000);
+    }
+    assert_int_equal(acked, 1301);
+    spbe_close(&t.c);
+}
+
 static void
 test_unacked_comes_again_after_the_ack_wait(void **state)
 {
@@ -841,6 +875,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queue_group_shares_each_message_once),
+        cmocka_unit_test(test_acks_of_one_dispatch_leave_together),
         cmocka_unit_test(test_unacked_comes_again_after_the_ack_wait),
         cmocka_unit_test(test_nak_now_and_after_a_delay),
         cmocka_unit_test(test_dead_letters_and_replay),

@@ -75,7 +75,11 @@ struct spbe_client {
     int64_t last_sent_ms, last_received_ms;
     int closed_code; /* non-zero once the session ended for good */
     int wake;        /* set by a handler to end the current dispatch */
-    int connected;   /* a session is established */
+    int dispatching; /* inside spbe_dispatch: plain acks wait to go out together */
+    char ack_consumer[256];
+    struct pending_ack *acks; /* ACKS_MAX, allocated at the first coalesced ack */
+    size_t n_acks;
+    int connected; /* a session is established */
     int reconnect;
     uint64_t hello_request;
     int64_t next_hello_ms;
@@ -170,8 +174,56 @@ spbe_in_flight(const spbe_client *c)
 
 /* ------------------------------------------------------------ frames */
 
+#define ACKS_MAX 512 /* plain acks sent in one Ack command at most */
+
+/* A plain acknowledgement made in a delivery handler, sent with the others of the same
+ * dispatch in one Ack command: one frame instead of one each. */
+typedef struct pending_ack {
+    char topic[256];
+    uint64_t sequence;
+} pending_ack;
+
+static int send_frame_bytes(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body,
+                            size_t body_len);
+
+/* Sends the coalesced acks (fire and forget, as each would have gone alone). */
+static void
+acks_flush(spbe_client *c)
+{
+    if (c->n_acks == 0)
+        return;
+    Spbe__V1__AckItem items[ACKS_MAX];
+    Spbe__V1__AckItem *ptrs[ACKS_MAX];
+    for (size_t i = 0; i < c->n_acks; i++) {
+        spbe__v1__ack_item__init(&items[i]);
+        items[i].topic = c->acks[i].topic;
+        items[i].sequence = c->acks[i].sequence;
+        items[i].kind = SPBE__V1__ACK_KIND__ACK;
+        ptrs[i] = &items[i];
+    }
+    Spbe__V1__Ack ack = SPBE__V1__ACK__INIT;
+    ack.consumer = c->ack_consumer;
+    ack.items = ptrs;
+    ack.n_items = c->n_acks;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.body_case = SPBE__V1__COMMAND__BODY_ACK;
+    cmd.ack = &ack;
+    cmd.request_id = 0; /* no answer; what is lost is delivered again */
+    c->n_acks = 0;
+    if (c->connected && !c->closed_code)
+        send_frame_bytes(c, &cmd, NULL, 0);
+}
+
+/* Sends a command, after the acks made before it. */
 static int
 send_command(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body_len)
+{
+    acks_flush(c);
+    return send_frame_bytes(c, cmd, body, body_len);
+}
+
+static int
+send_frame_bytes(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body, size_t body_len)
 {
     uint8_t stack[512];
     size_t len = spbe__v1__command__get_packed_size(cmd);
@@ -604,6 +656,7 @@ spbe_close(spbe_client **cp)
         free(s);
     }
     wire_sigcache_free(&c->sigcache);
+    free(c->acks);
     for (size_t i = c->f_head; i < c->f_count; i++)
         free(c->flights[i].bytes);
     free(c->flights);
@@ -1177,8 +1230,20 @@ handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size
     return 1;
 }
 
+static int dispatch_frames(spbe_client *c, int timeout_ms, int *events);
+
 int
 spbe_dispatch(spbe_client *c, int timeout_ms, int *events)
+{
+    c->dispatching++;
+    int rc = dispatch_frames(c, timeout_ms, events);
+    if (--c->dispatching == 0)
+        acks_flush(c); /* the plain acks of this dispatch, in one command */
+    return rc;
+}
+
+static int
+dispatch_frames(spbe_client *c, int timeout_ms, int *events)
 {
     int handled = 0;
     c->wake = 0;
@@ -1521,6 +1586,20 @@ ack_one(spbe_client *c, const char *consumer, const char *topic, uint64_t sequen
     if (!wait) {
         if (!c->connected || c->closed_code)
             return fail(c, SPBE_UNAVAILABLE, "not connected: the message will come again");
+        if (c->dispatching && kind == SPBE_ACK && strlen(topic) < sizeof c->acks->topic &&
+            strlen(consumer) < sizeof c->ack_consumer) {
+            if (!c->acks && !(c->acks = malloc(ACKS_MAX * sizeof *c->acks)))
+                return fail(c, SPBE_INTERNAL, "out of memory");
+            if (c->n_acks && strcmp(c->ack_consumer, consumer) != 0)
+                acks_flush(c);
+            memcpy(c->ack_consumer, consumer, strlen(consumer) + 1);
+            pending_ack *a = &c->acks[c->n_acks++];
+            memcpy(a->topic, topic, strlen(topic) + 1);
+            a->sequence = sequence;
+            if (c->n_acks == ACKS_MAX)
+                acks_flush(c);
+            return SPBE_OK;
+        }
         cmd.request_id = 0; /* no answer */
         return send_command(c, &cmd, NULL, 0);
     }
