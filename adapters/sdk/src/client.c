@@ -77,7 +77,8 @@ struct spbe_client {
     int wake;        /* set by a handler to end the current dispatch */
     int dispatching; /* inside spbe_dispatch: plain acks wait to go out together */
     char ack_consumer[256];
-    struct pending_ack *acks; /* ACKS_MAX, allocated at the first coalesced ack */
+    struct pending_ack *acks;     /* ACKS_MAX, allocated at the first coalesced ack */
+    Spbe__V1__AckItem **ack_ptrs; /* ACKS_MAX, with acks */
     size_t n_acks;
     int connected; /* a session is established */
     int reconnect;
@@ -181,6 +182,7 @@ spbe_in_flight(const spbe_client *c)
 typedef struct pending_ack {
     char topic[256];
     uint64_t sequence;
+    Spbe__V1__AckItem item; /* filled when sent: on the heap, no large stack frame */
 } pending_ack;
 
 static int send_frame_bytes(spbe_client *c, Spbe__V1__Command *cmd, const uint8_t *body,
@@ -192,18 +194,17 @@ acks_flush(spbe_client *c)
 {
     if (c->n_acks == 0)
         return;
-    Spbe__V1__AckItem items[ACKS_MAX];
-    Spbe__V1__AckItem *ptrs[ACKS_MAX];
     for (size_t i = 0; i < c->n_acks; i++) {
-        spbe__v1__ack_item__init(&items[i]);
-        items[i].topic = c->acks[i].topic;
-        items[i].sequence = c->acks[i].sequence;
-        items[i].kind = SPBE__V1__ACK_KIND__ACK;
-        ptrs[i] = &items[i];
+        pending_ack *a = &c->acks[i];
+        spbe__v1__ack_item__init(&a->item);
+        a->item.topic = a->topic;
+        a->item.sequence = a->sequence;
+        a->item.kind = SPBE__V1__ACK_KIND__ACK;
+        c->ack_ptrs[i] = &a->item;
     }
     Spbe__V1__Ack ack = SPBE__V1__ACK__INIT;
     ack.consumer = c->ack_consumer;
-    ack.items = ptrs;
+    ack.items = c->ack_ptrs;
     ack.n_items = c->n_acks;
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_ACK;
@@ -657,6 +658,7 @@ spbe_close(spbe_client **cp)
     }
     wire_sigcache_free(&c->sigcache);
     free(c->acks);
+    free(c->ack_ptrs);
     for (size_t i = c->f_head; i < c->f_count; i++)
         free(c->flights[i].bytes);
     free(c->flights);
@@ -1588,8 +1590,17 @@ ack_one(spbe_client *c, const char *consumer, const char *topic, uint64_t sequen
             return fail(c, SPBE_UNAVAILABLE, "not connected: the message will come again");
         if (c->dispatching && kind == SPBE_ACK && strlen(topic) < sizeof c->acks->topic &&
             strlen(consumer) < sizeof c->ack_consumer) {
-            if (!c->acks && !(c->acks = malloc(ACKS_MAX * sizeof *c->acks)))
-                return fail(c, SPBE_INTERNAL, "out of memory");
+            if (!c->acks) {
+                c->acks = malloc(ACKS_MAX * sizeof *c->acks);
+                c->ack_ptrs = malloc(ACKS_MAX * sizeof *c->ack_ptrs);
+                if (!c->acks || !c->ack_ptrs) {
+                    free(c->acks);
+                    free(c->ack_ptrs);
+                    c->acks = NULL;
+                    c->ack_ptrs = NULL;
+                    return fail(c, SPBE_INTERNAL, "out of memory");
+                }
+            }
             if (c->n_acks && strcmp(c->ack_consumer, consumer) != 0)
                 acks_flush(c);
             memcpy(c->ack_consumer, consumer, strlen(consumer) + 1);
