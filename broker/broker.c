@@ -599,20 +599,8 @@ receipt_make(const broker *b, int code, const char *topic, uint64_t sequence, in
         r.tree_root.data = (uint8_t *)audit->tree_root;
         r.tree_root.len = WIRE_HASH_BYTES;
     }
-    if (!sign) { /* encoded with room for the batch's signature, set later */
-        spbe__v1__signed_receipt__init(out);
-        size_t len = spbe__v1__receipt__get_packed_size(&r);
-        uint8_t *buf = malloc(len + WIRE_SIGNATURE_BYTES);
-        if (buf) {
-            spbe__v1__receipt__pack(&r, buf);
-            out->receipt.data = buf;
-            out->receipt.len = len;
-            out->signature.data = buf + len;
-            out->signature.len = WIRE_SIGNATURE_BYTES;
-        }
-        return;
-    }
-    if (wire_receipt_sign(&r, b->key.secret_key, out) != SPBE_OK)
+    int rc = sign ? wire_receipt_sign(&r, b->key.secret_key, out) : wire_receipt_encode(&r, out);
+    if (rc != SPBE_OK)
         out->receipt.data = NULL;
 }
 

@@ -217,37 +217,6 @@ wire_verify_detached(const char *context, const uint8_t *data, size_t len, const
     return rc == 0 ? SPBE_OK : SPBE_BAD_SIGNATURE;
 }
 
-int
-wire_message_sign(const Spbe__V1__Message *message, const uint8_t secret[WIRE_SECRET_BYTES],
-                  uint8_t **out, size_t *out_len)
-{
-    size_t mlen = spbe__v1__message__get_packed_size(message);
-    uint8_t *mbuf = malloc(mlen ? mlen : 1);
-    if (!mbuf)
-        return SPBE_INTERNAL;
-    spbe__v1__message__pack(message, mbuf);
-
-    uint8_t sig[WIRE_SIGNATURE_BYTES];
-    wire_sign_detached(WIRE_CONTEXT_MESSAGE, mbuf, mlen, secret, sig);
-
-    Spbe__V1__SignedMessage sm = SPBE__V1__SIGNED_MESSAGE__INIT;
-    sm.message.data = mbuf;
-    sm.message.len = mlen;
-    sm.signature.data = sig;
-    sm.signature.len = sizeof sig;
-    size_t slen = spbe__v1__signed_message__get_packed_size(&sm);
-    uint8_t *sbuf = malloc(slen);
-    if (!sbuf) {
-        free(mbuf);
-        return SPBE_INTERNAL;
-    }
-    spbe__v1__signed_message__pack(&sm, sbuf);
-    free(mbuf);
-    *out = sbuf;
-    *out_len = slen;
-    return SPBE_OK;
-}
-
 /* Packs a SignedMessage (message, signature, batch) into a malloc'ed buffer. */
 static uint8_t *
 signed_pack(const uint8_t *message, size_t mlen, const uint8_t *signature,
@@ -265,6 +234,24 @@ signed_pack(const uint8_t *message, size_t mlen, const uint8_t *signature,
         spbe__v1__signed_message__pack(&sm, sbuf);
     *out_len = slen;
     return sbuf;
+}
+
+int
+wire_message_sign(const Spbe__V1__Message *message, const uint8_t secret[WIRE_SECRET_BYTES],
+                  uint8_t **out, size_t *out_len)
+{
+    size_t mlen = spbe__v1__message__get_packed_size(message);
+    uint8_t *mbuf = malloc(mlen ? mlen : 1);
+    if (!mbuf)
+        return SPBE_INTERNAL;
+    spbe__v1__message__pack(message, mbuf);
+
+    uint8_t sig[WIRE_SIGNATURE_BYTES];
+    wire_sign_detached(WIRE_CONTEXT_MESSAGE, mbuf, mlen, secret, sig);
+
+    *out = signed_pack(mbuf, mlen, sig, NULL, out_len);
+    free(mbuf);
+    return *out ? SPBE_OK : SPBE_INTERNAL;
 }
 
 int
@@ -565,7 +552,8 @@ wire_signed_verify(const char *context, const uint8_t *data, size_t len, const u
 }
 
 /* Encodes m and signs it under context into one buffer: data, then the signature
- * (free(data->data) frees both). */
+ * (free(data->data) frees both). Without secret the signature's room is left zeroed, for
+ * a batch signature set later. */
 static int
 sign_encoded(const char *context, const ProtobufCMessage *m,
              const uint8_t secret[WIRE_SECRET_BYTES], ProtobufCBinaryData *data,
@@ -576,7 +564,10 @@ sign_encoded(const char *context, const ProtobufCMessage *m,
     if (!buf)
         return SPBE_INTERNAL;
     protobuf_c_message_pack(m, buf);
-    wire_sign_detached(context, buf, len, secret, buf + len);
+    if (secret)
+        wire_sign_detached(context, buf, len, secret, buf + len);
+    else
+        memset(buf + len, 0, WIRE_SIGNATURE_BYTES);
     data->data = buf;
     data->len = len;
     signature->data = buf + len;
@@ -616,6 +607,13 @@ wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIRE_SE
     spbe__v1__signed_receipt__init(out);
     return sign_encoded(WIRE_CONTEXT_RECEIPT, &receipt->base, secret, &out->receipt,
                         &out->signature);
+}
+
+int
+wire_receipt_encode(const Spbe__V1__Receipt *receipt, Spbe__V1__SignedReceipt *out)
+{
+    spbe__v1__signed_receipt__init(out);
+    return sign_encoded(WIRE_CONTEXT_RECEIPT, &receipt->base, NULL, &out->receipt, &out->signature);
 }
 
 int

@@ -165,6 +165,8 @@ int wire_verify_detached(const char *context, const uint8_t *data, size_t len,
  */
 int wire_receipt_sign(const Spbe__V1__Receipt *receipt, const uint8_t secret[WIRE_SECRET_BYTES],
                       Spbe__V1__SignedReceipt *out);
+/* The same layout with the signature's 64 bytes left for a batch signature. */
+int wire_receipt_encode(const Spbe__V1__Receipt *receipt, Spbe__V1__SignedReceipt *out);
 /* The key valid at t_ns among a member's keys (its history, else its current key), or
  * NULL if none was. */
 const uint8_t *wire_member_key_at(const Spbe__V1__Member *m, int64_t t_ns);
