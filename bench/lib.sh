@@ -54,8 +54,9 @@ spbe_start() {
     local port
     port=$(bench_free_port)
     export SPBE_BROKER=tcp://127.0.0.1:$port
+    # one bench member holds every session of a workload (up to 1000 publishers)
     "$spbe_broker" --data "$spbe_dir/data" --listen "$SPBE_BROKER" --http off \
-        2>"$spbe_dir/broker.log" &
+        --member-max-sessions 0 2>"$spbe_dir/broker.log" &
     spbe_pid=$!
     bench_wait_log "$spbe_pid" "$spbe_dir/broker.log" event=started || bench_fail "spbe-broker did not start"
     spbe_key=$spbe_dir/bench.key
@@ -132,6 +133,32 @@ bench_measure() {
     fi
     grep '^{.*}$' "$out.tmp" | tail -n 1 >"$out"
     rm -f "$out.tmp"
+}
+
+# bench_measure_rss OUT PID ARGS...: bench_measure, with the private resident memory
+# (RssAnon: page cache aside) of the server PID sampled every 100 ms; the highest sample
+# goes into the JSON line as "server_rss_kib".
+bench_measure_rss() {
+    local out=$1 pid=$2 peak=$work/rss.peak rc=0
+    shift 2
+    echo 0 >"$peak"
+    (
+        max=0
+        while kill -0 "$pid" 2>/dev/null; do
+            v=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+            if [ "${v:-0}" -gt "$max" ]; then
+                max=$v
+                echo "$max" >"$peak"
+            fi
+            sleep 0.1
+        done
+    ) &
+    local sampler=$!
+    bench_measure "$out" "$@" || rc=$?
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    [ "$rc" = 0 ] || return "$rc"
+    sed -i "s/}\$/,\"server_rss_kib\":$(cat "$peak")}/" "$out"
 }
 
 # The machine, as key: value lines.

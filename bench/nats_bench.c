@@ -229,11 +229,12 @@ publisher_run(void *arg)
     publisher *p = arg;
     const bench_config *cfg = p->cfg;
     double interval_ns = cfg->rate ? 1e9 * (double)cfg->publishers / (double)cfg->rate : 0;
+    double phase = (double)p->index / (double)cfg->publishers; /* publishers take turns */
     pthread_barrier_wait(p->start);
     int64_t t0 = mono_ns();
     for (long k = 0; k < p->count; k++) {
         if (interval_ns > 0) {
-            int64_t due = t0 + (int64_t)(interval_ns * (double)k);
+            int64_t due = t0 + (int64_t)(interval_ns * ((double)k + phase));
             if (mono_ns() < due)
                 sleep_until_ns(due);
         }
@@ -882,7 +883,7 @@ main(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (optind != argc || cfg.size < (consume ? 1 : 8) || cfg.size > 64L << 20 ||
-        cfg.publishers > 256 || cfg.members > 64 || cfg.messages > UINT32_MAX) {
+        cfg.publishers > 4096 || cfg.members > 64 || cfg.messages > UINT32_MAX) {
         fprintf(stderr, "spbe-nats-bench %s: %s\n%s", argv[1],
                 optind != argc ? "unexpected arguments"
                                : "out of range (pub --size: at least 8, the message's indices)",

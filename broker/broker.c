@@ -111,9 +111,11 @@ struct broker {
     identity key;      /* the broker's own */
     uint64_t head_end; /* the tree's size after the last signed head (and its own leaf) */
     void *ctx, *socket, *zap;
-    session **sessions;
+    session **sessions; /* in no order; removal moves the last into the gap */
     size_t n_sessions, cap_sessions;
-    group *groups; /* GROUPS of them */
+    session **by_routing;  /* the same sessions by routing id: open addressing */
+    size_t cap_by_routing; /* a power of two, at least twice n_sessions (0: none yet) */
+    group *groups;         /* GROUPS of them */
     group *free_groups;
     group *filling; /* receives publishes until the writer is free to take it */
     int in_writer;  /* groups handed to the writer */
@@ -155,14 +157,83 @@ now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* ------------------------------------------------------------ sessions by routing id
+ *
+ * Every frame a client sends is matched to its session by ZeroMQ's routing id, so the
+ * lookup stays O(1) however many sessions are open: linear probing in a table at most
+ * half full, removal by moving the entries after the gap back (no tombstones). */
+
+static size_t
+routing_slot(const broker *b, const uint8_t *routing, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ routing[i]) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 29)) & (b->cap_by_routing - 1);
+}
+
 static session *
 session_find(broker *b, const uint8_t *routing, size_t len)
 {
+    if (!b->cap_by_routing)
+        return NULL;
+    for (size_t i = routing_slot(b, routing, len);; i = (i + 1) & (b->cap_by_routing - 1)) {
+        session *s = b->by_routing[i];
+        if (!s)
+            return NULL;
+        if (s->routing_len == len && memcmp(s->routing, routing, len) == 0)
+            return s;
+    }
+}
+
+static void
+routing_insert(broker *b, session *s)
+{
+    size_t i = routing_slot(b, s->routing, s->routing_len);
+    while (b->by_routing[i])
+        i = (i + 1) & (b->cap_by_routing - 1);
+    b->by_routing[i] = s;
+}
+
+/* Makes room in the index for one more session: -1 when out of memory. */
+static int
+routing_reserve(broker *b)
+{
+    if (2 * (b->n_sessions + 1) <= b->cap_by_routing)
+        return 0;
+    size_t cap = b->cap_by_routing ? 2 * b->cap_by_routing : 64;
+    session **table = calloc(cap, sizeof *table);
+    if (!table)
+        return -1;
+    free(b->by_routing);
+    b->by_routing = table;
+    b->cap_by_routing = cap;
     for (size_t i = 0; i < b->n_sessions; i++)
-        if (b->sessions[i]->routing_len == len &&
-            memcmp(b->sessions[i]->routing, routing, len) == 0)
-            return b->sessions[i];
-    return NULL;
+        routing_insert(b, b->sessions[i]);
+    return 0;
+}
+
+static void
+routing_remove(broker *b, const session *s)
+{
+    if (!b->cap_by_routing)
+        return;
+    size_t mask = b->cap_by_routing - 1, i = routing_slot(b, s->routing, s->routing_len);
+    while (b->by_routing[i] != s) {
+        if (!b->by_routing[i])
+            return;
+        i = (i + 1) & mask;
+    }
+    b->by_routing[i] = NULL;
+    /* the entries after the gap that would not be found past it move back into it */
+    for (size_t j = (i + 1) & mask; b->by_routing[j]; j = (j + 1) & mask) {
+        size_t home = routing_slot(b, b->by_routing[j]->routing, b->by_routing[j]->routing_len);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            b->by_routing[i] = b->by_routing[j];
+            b->by_routing[j] = NULL;
+            i = j;
+        }
+    }
 }
 
 static void
@@ -174,6 +245,7 @@ session_close(broker *b, session *s)
     if (b->services)
         requests_fail(b, service_drop_session(b->services, s), SPBE_UNAVAILABLE,
                       "the serving member went away before answering");
+    routing_remove(b, s);
     for (size_t i = 0; i < b->n_sessions; i++)
         if (b->sessions[i] == s) {
             b->sessions[i] = b->sessions[--b->n_sessions];
@@ -486,6 +558,7 @@ broker_destroy(broker **bp)
     while (b->n_sessions)
         session_close(b, b->sessions[0]);
     free(b->sessions);
+    free(b->by_routing);
     router_destroy(&b->router);
     writer_destroy(&b->writer);
     consumer_set_destroy(&b->consumers);
@@ -1371,13 +1444,15 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
             b->cap_sessions = cap;
         }
         s = calloc(1, sizeof *s);
-        if (!s) {
+        if (!s || routing_reserve(b) != 0) {
+            free(s);
             send_error(b, routing, routing_len, request_id, SPBE_INTERNAL, "out of memory");
             return;
         }
         memcpy(s->routing, routing, routing_len);
         s->routing_len = routing_len;
         b->sessions[b->n_sessions++] = s;
+        routing_insert(b, s);
     }
     snprintf(s->member, sizeof s->member, "%s", m->name);
     s->last_seen_ms = now_ms();

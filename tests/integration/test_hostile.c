@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -192,6 +193,90 @@ test_connection_flood(void **state)
     assert_int_equal(left, 1);            /* ...and only the witness is left */
     assert_true(fds_after <= fds_before + 4);
     witness_check(&w, "connection flood");
+    assert_int_equal(harness_broker_stop(&b), 0);
+}
+
+/* Sends a command with only a request id and an empty body of the given case. */
+static void
+raw_command(void *s, uint64_t request_id, Spbe__V1__Command__BodyCase body)
+{
+    Spbe__V1__Ping ping = SPBE__V1__PING__INIT;
+    Spbe__V1__Bye bye = SPBE__V1__BYE__INIT;
+    Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+    cmd.request_id = request_id;
+    cmd.body_case = body;
+    if (body == SPBE__V1__COMMAND__BODY_PING)
+        cmd.ping = &ping;
+    else
+        cmd.bye = &bye;
+    uint8_t buf[64];
+    size_t n = spbe__v1__command__pack(&cmd, buf);
+    assert_int_equal(zmq_send(s, buf, n, 0), (int)n);
+}
+
+/* Pings sessions[from, to) (a step apart) and checks that each answer is its own. */
+static void
+ping_each(void **s, int from, int to, int step, uint64_t base)
+{
+    for (int i = from; i < to; i += step)
+        raw_command(s[i], base + (uint64_t)i, SPBE__V1__COMMAND__BODY_PING);
+    for (int i = from; i < to; i += step) {
+        uint64_t rid = 0;
+        assert_int_equal(harness_raw_reply(s[i], &rid), SPBE_OK);
+        assert_int_equal(rid, base + (uint64_t)i);
+    }
+}
+
+/* 1000 sessions open at once: every command finds its own session among them, and
+ * sessions that end in between (half of them, by bye) leave the others reachable and
+ * their places to new ones. */
+static void
+test_thousand_sessions(void **state)
+{
+    (void)state;
+    struct rlimit nofile;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+    if (nofile.rlim_cur < 8192 && nofile.rlim_max > nofile.rlim_cur) {
+        nofile.rlim_cur = nofile.rlim_max < 8192 ? nofile.rlim_max : 8192;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    test_broker b;
+    assert_int_equal(harness_broker_start(&b, "--member-max-sessions 0"), 0);
+    char many[400];
+    assert_int_equal(harness_member(&b, "rogue/many", "hostile.many", NULL, NULL, many), 0);
+    enum { N = 1000 };
+    void *ctx = zmq_ctx_new();
+    assert_int_equal(zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, 4 * N), 0);
+    void **s = calloc(N + N / 2, sizeof *s);
+    int64_t t0 = mono_ns();
+    for (int i = 0; i < N; i++)
+        assert_non_null(s[i] = harness_raw_connect(&b, ctx, many, 0));
+    for (int i = 0; i < N; i++)
+        assert_int_equal(harness_raw_reply(s[i], NULL), SPBE_OK); /* welcome */
+    double open_s = (double)(mono_ns() - t0) / 1e9;
+    assert_int_equal(wait_sessions(&b, N, 5000), N);
+    ping_each(s, 0, N, 1, 1000000);
+    for (int i = 1; i < N; i += 2) { /* every other one leaves */
+        raw_command(s[i], 7, SPBE__V1__COMMAND__BODY_BYE);
+        zmq_close(s[i]);
+        s[i] = NULL;
+    }
+    assert_int_equal(wait_sessions(&b, N / 2, 5000), N / 2);
+    ping_each(s, 0, N, 2, 2000000);
+    for (int i = N; i < N + N / 2; i++) /* newcomers take their places */
+        assert_non_null(s[i] = harness_raw_connect(&b, ctx, many, 0));
+    for (int i = N; i < N + N / 2; i++)
+        assert_int_equal(harness_raw_reply(s[i], NULL), SPBE_OK);
+    assert_int_equal(wait_sessions(&b, N, 5000), N);
+    ping_each(s, 0, N, 2, 3000000);
+    ping_each(s, N, N + N / 2, 1, 4000000);
+    printf("# %d sessions opened in %.2f s, each answered; half left, %d came, all answered\n", N,
+           open_s, N / 2);
+    for (int i = 0; i < N + N / 2; i++)
+        if (s[i])
+            zmq_close(s[i]);
+    free(s);
+    zmq_ctx_term(ctx);
     assert_int_equal(harness_broker_stop(&b), 0);
 }
 
@@ -511,6 +596,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connection_flood),
+        cmocka_unit_test(test_thousand_sessions),
         cmocka_unit_test(test_half_open_connections),
         cmocka_unit_test(test_oversized_frames),
         cmocka_unit_test(test_replays_forgeries_and_skewed_clocks),
