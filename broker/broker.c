@@ -37,7 +37,9 @@
 #define GROUPS 3         /* commit groups: one with the writer, one filling, one sending receipts */
 #define PUMP_BUDGET 2048 /* catch-up deliveries per loop turn */
 #define ROUTING_MAX 256
-#define LETTERS_MAX 256 /* dead letters committed with one group (consumer.c's bound) */
+#define BATCH_BYTES 65536 /* a FrameBatch holds about this much; a bigger message alone */
+#define BATCH_HEAD 16     /* room before a batch's fields for the frame's header */
+#define LETTERS_MAX 256   /* dead letters committed with one group (consumer.c's bound) */
 #define REQUEST_TIMEOUT_DEFAULT_MS 30000
 #define REQUEST_TIMEOUT_MAX_MS 300000
 #define RECEIPT_PATH_MAX 12 /* a group's receipt tree has at most 2^11 leaves */
@@ -50,6 +52,13 @@ typedef struct session {
     int64_t last_seen_ms;
     int64_t opened_ns;
     uint64_t received, delivered; /* signed messages from it, deliveries to it */
+    uint32_t batch_max;           /* receipts and deliveries per FrameBatch (Hello; <2: none) */
+    uint8_t *batch;               /* the open batch: its fields from BATCH_HEAD on */
+    size_t batch_len, batch_cap;  /* batch_len: the fields' bytes */
+    uint32_t batch_n, batch_deliveries; /* entries in it, and how many are deliveries */
+    int batch_queued;                   /* on the broker's list of open batches */
+    int gone;                           /* ZeroMQ no longer reaches it: deliveries fail at once */
+    struct session *batch_next;
 } session;
 
 /* What a signed message arriving from a client is: a publish, a request to a service,
@@ -113,6 +122,7 @@ struct broker {
     void *ctx, *socket, *zap;
     session **sessions; /* in no order; removal moves the last into the gap */
     size_t n_sessions, cap_sessions;
+    session *batched;      /* sessions with an open batch of deliveries, sent each loop turn */
     session **by_routing;  /* the same sessions by routing id: open addressing */
     size_t cap_by_routing; /* a power of two, at least twice n_sessions (0: none yet) */
     group *groups;         /* GROUPS of them */
@@ -246,6 +256,12 @@ session_close(broker *b, session *s)
         requests_fail(b, service_drop_session(b->services, s), SPBE_UNAVAILABLE,
                       "the serving member went away before answering");
     routing_remove(b, s);
+    for (session **pp = &b->batched; *pp; pp = &(*pp)->batch_next)
+        if (*pp == s) {
+            *pp = s->batch_next;
+            break;
+        }
+    free(s->batch);
     for (size_t i = 0; i < b->n_sessions; i++)
         if (b->sessions[i] == s) {
             b->sessions[i] = b->sessions[--b->n_sessions];
@@ -301,9 +317,12 @@ send_error(broker *b, const uint8_t *routing, size_t routing_len, uint64_t reque
     send_reply(b, routing, routing_len, &reply, NULL, 0);
 }
 
+static int batch_flush(broker *b, session *s);
+
 static void
 send_goodbye(broker *b, session *s, int code, const char *reason)
 {
+    batch_flush(b, s); /* what was gathered for it goes first */
     Spbe__V1__Goodbye bye = SPBE__V1__GOODBYE__INIT;
     bye.code = (Spbe__V1__ErrorCode)code;
     bye.reason = (char *)reason;
@@ -316,11 +335,159 @@ send_goodbye(broker *b, session *s, int code, const char *reason)
     send_frame(b, s->routing, s->routing_len, &f, NULL, 0);
 }
 
-/* The router's way out: one Delivery event plus the sender's bytes. */
-/* One Delivery event with the stored bytes as its body frame; logs a vanished peer. */
+static size_t
+varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t
+varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Sends a session's open batch as one frame, BrokerFrame{batch: FrameBatch}, its header
+ * written in the room before the fields. 0 (sent, or nothing to send), EAGAIN (its queue
+ * is full: the batch stays for a later turn) or another errno (the peer is gone: the
+ * batch is dropped, as ZeroMQ drops what it queued for it). */
+static int
+batch_flush(broker *b, session *s)
+{
+    if (!s->batch_n)
+        return 0;
+    size_t head = 1 + varint_len(s->batch_len);
+    uint8_t *start = s->batch + BATCH_HEAD - head;
+    start[0] = 0x1a; /* BrokerFrame.batch: field 3, length-delimited */
+    varint_put(start + 1, s->batch_len);
+    int rc = 0;
+    if (zmq_send(b->socket, s->routing, s->routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(b->socket, start, head + s->batch_len, ZMQ_DONTWAIT) < 0)
+        rc = errno;
+    if (rc == EAGAIN)
+        return rc;
+    if (rc) {
+        s->gone = 1;
+        log_event(LOG_INFO, "session_gone", "member=%s dropped=%u", s->member, s->batch_n);
+    } else if (s->batch_deliveries) {
+        metrics_add(&b->m.delivery_frames, 1);
+    }
+    s->batch_len = 0;
+    s->batch_n = s->batch_deliveries = 0;
+    return rc;
+}
+
+/* Sends every open batch; those that cannot go yet stay on the list. */
+static void
+batches_flush(broker *b)
+{
+    session **pp = &b->batched;
+    while (*pp) {
+        session *s = *pp;
+        if (batch_flush(b, s) == EAGAIN) {
+            pp = &s->batch_next;
+            continue;
+        }
+        *pp = s->batch_next;
+        s->batch_queued = 0;
+    }
+}
+
+/* Room for need more bytes in the session's open batch: the batch goes first when full.
+ * A pointer to write them at, or NULL with *rc EAGAIN (the batch cannot go yet; out of
+ * memory) or EHOSTUNREACH. */
+static uint8_t *
+batch_room(broker *b, session *s, size_t need, int *rc)
+{
+    *rc = s->gone ? EHOSTUNREACH : 0;
+    if (!*rc && s->batch_n &&
+        (s->batch_n >= s->batch_max || BATCH_HEAD + s->batch_len + need > BATCH_BYTES))
+        *rc = batch_flush(b, s);
+    if (*rc)
+        return NULL;
+    if (BATCH_HEAD + s->batch_len + need > s->batch_cap) {
+        size_t cap = BATCH_HEAD + s->batch_len + need;
+        if (cap < BATCH_BYTES)
+            cap = BATCH_BYTES;
+        uint8_t *grown = realloc(s->batch, cap);
+        if (!grown) {
+            *rc = EAGAIN;
+            return NULL;
+        }
+        s->batch = grown;
+        s->batch_cap = cap;
+    }
+    if (!s->batch_queued) {
+        s->batch_next = b->batched;
+        b->batched = s;
+        s->batch_queued = 1;
+    }
+    return s->batch + BATCH_HEAD + s->batch_len;
+}
+
+/* Adds a delivery to the session's open batch (sent at the end of the loop turn, or when
+ * full): FrameBatch fields 2 (the Delivery) and 3 (the stored bytes), copied, so that
+ * the store's pages are not held. 0, EAGAIN or EHOSTUNREACH, like a send. */
+static int
+batch_add_delivery(broker *b, session *s, const Spbe__V1__Delivery *d, const uint8_t *data,
+                   size_t len)
+{
+    size_t dlen = spbe__v1__delivery__get_packed_size(d);
+    size_t need = 1 + varint_len(dlen) + dlen + 1 + varint_len(len) + len;
+    int rc;
+    uint8_t *p = batch_room(b, s, need, &rc);
+    if (!p)
+        return rc;
+    *p++ = 0x12; /* FrameBatch.deliveries */
+    p += varint_put(p, dlen);
+    p += spbe__v1__delivery__pack(d, p);
+    *p++ = 0x1a; /* FrameBatch.messages */
+    p += varint_put(p, len);
+    memcpy(p, data, len);
+    s->batch_len += need;
+    s->batch_n++;
+    s->batch_deliveries++;
+    metrics_add(&b->m.delivered, 1);
+    s->delivered++;
+    return 0;
+}
+
+/* Adds a reply (a publish's receipt) to the session's open batch: FrameBatch field 1. */
+static int
+batch_add_reply(broker *b, session *s, const Spbe__V1__Reply *reply)
+{
+    size_t rlen = spbe__v1__reply__get_packed_size(reply);
+    size_t need = 1 + varint_len(rlen) + rlen;
+    int rc;
+    uint8_t *p = batch_room(b, s, need, &rc);
+    if (!p)
+        return rc;
+    *p++ = 0x0a; /* FrameBatch.replies */
+    p += varint_put(p, rlen);
+    spbe__v1__reply__pack(reply, p);
+    s->batch_len += need;
+    s->batch_n++;
+    return 0;
+}
+
+/* One delivery to a session: into its open batch if it asked for batches, otherwise a
+ * Delivery event with the stored bytes as its body frame; logs a vanished peer. */
 static int
 send_delivery_event(broker *b, session *s, Spbe__V1__Delivery *d, const uint8_t *data, size_t len)
 {
+    if (s->batch_max > 1)
+        return batch_add_delivery(b, s, d, data, len);
     Spbe__V1__Event ev = SPBE__V1__EVENT__INIT;
     ev.body_case = SPBE__V1__EVENT__BODY_DELIVERY;
     ev.delivery = d;
@@ -330,6 +497,7 @@ send_delivery_event(broker *b, session *s, Spbe__V1__Delivery *d, const uint8_t 
     int rc = send_frame(b, s->routing, s->routing_len, &f, data, len);
     if (rc == 0) {
         metrics_add(&b->m.delivered, 1);
+        metrics_add(&b->m.delivery_frames, 1);
         s->delivered++;
     }
     if (rc == EHOSTUNREACH) /* the router or the consumer lets go; the idle timer the session */
@@ -677,10 +845,12 @@ receipt_make(const broker *b, int code, const char *topic, uint64_t sequence, in
         out->receipt.data = NULL;
 }
 
-/* Sends a publish's reply carrying its signed receipt, and frees the receipt. */
+/* Sends a publish's reply carrying its signed receipt, and frees the receipt. With
+ * batch, into the session's open batch if it takes batches (a commit group's receipts:
+ * they go together at the end of the group), otherwise in a frame of its own. */
 static void
-receipt_send(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id, int code,
-             const char *reason, Spbe__V1__SignedReceipt *receipt)
+receipt_reply(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id, int code,
+              const char *reason, Spbe__V1__SignedReceipt *receipt, int batch)
 {
     Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
     reply.request_id = request_id;
@@ -690,9 +860,24 @@ receipt_send(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
         reply.body_case = SPBE__V1__REPLY__BODY_RECEIPT;
         reply.receipt = receipt;
     }
-    send_reply(b, routing, routing_len, &reply, NULL, 0);
+    session *s = batch ? session_find(b, routing, routing_len) : NULL;
+    if (s && s->batch_max > 1) {
+        int rc = batch_add_reply(b, s, &reply);
+        if (rc)
+            log_event(LOG_WARN, "reply_dropped", "request=%llu reason=\"%s\"",
+                      (unsigned long long)request_id, zmq_strerror(rc));
+    } else {
+        send_reply(b, routing, routing_len, &reply, NULL, 0);
+    }
     free(receipt->receipt.data);
     receipt->receipt.data = NULL;
+}
+
+static void
+receipt_send(broker *b, const uint8_t *routing, size_t routing_len, uint64_t request_id, int code,
+             const char *reason, Spbe__V1__SignedReceipt *receipt)
+{
+    receipt_reply(b, routing, routing_len, request_id, code, reason, receipt, 0);
 }
 
 static void
@@ -1202,8 +1387,8 @@ group_finish(broker *b, group *g)
         }
         if (p->kind == KIND_RESPOND && p->code == SPBE_OK)
             response_forward(b, p);
-        receipt_send(b, p->routing, p->routing_len, p->request_id, p->code, publish_reason(p->code),
-                     &p->receipt);
+        receipt_reply(b, p->routing, p->routing_len, p->request_id, p->code,
+                      publish_reason(p->code), &p->receipt, 1);
     }
     uint64_t t1 = mono_ns();
     for (size_t i = 0; i < g->n_batch; i++) {
@@ -1338,6 +1523,8 @@ groups_collect(broker *b, int submit)
         group_submit_ready(b);
     for (size_t i = 0; i < n; i++)
         group_finish(b, done[i]);
+    if (n)
+        batches_flush(b); /* the receipts and deliveries of the groups, at once */
 }
 
 /* ------------------------------------------------------------ other commands */
@@ -1455,6 +1642,7 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
         routing_insert(b, s);
     }
     snprintf(s->member, sizeof s->member, "%s", m->name);
+    s->batch_max = hello->batch;
     s->last_seen_ms = now_ms();
     s->opened_ns = wire_now_ns();
     char client[256];
@@ -2800,6 +2988,8 @@ broker_step(broker *b, long max_wait_ms)
         if (left < timeout)
             timeout = left < 0 ? 0 : (long)left;
     }
+    if (b->batched && timeout > 1)
+        timeout = 1; /* a batch waits for room in its session's queue */
     if (b->free_groups && consumer_dirty(b->consumers) && timeout > 1)
         timeout = 1; /* let acks gather for a moment, then commit them */
     if (zmq_poll(items, 3, timeout) < 0) {
@@ -2841,6 +3031,7 @@ broker_step(broker *b, long max_wait_ms)
     b->pump = router_pump(b->router, PUMP_BUDGET);
     if (consumer_pump(b->consumers, PUMP_BUDGET))
         b->pump = 1;
+    batches_flush(b); /* the deliveries of this turn, a frame per session */
     pending_request *late;
     while ((late = service_pending_expired(b->services, wire_now_ns())) != NULL) {
         metrics_add(&b->m.request_timeouts, 1);
@@ -2891,6 +3082,7 @@ broker_run(broker *b, volatile sig_atomic_t *stop)
         consumer_batch_done(b->consumers, &cb);
     }
     tree_head_commit(b); /* the last head covers everything accepted */
+    batches_flush(b);
     for (size_t i = 0; i < b->n_sessions; i++)
         send_goodbye(b, b->sessions[i], SPBE_UNAVAILABLE, "broker shutting down");
     uint64_t delivered, deferred, caught_up;

@@ -189,6 +189,9 @@ render_metrics(http_server *h, buf *b)
             metrics_get(&m->bytes_accepted));
     counter(b, "spbe_messages_delivered_total", "Deliveries to subscriptions and consumers.",
             metrics_get(&m->delivered));
+    counter(b, "spbe_delivery_frames_total",
+            "Frames that carried deliveries: one each, or a FrameBatch of several.",
+            metrics_get(&m->delivery_frames));
     counter(b, "spbe_commits_total", "Durable commit groups.", metrics_get(&m->commits));
     counter(b, "spbe_requests_total", "Service requests passed on.", metrics_get(&m->requests));
     counter(b, "spbe_responses_total", "Service replies passed back.", metrics_get(&m->responses));

@@ -19,7 +19,7 @@
 extern const double metrics_bucket_seconds[METRICS_BUCKETS];
 
 typedef struct metrics {
-    _Atomic uint64_t accepted, duplicates, bytes_accepted, delivered, commits;
+    _Atomic uint64_t accepted, duplicates, bytes_accepted, delivered, delivery_frames, commits;
     _Atomic uint64_t requests, responses, request_timeouts;
     _Atomic uint64_t rejected[METRICS_CODES];
     _Atomic uint64_t commit_buckets[METRICS_BUCKETS]; /* cumulative counts are computed */

@@ -234,20 +234,31 @@ test_queue_group_shares_each_message_once(void **state)
 
 /* Plain acks made in delivery handlers leave together at the end of each dispatch (and
  * every 512): more than that in one dispatch, all counted once; an ack made outside a
- * dispatch leaves at once. */
+ * dispatch leaves at once. The deliveries themselves come many to a frame (libspbe asks
+ * for batches: FrameBatch), each once and in order. */
 static void
 test_acks_of_one_dispatch_leave_together(void **state)
 {
     fixture *f = *state;
     spbe_consumer_options o = {.start = SPBE_START_FIRST, .max_in_flight = 2000};
     publish_n(f, "ikn.many.a", 1300);
+    long long delivered0 = harness_broker_metric(&f->broker, "spbe_messages_delivered_total");
+    long long frames0 = harness_broker_metric(&f->broker, "spbe_delivery_frames_total");
     static taker t;
     take(f, &t, f->reader, "banyak", "ikn.many.>", &o, 1);
     assert_int_equal(pump1(&t, 1300, 20000), 1300);
     pump1(&t, 0, 300); /* nothing comes again */
     assert_int_equal(t.n, 1300);
-    for (size_t i = 0; i < t.n; i++)
+    for (size_t i = 0; i < t.n; i++) {
         assert_int_equal(t.g[i].count, 1);
+        assert_int_equal(t.g[i].sequence, i + 1);
+    }
+    long long delivered = harness_broker_metric(&f->broker, "spbe_messages_delivered_total");
+    long long frames = harness_broker_metric(&f->broker, "spbe_delivery_frames_total");
+    printf("# 1300 deliveries in %lld frames\n", frames - frames0);
+    assert_int_equal(delivered - delivered0, 1300);
+    assert_true(frames > frames0);
+    assert_true((frames - frames0) * 4 <= 1300);
     assert_int_equal(info_field(f->reader, "banyak", "acked"), 1300);
     assert_int_equal(info_field(f->reader, "banyak", "pending"), 0);
 

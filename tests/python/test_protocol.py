@@ -14,6 +14,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nacl.exceptions  # noqa: E402
 import nacl.signing  # noqa: E402
 import spbeclient  # noqa: E402
 from spbeclient import Client, read_identity, start_broker  # noqa: E402
@@ -90,6 +91,58 @@ def main():
         rid = c.send("ping", pb.Ping())
         reply, _ = c.reply(rid)
         check("the session still serves", reply.code == pb.OK)
+        c.close()
+
+        # a client that asks for batches gets its receipts and deliveries gathered
+        c = Client(endpoint, identity, broker_key)
+        reply, _ = c.reply(c.send("hello", pb.Hello(protocol_version=1, member=identity["member"],
+                                                    client="python-test", batch=100)))
+        check("hello with batch is welcomed", reply.code == pb.OK)
+
+        def next_batch():
+            while True:
+                frame, body = c.recv()
+                if frame.WhichOneof("body") == "batch":
+                    return frame.batch, body
+
+        reply, _ = c.reply(c.send("subscribe", pb.Subscribe(pattern="ikn.formasi.>",
+                                                            start=pb.START_FIRST)))
+        batch, body = next_batch()
+        check("a FrameBatch has no body frame and a message per delivery",
+              body is None and len(batch.deliveries) == len(batch.messages) == 2)
+        check("the batch holds the stored messages in order, the exact bytes",
+              [d.sequence for d in batch.deliveries] == [1, 2] and batch.messages[0] == raw)
+        verified = 0
+        for m in batch.messages:
+            sm = pb.SignedMessage()
+            sm.ParseFromString(m)
+            try:
+                nacl.signing.VerifyKey(bytes.fromhex(identity["public_key"])).verify(
+                    b"spbe.v1.message\0" + sm.message, sm.signature)
+                verified += 1
+            except nacl.exceptions.BadSignatureError:
+                pass
+        check("each message of a batch verifies on its own", verified == 2)
+        raw3 = c.signed_message("ikn.formasi.dibuka", b"third")
+        rid = c.send("publish", pb.Publish(), raw3)
+        batch, _ = next_batch()
+        receipts = [r for r in batch.replies if r.request_id == rid]
+        check("the receipt of a publish comes in a batch",
+              len(receipts) == 1 and receipts[0].code == pb.OK)
+        r = receipts[0].receipt if receipts else pb.SignedReceipt()
+        receipt = pb.Receipt()
+        receipt.ParseFromString(r.receipt)
+        try:
+            nacl.signing.VerifyKey(broker_key).verify(b"spbe.v1.receipt\0" + r.receipt,
+                                                      r.signature)
+            signed = True
+        except nacl.exceptions.BadSignatureError:
+            signed = False
+        check("a batched receipt is signed by the broker for the bytes sent",
+              signed and receipt.message_hash == hashlib.sha256(raw3).digest())
+        check("the subscriber gets the new message in a batch too",
+              [d.sequence for d in batch.deliveries] == [3]
+              or [d.sequence for d in next_batch()[0].deliveries] == [3])
         c.close()
     finally:
         broker.terminate()

@@ -14,6 +14,7 @@
 
 #define DEFAULT_ENDPOINT "tcp://127.0.0.1:7400"
 #define DEFAULT_TIMEOUT_MS 5000
+#define FRAME_BATCH 256 /* receipts and deliveries the broker may send in one frame */
 
 /* A frame pair received while a synchronous call waited for its own reply. */
 typedef struct queued {
@@ -277,6 +278,7 @@ receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uin
             hello.protocol_version = WIRE_PROTOCOL_VERSION;
             hello.member = c->id.member;
             hello.client = c->client_name;
+            hello.batch = FRAME_BATCH;
             Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
             cmd.request_id = c->hello_request = ++c->next_request;
             cmd.body_case = SPBE__V1__COMMAND__BODY_HELLO;
@@ -357,6 +359,33 @@ enqueue(spbe_client *c, Spbe__V1__BrokerFrame *f, uint8_t *body, size_t body_len
     c->tail = q;
 }
 
+/* A batch that holds the reply to request_id (a Publish sent through spbe_call): that
+ * reply comes out as a frame of its own, returned, and the rest of the batch is queued
+ * for the next dispatch. Any other frame is returned as it is. */
+static Spbe__V1__BrokerFrame *
+batch_take_reply(spbe_client *c, Spbe__V1__BrokerFrame *f, uint64_t request_id)
+{
+    if (f->body_case != SPBE__V1__BROKER_FRAME__BODY_BATCH)
+        return f;
+    Spbe__V1__FrameBatch *fb = f->batch;
+    for (size_t i = 0; i < fb->n_replies; i++) {
+        if (fb->replies[i]->request_id != request_id)
+            continue;
+        Spbe__V1__BrokerFrame *own = malloc(sizeof *own);
+        if (!own)
+            return f;
+        spbe__v1__broker_frame__init(own);
+        own->body_case = SPBE__V1__BROKER_FRAME__BODY_REPLY;
+        own->reply = fb->replies[i];
+        memmove(&fb->replies[i], &fb->replies[i + 1],
+                (fb->n_replies - i - 1) * sizeof *fb->replies);
+        fb->n_replies--;
+        enqueue(c, f, NULL, 0);
+        return own;
+    }
+    return f;
+}
+
 /* Sends cmd and waits up to timeout_ms for the reply with its request id, queueing
  * other frames. */
 static int
@@ -396,6 +425,7 @@ request_within(spbe_client *c, int timeout_ms, Spbe__V1__Command *cmd, const uin
             continue;
         if (rc != SPBE_OK)
             return rc;
+        f = batch_take_reply(c, f, cmd->request_id);
         if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
             f->reply->request_id == cmd->request_id) {
             if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected &&
@@ -601,6 +631,7 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
     hello.protocol_version = WIRE_PROTOCOL_VERSION;
     hello.member = c->id.member;
     hello.client = c->client_name;
+    hello.batch = FRAME_BATCH;
     Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
     cmd.body_case = SPBE__V1__COMMAND__BODY_HELLO;
     cmd.hello = &hello;
@@ -1167,12 +1198,69 @@ handle_request_event(spbe_client *c, const Spbe__V1__RequestEvent *re, const uin
     return 1;
 }
 
+/* One delivery (of a Delivery event, or of a FrameBatch) to the user's handler; 1 if
+ * it went to it. */
+static int
+handle_delivery(spbe_client *c, const Spbe__V1__Delivery *dv, const uint8_t *body, size_t body_len)
+{
+    client_sub *sub = sub_by_broker_id(c, dv->subscription_id);
+    if (!sub)
+        return 0; /* of a subscription ended or from a session before a reconnect */
+    position *pos = sub->is_consumer ? NULL : sub_position(sub, dv->topic);
+    if (pos && pos->next && dv->sequence < pos->next)
+        return 0; /* already delivered before a reconnect */
+    Spbe__V1__SignedMessage *sm;
+    Spbe__V1__Message *m;
+    if (wire_envelope_decode(body, body_len, &sm, &m, NULL) != SPBE_OK) {
+        wire_envelope_free(&sm, &m);
+        return 0;
+    }
+    if (pos)
+        pos->next = dv->sequence + 1;
+    spbe_delivery d = {
+        .subscription_id = sub->local_id,
+        .topic = dv->topic,
+        .sequence = dv->sequence,
+        .accepted_ns = dv->accepted_ns,
+        .sender = m->sender,
+        .id = m->id.data,
+        .created_ns = m->created_ns,
+        .schema = m->schema,
+        .correlation_id = m->correlation_id.data,
+        .correlation_len = m->correlation_id.len,
+        .reply_to = m->reply_to,
+        .payload = m->payload.data,
+        .payload_len = m->payload.len,
+        .raw = body,
+        .raw_len = body_len,
+        .consumer = sub->is_consumer ? sub->pattern : NULL,
+        .delivery_count = dv->delivery_count,
+        .ack_deadline_ns = dv->ack_deadline_ns,
+        .not_before_ns = m->not_before_ns,
+        .expires_ns = m->expires_ns,
+    };
+    if (c->on_delivery)
+        c->on_delivery(&d, c->delivery_arg);
+    wire_envelope_free(&sm, &m);
+    return 1;
+}
+
 /* Runs the handler of one frame; returns 1 if it was an event for the user. */
 static int
 handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size_t body_len)
 {
     if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY)
         return handle_reply(c, f->reply);
+    if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_BATCH) { /* receipts, then deliveries */
+        const Spbe__V1__FrameBatch *fb = f->batch;
+        int handled = 0;
+        for (size_t i = 0; i < fb->n_replies; i++)
+            handled += handle_reply(c, fb->replies[i]);
+        for (size_t i = 0; i < fb->n_deliveries && i < fb->n_messages; i++)
+            handled +=
+                handle_delivery(c, fb->deliveries[i], fb->messages[i].data, fb->messages[i].len);
+        return handled;
+    }
     if (f->body_case != SPBE__V1__BROKER_FRAME__BODY_EVENT)
         return 0;
     Spbe__V1__Event *ev = f->event;
@@ -1190,46 +1278,7 @@ handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size
         return handle_request_event(c, ev->request, body, body_len);
     if (ev->body_case != SPBE__V1__EVENT__BODY_DELIVERY || !body)
         return 0;
-    client_sub *sub = sub_by_broker_id(c, ev->delivery->subscription_id);
-    if (!sub)
-        return 0; /* of a subscription ended or from a session before a reconnect */
-    position *pos = sub->is_consumer ? NULL : sub_position(sub, ev->delivery->topic);
-    if (pos && pos->next && ev->delivery->sequence < pos->next)
-        return 0; /* already delivered before a reconnect */
-    Spbe__V1__SignedMessage *sm;
-    Spbe__V1__Message *m;
-    if (wire_envelope_decode(body, body_len, &sm, &m, NULL) != SPBE_OK) {
-        wire_envelope_free(&sm, &m);
-        return 0;
-    }
-    if (pos)
-        pos->next = ev->delivery->sequence + 1;
-    spbe_delivery d = {
-        .subscription_id = sub->local_id,
-        .topic = ev->delivery->topic,
-        .sequence = ev->delivery->sequence,
-        .accepted_ns = ev->delivery->accepted_ns,
-        .sender = m->sender,
-        .id = m->id.data,
-        .created_ns = m->created_ns,
-        .schema = m->schema,
-        .correlation_id = m->correlation_id.data,
-        .correlation_len = m->correlation_id.len,
-        .reply_to = m->reply_to,
-        .payload = m->payload.data,
-        .payload_len = m->payload.len,
-        .raw = body,
-        .raw_len = body_len,
-        .consumer = sub->is_consumer ? sub->pattern : NULL,
-        .delivery_count = ev->delivery->delivery_count,
-        .ack_deadline_ns = ev->delivery->ack_deadline_ns,
-        .not_before_ns = m->not_before_ns,
-        .expires_ns = m->expires_ns,
-    };
-    if (c->on_delivery)
-        c->on_delivery(&d, c->delivery_arg);
-    wire_envelope_free(&sm, &m);
-    return 1;
+    return handle_delivery(c, ev->delivery, body, body_len);
 }
 
 static int dispatch_frames(spbe_client *c, int timeout_ms, int *events);
