@@ -1718,6 +1718,116 @@ test_other_replies(void **state)
     spbe_close(&c);
 }
 
+/* A FrameBatch from the fake: replies, deliveries and their messages as given. */
+static void
+fake_batch(fake *f, Spbe__V1__Reply **replies, size_t n_replies, Spbe__V1__Delivery **deliveries,
+           size_t n_deliveries, ProtobufCBinaryData *messages, size_t n_messages)
+{
+    Spbe__V1__FrameBatch fb = SPBE__V1__FRAME_BATCH__INIT;
+    fb.replies = replies;
+    fb.n_replies = n_replies;
+    fb.deliveries = deliveries;
+    fb.n_deliveries = n_deliveries;
+    fb.messages = messages;
+    fb.n_messages = n_messages;
+    Spbe__V1__BrokerFrame fr = SPBE__V1__BROKER_FRAME__INIT;
+    fr.body_case = SPBE__V1__BROKER_FRAME__BODY_BATCH;
+    fr.batch = &fb;
+    fake_send(f, &fr, NULL, 0);
+}
+
+/* Batches a broker would not send: the answer to a synchronous call inside one, with a
+ * stray reply and deliveries behind it (one whose message does not decode, one for no
+ * subscription, one with no message at all); then a receipt in a batch. */
+static void
+script_batches(fake *f)
+{
+    fake_hello(f);
+    uint64_t rid = fake_expect(f, SPBE__V1__COMMAND__BODY_SUBSCRIBE, NULL, NULL, NULL);
+    uint8_t *msg;
+    size_t len;
+    sign_message(&f->broker, "t.a", "hello", &msg, &len);
+    Spbe__V1__Subscribed sd = SPBE__V1__SUBSCRIBED__INIT;
+    sd.subscription_id = 7;
+    Spbe__V1__Reply subscribed = SPBE__V1__REPLY__INIT, stray = SPBE__V1__REPLY__INIT;
+    subscribed.request_id = rid;
+    subscribed.body_case = SPBE__V1__REPLY__BODY_SUBSCRIBED;
+    subscribed.subscribed = &sd;
+    stray.request_id = 999999;
+    Spbe__V1__Reply *replies[] = {&stray, &subscribed};
+    Spbe__V1__Delivery d[5];
+    Spbe__V1__Delivery *dp[5];
+    const uint64_t subs[] = {7, 7, 99, 7, 7}, seqs[] = {1, 2, 3, 4, 5};
+    for (int i = 0; i < 5; i++) {
+        spbe__v1__delivery__init(&d[i]);
+        d[i].subscription_id = subs[i];
+        d[i].topic = "t.a";
+        d[i].sequence = seqs[i];
+        dp[i] = &d[i];
+    }
+    ProtobufCBinaryData m[] = {{len, msg}, {3, (uint8_t *)"xyz"}, {len, msg}};
+    fake_batch(f, replies, 2, dp, 4, m, 3); /* seq 4 has no message */
+
+    uint8_t *body;
+    size_t body_len;
+    rid = fake_expect(f, SPBE__V1__COMMAND__BODY_PUBLISH, NULL, &body, &body_len);
+    free(body);
+    uint8_t hash[WIRE_HASH_BYTES] = {7}, id[WIRE_ID_BYTES] = {9};
+    Spbe__V1__Receipt rc = SPBE__V1__RECEIPT__INIT;
+    rc.topic = "t.a";
+    rc.sequence = 9;
+    rc.message_hash.data = hash;
+    rc.message_hash.len = sizeof hash;
+    rc.message_id.data = id;
+    rc.message_id.len = sizeof id;
+    rc.broker = "fake";
+    Spbe__V1__SignedReceipt sr;
+    if (wire_receipt_sign(&rc, f->broker.secret_key, &sr) != SPBE_OK) {
+        script_fail(f, "cannot sign a receipt");
+        free(msg);
+        return;
+    }
+    Spbe__V1__Reply receipt = SPBE__V1__REPLY__INIT;
+    receipt.request_id = rid;
+    receipt.body_case = SPBE__V1__REPLY__BODY_RECEIPT;
+    receipt.receipt = &sr;
+    Spbe__V1__Reply *r2[] = {&receipt};
+    fake_batch(f, r2, 1, &dp[4], 1, m, 1);
+    free(sr.receipt.data);
+    free(msg);
+    fake_drain(f, 300);
+}
+
+static void
+test_batches_that_do_not_add_up(void **state)
+{
+    (void)state;
+    fake f = {0};
+    seen s = {0};
+    fake_start(&f, script_batches);
+    spbe_client *c = connect_ok(&f, 2000, 1);
+    spbe_set_delivery_handler(c, on_delivery, &s);
+    spbe_set_receipt_handler(c, on_receipt, &s);
+    assert_int_equal(spbe_subscribe(c, "t.>", SPBE_START_NEW, 0, NULL), SPBE_OK);
+    uint64_t t;
+    assert_int_equal(spbe_publish_async(c, "t.a", "1", 1, NULL, &t), SPBE_OK);
+    assert_int_equal(spbe_flush(c, 2000), SPBE_OK);
+    for (int i = 0; i < 20 && s.deliveries < 2; i++)
+        assert_int_equal(spbe_dispatch(c, 50, NULL), SPBE_OK);
+    assert_int_equal(s.deliveries, 2); /* the two whole ones, in order */
+    assert_int_equal(s.seqs[0], 1);
+    assert_int_equal(s.seqs[1], 5);
+    assert_int_equal(s.receipts, 1);
+    const spbe_receipt *r = receipt_of(&s, t);
+    assert_non_null(r);
+    assert_int_equal(r->code, SPBE_OK);
+    assert_int_equal(r->sequence, 9);
+    assert_true(r->signed_by_broker);
+    assert_true(spbe_connected(c));
+    fake_finish(&f);
+    spbe_close(&c);
+}
+
 int
 main(void)
 {
@@ -1737,6 +1847,7 @@ main(void)
         cmocka_unit_test(test_service_answers_that_do_not_add_up),
         cmocka_unit_test(test_service_requests_from_the_broker),
         cmocka_unit_test(test_other_replies),
+        cmocka_unit_test(test_batches_that_do_not_add_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
