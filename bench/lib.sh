@@ -148,7 +148,7 @@ bench_measure_rss() {
             v=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
             if [ "${v:-0}" -gt "$max" ]; then
                 max=$v
-                echo "$max" >"$peak"
+                echo "$max" >"$peak.tmp" && mv "$peak.tmp" "$peak" # never seen half written
             fi
             sleep 0.1
         done
@@ -158,7 +158,10 @@ bench_measure_rss() {
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     [ "$rc" = 0 ] || return "$rc"
-    sed -i "s/}\$/,\"server_rss_kib\":$(cat "$peak")}/" "$out"
+    local kib
+    kib=$(cat "$peak" 2>/dev/null || true)
+    [[ $kib =~ ^[0-9]+$ ]] || kib=0
+    sed -i "s/}\$/,\"server_rss_kib\":$kib}/" "$out"
 }
 
 # The machine, as key: value lines.
