@@ -17,7 +17,10 @@
 #include "spbe/errors.h"
 #include "wire.h"
 
-#define STORE_FORMAT 2 /* 2: the audit log (leaves, tree nodes, heads) */
+/* 2: the audit log (leaves, tree nodes, heads); 3: its tree nodes keyed by the last leaf
+ * they cover, then level, so that the nodes one commit adds lie together (format 2 keyed
+ * them by level, then index: a page per level; a writable open converts it) */
+#define STORE_FORMAT 3
 #define TOPIC_RECORD_BYTES 52
 #define MESSAGE_HEADER_BYTES 16
 #define DEDUP_VALUE_BYTES 20
@@ -27,6 +30,7 @@
 struct store {
     MDB_env *env;
     int read_only;
+    int nodes_by_level; /* a format 2 store read as it is: its tree nodes' old keys */
     uint64_t map_bytes;
     uint64_t max_map_bytes;       /* the map may grow up to this: the limit and a reserve */
     uint64_t limit_bytes;         /* storage limit for appends; 0: none */
@@ -232,8 +236,10 @@ store_grow(store *s)
     return SPBE_OK;
 }
 
+static int nodes_convert(const store *s, MDB_txn *txn, MDB_dbi from, MDB_dbi to);
+
 static int
-open_databases(store *s, char *err, size_t err_len)
+open_databases_once(store *s, char *err, size_t err_len)
 {
     MDB_txn *txn;
     unsigned flags = s->read_only ? 0 : MDB_CREATE;
@@ -242,6 +248,7 @@ open_databases(store *s, char *err, size_t err_len)
         snprintf(err, err_len, "cannot begin transaction: %s", mdb_strerror(rc));
         return SPBE_INTERNAL;
     }
+    int before_consumers = 0; /* and before the audit log: nothing of it to open */
     struct {
         const char *name;
         MDB_dbi *dbi;
@@ -257,7 +264,6 @@ open_databases(store *s, char *err, size_t err_len)
                {"consumer_topics", &s->consumer_topics},
                {"consumer_pending", &s->consumer_pending},
                {"audit_leaves", &s->audit_leaves},
-               {"audit_nodes", &s->audit_nodes},
                {"audit_heads", &s->audit_heads},
                {"audit_deliveries", &s->audit_deliveries}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
@@ -265,6 +271,7 @@ open_databases(store *s, char *err, size_t err_len)
         if (rc == MDB_NOTFOUND && s->read_only && dbs[i].dbi == &s->consumers) {
             /* written by a broker before consumers existed: none to read */
             s->consumers = s->consumer_topics = s->consumer_pending = 0;
+            before_consumers = 1;
             break;
         }
         if (rc) {
@@ -277,21 +284,39 @@ open_databases(store *s, char *err, size_t err_len)
     }
     MDB_val key = {6, "format"}, val;
     rc = mdb_get(txn, s->meta, &key, &val);
+    unsigned format = rc == 0 && val.mv_size == 4 ? get_le32(val.mv_data) : 0;
+    uint8_t v[4];
+    put_le32(v, STORE_FORMAT);
+    MDB_val current = {4, v};
     if (rc == MDB_NOTFOUND && !s->read_only) {
-        uint8_t v[4];
-        put_le32(v, STORE_FORMAT);
-        val.mv_size = 4;
-        val.mv_data = v;
-        rc = mdb_put(txn, s->meta, &key, &val, 0);
-    } else if (rc == 0 && (val.mv_size != 4 || get_le32(val.mv_data) != STORE_FORMAT)) {
-        snprintf(err, err_len, "data format %u is not the supported %d",
-                 val.mv_size == 4 ? get_le32(val.mv_data) : 0, STORE_FORMAT);
+        format = STORE_FORMAT;
+        rc = mdb_put(txn, s->meta, &key, &current, 0);
+    } else if (rc == 0 && format != STORE_FORMAT && format != 2) {
+        snprintf(err, err_len, "data format %u is not the supported %d", format, STORE_FORMAT);
         txn_abort(s, txn);
         return SPBE_INTERNAL;
     } else if (rc == MDB_NOTFOUND) {
         snprintf(err, err_len, "not an spbe data directory (no format record)");
         txn_abort(s, txn);
         return SPBE_NOT_FOUND;
+    }
+    if (rc == 0 && before_consumers) {
+        s->audit_nodes = 0;
+    } else if (rc == 0 && format == 2) { /* nodes by level: read as they are, or converted */
+        MDB_dbi old;
+        rc = mdb_dbi_open(txn, "audit_nodes", 0, &old);
+        if (rc == 0 && s->read_only) {
+            s->nodes_by_level = 1;
+            s->audit_nodes = old;
+        } else if (rc == 0) {
+            rc = mdb_dbi_open(txn, "audit_tree", MDB_CREATE, &s->audit_nodes);
+            if (rc == 0)
+                rc = nodes_convert(s, txn, old, s->audit_nodes);
+            if (rc == 0)
+                rc = mdb_put(txn, s->meta, &key, &current, 0);
+        }
+    } else if (rc == 0) {
+        rc = mdb_dbi_open(txn, "audit_tree", flags, &s->audit_nodes);
     }
     if (rc == 0)
         rc = txn_commit(s, txn);
@@ -302,6 +327,19 @@ open_databases(store *s, char *err, size_t err_len)
         return map_error(rc);
     }
     return SPBE_OK;
+}
+
+/* Opens the databases; converting a format 2 tree may need a bigger map first. */
+static int
+open_databases(store *s, char *err, size_t err_len)
+{
+    int code;
+    for (int tries = 0; tries < 16; tries++) {
+        code = open_databases_once(s, err, err_len);
+        if (code != SPBE_STORAGE_FULL || store_grow(s) != SPBE_OK)
+            break;
+    }
+    return code;
 }
 
 int
@@ -470,10 +508,65 @@ dedup_key(const char *sender, const uint8_t *id, uint8_t key[WIRE_HASH_BYTES])
 /* ------------------------------------------------------------ audit log */
 
 static void
-node_key(uint8_t key[9], unsigned level, uint64_t index)
+node_key(const store *s, uint8_t key[9], unsigned level, uint64_t index)
 {
-    key[0] = (uint8_t)level;
-    put_be64(key + 1, index);
+    if (s->nodes_by_level) { /* format 2 */
+        key[0] = (uint8_t)level;
+        put_be64(key + 1, index);
+        return;
+    }
+    put_be64(key, ((index + 1) << level) - 1); /* the last leaf under the node */
+    key[8] = (uint8_t)level;
+}
+
+/* The level and index of a node from its key in s's layout. */
+static void
+node_of_key(const store *s, const uint8_t key[9], unsigned *level, uint64_t *index)
+{
+    if (s->nodes_by_level) {
+        *level = key[0];
+        *index = get_be64(key + 1);
+        return;
+    }
+    *level = key[8];
+    *index = *level < 64 ? ((get_be64(key) + 1) >> *level) - 1 : 0;
+}
+
+/* 1 if key is a node's key in s's layout (each node has exactly one). */
+static int
+node_key_valid(const store *s, const uint8_t key[9])
+{
+    if (s->nodes_by_level)
+        return key[0] < 64;
+    uint64_t last = get_be64(key);
+    return key[8] < 64 && last != UINT64_MAX && ((last + 1) & ((1ull << key[8]) - 1)) == 0;
+}
+
+/* Converts a format 2 tree (nodes keyed by level, then index) into the format 3 database
+ * `to`, in the caller's transaction, and drops the old one. */
+static int
+nodes_convert(const store *s, MDB_txn *txn, MDB_dbi from, MDB_dbi to)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, from, &cur);
+    if (rc)
+        return rc;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *old = k.mv_data;
+        if (k.mv_size != 9 || old[0] >= 64) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        uint8_t nk[9];
+        node_key(s, nk, old[0], get_be64(old + 1));
+        MDB_val key = {sizeof nk, nk};
+        if ((rc = mdb_put(txn, to, &key, &v, 0)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? mdb_drop(txn, from, 1) : rc;
 }
 
 typedef struct tree_txn {
@@ -487,7 +580,7 @@ tree_get(void *ctx, unsigned level, uint64_t index, uint8_t out[MERKLE_HASH_BYTE
 {
     tree_txn *tt = ctx;
     uint8_t k[9];
-    node_key(k, level, index);
+    node_key(tt->s, k, level, index);
     MDB_val key = {sizeof k, k}, val;
     int rc = mdb_get(tt->txn, tt->s->audit_nodes, &key, &val);
     if (rc != 0 || val.mv_size != MERKLE_HASH_BYTES) {
@@ -503,7 +596,7 @@ tree_put(void *ctx, unsigned level, uint64_t index, const uint8_t hash[MERKLE_HA
 {
     tree_txn *tt = ctx;
     uint8_t k[9];
-    node_key(k, level, index);
+    node_key(tt->s, k, level, index);
     MDB_val key = {sizeof k, k}, val = {MERKLE_HASH_BYTES, (void *)hash};
     tt->rc = mdb_put(tt->txn, tt->s->audit_nodes, &key, &val, 0);
     return tt->rc ? -1 : 0;
@@ -1806,12 +1899,14 @@ store_node_each(store_reader *r, int (*fn)(unsigned, uint64_t, const uint8_t *, 
     int code = SPBE_OK;
     for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-        if (key.mv_size != 9) {
+        if (key.mv_size != 9 || !node_key_valid(r->s, key.mv_data)) {
             code = SPBE_INTERNAL;
             break;
         }
-        const uint8_t *k = key.mv_data;
-        if (fn(k[0], get_be64(k + 1), val.mv_data, val.mv_size, arg))
+        unsigned level;
+        uint64_t index;
+        node_of_key(r->s, key.mv_data, &level, &index);
+        if (fn(level, index, val.mv_data, val.mv_size, arg))
             break;
     }
     mdb_cursor_close(cur);

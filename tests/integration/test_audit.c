@@ -206,8 +206,8 @@ test_a_changed_tree_node(void **state)
     fixture *f = *state;
     lmdb db;
     tamper_open(f, &db);
-    uint8_t key[9] = {1, 0, 0, 0, 0, 0, 0, 0, 2}; /* level 1, index 2 */
-    flip(&db, dbi(&db, "audit_nodes"), key, sizeof key, 7);
+    uint8_t key[9] = {0, 0, 0, 0, 0, 0, 0, 5, 1}; /* level 1, index 2: leaves 4-5, last 5 */
+    flip(&db, dbi(&db, "audit_tree"), key, sizeof key, 7);
     tamper_check(&db, "tree node (1, 2)");
 }
 

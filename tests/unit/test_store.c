@@ -667,7 +667,7 @@ test_foreign_or_damaged_data_is_refused_with_a_reason(void **state)
     raw_put(f->dir, "meta", "format", 6, format, sizeof format);
     assert_int_not_equal(store_open(f->dir, NULL, &s, err, sizeof err), SPBE_OK);
     assert_non_null(strstr(err, "data format 99"));
-    format[0] = 2; /* back to this one */
+    format[0] = 3; /* back to this one */
     raw_put(f->dir, "meta", "format", 6, format, sizeof format);
 
     /* a damaged message record and a damaged topic record */
@@ -945,12 +945,12 @@ test_open_refuses_what_is_not_a_store_of_this_format(void **state)
     assert_non_null(strstr(err, "cannot open: database 'topics': MDB_INCOMPATIBLE"));
 
     /* a format record of the wrong size */
-    uint8_t three[3] = {2, 0, 0};
+    uint8_t three[3] = {3, 0, 0};
     fill(f, "fmt.t", 2, 3);
     store_close(&f->s);
     raw_put(f->dir, "meta", "format", 6, three, 3);
     assert_int_equal(store_open(f->dir, NULL, &s, err, sizeof err), SPBE_INTERNAL);
-    assert_string_equal(err, "data format 0 is not the supported 2");
+    assert_string_equal(err, "data format 0 is not the supported 3");
     /* no format record: not a store to read; a read-write open makes it one again */
     raw_del(f->dir, "meta", "format", 6);
     assert_int_equal(store_open(f->dir, &ro, &s, err, sizeof err), SPBE_NOT_FOUND);
@@ -1015,22 +1015,101 @@ test_open_refuses_a_damaged_audit_tree(void **state)
     store_tree_head(f->s, &size, root);
     assert_int_equal(size, 1);
     store_close(&f->s);
-    assert_int_equal(raw_get(f->dir, "audit_nodes", node_key, 9, node, sizeof node), 32);
+    assert_int_equal(raw_get(f->dir, "audit_tree", node_key, 9, node, sizeof node), 32);
     assert_memory_equal(node, root, 32);
-    raw_put(f->dir, "audit_nodes", node_key, 9, node, 31);
+    raw_put(f->dir, "audit_tree", node_key, 9, node, 31);
     assert_int_equal(store_open(f->dir, NULL, &s, err, sizeof err), SPBE_INTERNAL);
     assert_string_equal(err, "the audit log's tree cannot be read: MDB_CORRUPTED: Located page was "
                              "wrong type");
-    raw_del(f->dir, "audit_nodes", node_key, 9);
+    raw_del(f->dir, "audit_tree", node_key, 9);
     assert_int_equal(store_open(f->dir, NULL, &s, err, sizeof err), SPBE_INTERNAL);
     assert_string_equal(err, "the audit log's tree cannot be read: MDB_NOTFOUND: No matching "
                              "key/data pair found");
     assert_null(s);
-    raw_put(f->dir, "audit_nodes", node_key, 9, node, 32);
+    raw_put(f->dir, "audit_tree", node_key, 9, node, 32);
     assert_int_equal(store_open(f->dir, NULL, &f->s, err, sizeof err), SPBE_OK);
     store_tree_head(f->s, &size, node);
     assert_int_equal(size, 1);
     assert_memory_equal(node, root, 32);
+}
+
+static int count_node(unsigned level, uint64_t index, const uint8_t *v, size_t len, void *arg);
+
+/* A store of format 2 (the tree's nodes keyed by level, then index) is read as it is by a
+ * read-only open and converted by a writable one: the same root either way, appends go on,
+ * and the old database is gone. */
+static void
+test_a_format_2_tree_is_read_and_converted(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    fill(f, "conv.t", 37, 5);
+    uint64_t size, size2;
+    uint8_t root[32], root2[32];
+    store_tree_head(f->s, &size, root);
+    assert_int_equal(size, 37);
+    store_close(&f->s);
+    /* rewrite the tree as format 2 kept it */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi tree, nodes, meta;
+    raw_open(f->dir, &env, &txn);
+    assert_int_equal(mdb_dbi_open(txn, "audit_tree", 0, &tree), 0);
+    assert_int_equal(mdb_dbi_open(txn, "audit_nodes", MDB_CREATE, &nodes), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    MDB_cursor *cur;
+    assert_int_equal(mdb_cursor_open(txn, tree, &cur), 0);
+    MDB_val k, v;
+    int n = 0;
+    while (mdb_cursor_get(cur, &k, &v, n ? MDB_NEXT : MDB_FIRST) == 0) {
+        const uint8_t *nk = k.mv_data;
+        uint64_t last = 0;
+        for (int i = 0; i < 8; i++)
+            last = last << 8 | nk[i];
+        unsigned level = nk[8];
+        uint64_t index = ((last + 1) >> level) - 1;
+        uint8_t ok[9] = {(uint8_t)level};
+        for (int i = 0; i < 8; i++)
+            ok[1 + i] = (uint8_t)(index >> (56 - 8 * i));
+        MDB_val okv = {sizeof ok, ok};
+        assert_int_equal(mdb_put(txn, nodes, &okv, &v, 0), 0);
+        n++;
+    }
+    mdb_cursor_close(cur);
+    assert_int_equal(n, 37 + 34); /* one a leaf, one a perfect subtree: 37 - popcount(37) */
+    assert_int_equal(mdb_drop(txn, tree, 1), 0);
+    uint8_t two[4] = {2, 0, 0, 0};
+    MDB_val fk = {6, "format"}, fv = {4, two};
+    assert_int_equal(mdb_put(txn, meta, &fk, &fv, 0), 0);
+    raw_close(env, txn);
+
+    store_options ro = {.read_only = 1};
+    store *s = NULL;
+    assert_int_equal(store_open(f->dir, &ro, &s, err, sizeof err), SPBE_OK);
+    store_tree_head(s, &size2, root2);
+    assert_int_equal(size2, 37);
+    assert_memory_equal(root2, root, 32);
+    store_reader *r;
+    assert_int_equal(store_reader_begin(s, &r), SPBE_OK);
+    int count = 0;
+    assert_int_equal(store_node_each(r, count_node, &count), SPBE_OK);
+    assert_int_equal(count, 71);
+    store_reader_end(&r);
+    store_close(&s);
+
+    assert_int_equal(store_open(f->dir, NULL, &f->s, err, sizeof err), SPBE_OK); /* converts */
+    store_tree_head(f->s, &size2, root2);
+    assert_memory_equal(root2, root, 32);
+    fill(f, "conv.t", 3, 5);
+    reopen(f);
+    store_tree_head(f->s, &size2, root2);
+    assert_int_equal(size2, 40);
+    uint8_t format[4];
+    assert_int_equal(raw_get(f->dir, "meta", "format", 6, format, sizeof format), 4);
+    assert_int_equal(format[0], 3);
+    raw_open(f->dir, &env, &txn);
+    assert_int_equal(mdb_dbi_open(txn, "audit_nodes", 0, &nodes), MDB_NOTFOUND);
+    raw_close(env, txn);
 }
 
 static int
@@ -1323,7 +1402,7 @@ test_damaged_audit_records_read_as_internal(void **state)
     uint8_t k7[7] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     uint8_t k8[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     raw_put(f->dir, "audit_leaves", k7, 7, "leaf", 4);
-    raw_put(f->dir, "audit_nodes", k8, 8, k8, 8);
+    raw_put(f->dir, "audit_tree", k8, 8, k8, 8);
     raw_put(f->dir, "audit_heads", k7, 1, "head", 4);
     /* a receipt under a member name longer than any, one whose value is short */
     uint8_t dk[12 + 70];
@@ -1897,6 +1976,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_open_refuses_what_is_not_a_store_of_this_format, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_a_damaged_audit_tree, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_format_2_tree_is_read_and_converted, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_damaged_consumer_records_read_as_internal, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_members_damaged_replaced_and_refused, setup, teardown),
