@@ -122,7 +122,7 @@ struct broker {
     void *ctx, *socket, *zap;
     session **sessions; /* in no order; removal moves the last into the gap */
     size_t n_sessions, cap_sessions;
-    session *batched;      /* sessions with an open batch of deliveries, sent each loop turn */
+    session *batched;      /* sessions with an open batch (receipts, deliveries): sent each turn */
     session **by_routing;  /* the same sessions by routing id: open addressing */
     size_t cap_by_routing; /* a power of two, at least twice n_sessions (0: none yet) */
     group *groups;         /* GROUPS of them */
@@ -1643,6 +1643,7 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
     }
     snprintf(s->member, sizeof s->member, "%s", m->name);
     s->batch_max = hello->batch;
+    s->gone = 0; /* it said hello: reachable again (a client may keep its routing id) */
     s->last_seen_ms = now_ms();
     s->opened_ns = wire_now_ns();
     char client[256];
