@@ -274,11 +274,14 @@ fake_subscribed(fake *f, uint64_t rid, uint64_t sub_id)
     fake_send_reply(f, &r, NULL, 0);
 }
 
-/* A receipt signed by the fake broker's key; hash_len lets it carry a short hash. */
-static void
-fake_receipt(fake *f, uint64_t rid, int code, const char *topic, uint64_t sequence, size_t hash_len)
+/* The reply carrying a receipt signed by the fake broker's key (hash_len lets it carry a
+ * short hash) into *r; *sr holds the signed receipt (free sr->receipt.data). -1 if it
+ * cannot be signed. */
+static int
+fake_receipt_reply(fake *f, uint64_t rid, int code, const char *topic, uint64_t sequence,
+                   size_t hash_len, Spbe__V1__Reply *r, Spbe__V1__SignedReceipt *sr)
 {
-    uint8_t hash[WIRE_HASH_BYTES] = {7}, id[WIRE_ID_BYTES] = {9};
+    uint8_t hash[WIRE_HASH_BYTES] = {7}, id[WIRE_ID_BYTES] = {9}; /* packed when signed */
     Spbe__V1__Receipt rc = SPBE__V1__RECEIPT__INIT;
     rc.code = (Spbe__V1__ErrorCode)code;
     rc.topic = (char *)topic;
@@ -288,16 +291,26 @@ fake_receipt(fake *f, uint64_t rid, int code, const char *topic, uint64_t sequen
     rc.message_id.data = id;
     rc.message_id.len = sizeof id;
     rc.broker = "fake";
-    Spbe__V1__SignedReceipt sr;
-    if (wire_receipt_sign(&rc, f->broker.secret_key, &sr) != SPBE_OK) {
+    if (wire_receipt_sign(&rc, f->broker.secret_key, sr) != SPBE_OK) {
         script_fail(f, "cannot sign a receipt");
-        return;
+        return -1;
     }
-    Spbe__V1__Reply r = SPBE__V1__REPLY__INIT;
-    r.request_id = rid;
-    r.code = (Spbe__V1__ErrorCode)code;
-    r.body_case = SPBE__V1__REPLY__BODY_RECEIPT;
-    r.receipt = &sr;
+    spbe__v1__reply__init(r);
+    r->request_id = rid;
+    r->code = (Spbe__V1__ErrorCode)code;
+    r->body_case = SPBE__V1__REPLY__BODY_RECEIPT;
+    r->receipt = sr;
+    return 0;
+}
+
+/* A receipt signed by the fake broker's key; hash_len lets it carry a short hash. */
+static void
+fake_receipt(fake *f, uint64_t rid, int code, const char *topic, uint64_t sequence, size_t hash_len)
+{
+    Spbe__V1__Reply r;
+    Spbe__V1__SignedReceipt sr;
+    if (fake_receipt_reply(f, rid, code, topic, sequence, hash_len, &r, &sr) != 0)
+        return;
     fake_send_reply(f, &r, NULL, 0);
     free(sr.receipt.data);
 }
@@ -1772,25 +1785,12 @@ script_batches(fake *f)
     size_t body_len;
     rid = fake_expect(f, SPBE__V1__COMMAND__BODY_PUBLISH, NULL, &body, &body_len);
     free(body);
-    uint8_t hash[WIRE_HASH_BYTES] = {7}, id[WIRE_ID_BYTES] = {9};
-    Spbe__V1__Receipt rc = SPBE__V1__RECEIPT__INIT;
-    rc.topic = "t.a";
-    rc.sequence = 9;
-    rc.message_hash.data = hash;
-    rc.message_hash.len = sizeof hash;
-    rc.message_id.data = id;
-    rc.message_id.len = sizeof id;
-    rc.broker = "fake";
+    Spbe__V1__Reply receipt;
     Spbe__V1__SignedReceipt sr;
-    if (wire_receipt_sign(&rc, f->broker.secret_key, &sr) != SPBE_OK) {
-        script_fail(f, "cannot sign a receipt");
+    if (fake_receipt_reply(f, rid, SPBE_OK, "t.a", 9, WIRE_HASH_BYTES, &receipt, &sr) != 0) {
         free(msg);
         return;
     }
-    Spbe__V1__Reply receipt = SPBE__V1__REPLY__INIT;
-    receipt.request_id = rid;
-    receipt.body_case = SPBE__V1__REPLY__BODY_RECEIPT;
-    receipt.receipt = &sr;
     Spbe__V1__Reply *r2[] = {&receipt};
     fake_batch(f, r2, 1, &dp[4], 1, m, 1);
     free(sr.receipt.data);
