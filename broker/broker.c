@@ -385,6 +385,11 @@ batch_flush(broker *b, session *s)
     }
     s->batch_len = 0;
     s->batch_n = s->batch_deliveries = 0;
+    if (s->batch_cap > BATCH_BYTES) { /* grown for one big message: not kept */
+        free(s->batch);
+        s->batch = NULL;
+        s->batch_cap = 0;
+    }
     return rc;
 }
 
@@ -417,9 +422,12 @@ batch_room(broker *b, session *s, size_t need, int *rc)
     if (*rc)
         return NULL;
     if (BATCH_HEAD + s->batch_len + need > s->batch_cap) {
-        size_t cap = BATCH_HEAD + s->batch_len + need;
-        if (cap < BATCH_BYTES)
+        /* doubling from 4 KiB: a session that gets little keeps a small buffer */
+        size_t cap = s->batch_cap ? 2 * s->batch_cap : 4096;
+        if (cap > BATCH_BYTES)
             cap = BATCH_BYTES;
+        if (cap < BATCH_HEAD + s->batch_len + need)
+            cap = BATCH_HEAD + s->batch_len + need;
         uint8_t *grown = realloc(s->batch, cap);
         if (!grown) {
             *rc = EAGAIN;

@@ -113,6 +113,26 @@ test_round_trip_delivers_the_senders_exact_signed_bytes(void **state)
     assert_int_equal(r.sequence, 2);
     assert_true(r.signed_by_broker);
     assert_string_equal(r.topic, "ikn.roundtrip.asn");
+
+    /* a message bigger than a batch between small ones: each arrives whole, in order */
+    size_t big_len = 300000;
+    char *big = malloc(big_len);
+    memset(big, 'B', big_len);
+    assert_int_equal(spbe_publish_async(pub, "ikn.roundtrip.asn", "three", 5, NULL, NULL), SPBE_OK);
+    assert_int_equal(spbe_publish_async(pub, "ikn.roundtrip.asn", big, big_len, NULL, NULL),
+                     SPBE_OK);
+    assert_int_equal(spbe_publish_async(pub, "ikn.roundtrip.asn", "five", 4, NULL, NULL), SPBE_OK);
+    assert_int_equal(spbe_flush(pub, 5000), SPBE_OK);
+    free(big);
+    wait_for(sub, &col, 5);
+    assert_int_equal(col.n, 5);
+    assert_int_equal(col.sequences[2], 3);
+    assert_int_equal(col.sequences[3], 4);
+    assert_int_equal(col.sequences[4], 5);
+    assert_string_equal(col.payloads[3],
+                        "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
+    assert_string_equal(col.payloads[4], "five");
+    assert_int_equal(col.verified, 5);
     spbe_close(&pub);
     spbe_close(&sub);
 }
