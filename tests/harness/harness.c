@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -78,26 +79,40 @@ wait_started(test_broker *b, long offset)
     return -1;
 }
 
+pid_t
+harness_spawn(const char *log, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) /* the test ended before the line above */
+        _exit(127);
+    int fd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0600) : open("/dev/null", O_WRONLY);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+    }
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+}
+
 static int
 spawn(test_broker *b)
 {
     struct stat st;
     long offset = stat(b->log, &st) == 0 ? (long)st.st_size : 0;
-    pid_t pid = fork();
+    pid_t pid = harness_spawn(b->log, "exec %s --data %s --listen %s --http 127.0.0.1:%d %s",
+                              SPBE_BROKER_BIN, b->data, b->endpoint, b->http_port, b->extra);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-        char cmd[2048];
-        snprintf(cmd, sizeof cmd, "exec %s --data %s --listen %s --http 127.0.0.1:%d %s",
-                 SPBE_BROKER_BIN, b->data, b->endpoint, b->http_port, b->extra);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
     b->pid = pid;
     return wait_started(b, offset);
 }

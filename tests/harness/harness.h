@@ -25,6 +25,11 @@ typedef struct test_broker {
     char extra[512]; /* extra flags for every start */
 } test_broker;
 
+/* Starts a shell command line as a process of its own, its stdout and stderr appended
+ * to log (NULL: /dev/null). It dies with the test process: a test that fails half-way
+ * leaves no server behind, nor the test runner's output pipe open. The pid, or -1. */
+pid_t harness_spawn(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Starts a broker in a fresh temporary directory (extra flags may be NULL) and waits
  * until it listens. Also sets SPBE_BROKER for CLI children. 0 on success. */
 int harness_broker_start(test_broker *b, const char *extra_flags);

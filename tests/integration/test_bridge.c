@@ -229,19 +229,10 @@ sleep_ms(int ms)
 static pid_t
 bridge_start(fixture *f, const char *args)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(f->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-        char cmd[4096];
-        snprintf(cmd, sizeof cmd, "exec %s --key %s --tokens %s --listen 127.0.0.1:%d %s",
-                 SPBE_BRIDGE_BIN, f->bridge_key, f->tokens, f->port, args);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = harness_spawn(f->log, "exec %s --key %s --tokens %s --listen 127.0.0.1:%d %s",
+                              SPBE_BRIDGE_BIN, f->bridge_key, f->tokens, f->port, args);
+    if (pid < 0)
+        return -1;
     for (int i = 0; i < 2000; i++) {
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {

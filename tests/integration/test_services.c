@@ -1,7 +1,9 @@
 /* test_services.c - request/reply between members through the real broker: round
- * trip, UNAVAILABLE, TIMEOUT, spreading over two servers, forged replies refused. */
+ * trip, UNAVAILABLE, TIMEOUT, spreading over two servers, forged replies refused,
+ * serving and consuming right after a broker restart. */
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -414,6 +416,48 @@ test_cli_serve_and_req(void **state)
     assert_non_null(strstr(err, "UNAVAILABLE"));
 }
 
+/* The broker restarts between a client's connect and its serve or consume: the new
+ * broker answers that it has no session, the client says hello again, and the command
+ * goes once more in the new session instead of failing (an adapter that serves stays
+ * up through the restart). Last in the group: it restarts the broker. */
+static void
+test_serve_and_consume_right_after_a_broker_restart(void **state)
+{
+    fixture *f = *state;
+    server sv = {.answer = 1};
+    loop_state st = {0};
+    assert_non_null(sv.client = harness_connect(&f->broker, f->server, 0));
+    assert_non_null(st.c = harness_connect(&f->broker, f->adapter, 0));
+    spbe_set_delivery_handler(st.c, loop_delivery, &st);
+    harness_broker_signal(&f->broker, SIGKILL);
+    assert_int_equal(harness_broker_restart(&f->broker), 0);
+
+    int rc = spbe_serve(sv.client, "svc.again", on_request, &sv);
+    if (rc != SPBE_OK)
+        fail_msg("serve after the restart: %s", spbe_last_error(sv.client));
+    rc = spbe_consume(st.c, "lagi", "ikn.loop.again", NULL, NULL);
+    if (rc != SPBE_OK)
+        fail_msg("consume after the restart: %s", spbe_last_error(st.c));
+    assert_int_equal(pthread_create(&sv.thread, NULL, server_main, &sv), 0);
+    spbe_client *caller = harness_connect(&f->broker, f->caller, 0);
+    assert_non_null(caller);
+    spbe_response r;
+    assert_int_equal(spbe_request(caller, "svc.again", "halo", 4, 5000, NULL, &r), SPBE_OK);
+    assert_int_equal(r.payload_len, 4);
+    assert_memory_equal(r.payload, "HALO", 4);
+    spbe_response_free(&r);
+    spbe_close(&caller);
+    server_stop(&sv);
+
+    spbe_receipt receipt;
+    assert_int_equal(spbe_publish(st.c, "ikn.loop.again", "y", 1, NULL, &receipt), SPBE_OK);
+    assert_int_equal(receipt.code, SPBE_OK);
+    for (int64_t end = ms_now() + 10000; st.delivered < 1 && ms_now() < end;)
+        assert_int_equal(spbe_dispatch(st.c, 100, NULL), SPBE_OK);
+    assert_int_equal(st.delivered, 1);
+    spbe_close(&st.c);
+}
+
 int
 main(void)
 {
@@ -426,6 +470,7 @@ main(void)
         cmocka_unit_test(test_forged_replies_are_refused),
         cmocka_unit_test(test_one_thread_consumes_serves_and_publishes),
         cmocka_unit_test(test_cli_serve_and_req),
+        cmocka_unit_test(test_serve_and_consume_right_after_a_broker_restart),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -386,80 +386,136 @@ batch_take_reply(spbe_client *c, Spbe__V1__BrokerFrame *f, uint64_t request_id)
     return f;
 }
 
+/* Whether cmd may be sent again in a new session when the one it was sent in is lost
+ * before its reply: what the session serves, subscribes to or is attached to (state
+ * of the session, which ended with it), and questions that change nothing. Anything
+ * else may have taken effect and is not repeated. */
+static int
+resendable(const Spbe__V1__Command *cmd)
+{
+    switch (cmd->body_case) {
+    case SPBE__V1__COMMAND__BODY_SUBSCRIBE:
+    case SPBE__V1__COMMAND__BODY_SERVE:
+    case SPBE__V1__COMMAND__BODY_CONSUME:
+    case SPBE__V1__COMMAND__BODY_PING:
+    case SPBE__V1__COMMAND__BODY_CONSUMER_GET:
+    case SPBE__V1__COMMAND__BODY_CONSUMER_LIST:
+    case SPBE__V1__COMMAND__BODY_MEMBER_GET:
+    case SPBE__V1__COMMAND__BODY_MEMBER_LIST:
+    case SPBE__V1__COMMAND__BODY_SESSION_LIST:
+    case SPBE__V1__COMMAND__BODY_TOPIC_LIST:
+    case SPBE__V1__COMMAND__BODY_TOPIC_GET:
+    case SPBE__V1__COMMAND__BODY_MESSAGE_GET:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A broker's answer that it has no session for this client: the command it answers
+ * was not carried out. */
+static int
+says_no_session(const Spbe__V1__Reply *r)
+{
+    return (int)r->code == SPBE_UNAVAILABLE && strncmp(r->error, "no session", 10) == 0;
+}
+
 /* Sends cmd and waits up to timeout_ms for the reply with its request id, queueing
- * other frames. */
+ * other frames. A session lost on the way (the broker restarted, or said goodbye) is
+ * waited out while the time lasts, and the command sent again in the new session when
+ * it was not carried out or is resendable(). */
 static int
 request_within(spbe_client *c, int timeout_ms, Spbe__V1__Command *cmd, const uint8_t *body,
                size_t body_len, Spbe__V1__Reply **reply, uint8_t **reply_body,
                size_t *reply_body_len, Spbe__V1__BrokerFrame **owner)
 {
     *owner = NULL;
-    if (c->closed_code)
-        return fail(c, c->closed_code, "session closed by the broker");
     int64_t deadline = now_ms() + timeout_ms;
-    /* reconnecting: the call waits for the session (within its time), as a publish queues */
-    while (!c->connected && cmd->body_case != SPBE__V1__COMMAND__BODY_HELLO && c->reconnect &&
-           !c->closed_code && now_ms() < deadline) {
-        int64_t left = deadline - now_ms();
-        int rc = spbe_dispatch(c, left < 50 ? (int)left : 50, NULL);
-        if (rc != SPBE_OK)
-            return rc;
-    }
-    if (c->closed_code)
-        return fail(c, c->closed_code, "session closed by the broker");
-    if (!c->connected && cmd->body_case != SPBE__V1__COMMAND__BODY_HELLO)
-        return fail(c, SPBE_UNAVAILABLE, "not connected to the broker (reconnecting)");
-    cmd->request_id = ++c->next_request;
-    int rc = send_command(c, cmd, body, body_len);
-    if (rc != SPBE_OK)
-        return rc;
+    int is_hello = cmd->body_case == SPBE__V1__COMMAND__BODY_HELLO;
     for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left < 0)
-            return fail(c, SPBE_TIMEOUT, "no reply from the broker within %d ms", timeout_ms);
-        Spbe__V1__BrokerFrame *f;
-        uint8_t *b;
-        size_t blen;
-        rc = receive_frame(c, (int)left, &f, &b, &blen);
-        if (rc == SPBE_TIMEOUT)
-            continue;
+        if (c->closed_code)
+            return fail(c, c->closed_code, "session closed by the broker");
+        /* reconnecting: the call waits for the session (within its time), as a publish
+         * queues */
+        while (!c->connected && !is_hello && c->reconnect && !c->closed_code &&
+               now_ms() < deadline) {
+            int64_t left = deadline - now_ms();
+            int rc = spbe_dispatch(c, left < 50 ? (int)left : 50, NULL);
+            if (rc != SPBE_OK)
+                return rc;
+        }
+        if (c->closed_code)
+            return fail(c, c->closed_code, "session closed by the broker");
+        if (!c->connected && !is_hello)
+            return fail(c, SPBE_UNAVAILABLE, "not connected to the broker (reconnecting)");
+        cmd->request_id = ++c->next_request;
+        int rc = send_command(c, cmd, body, body_len);
         if (rc != SPBE_OK)
             return rc;
-        f = batch_take_reply(c, f, cmd->request_id);
-        if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
-            f->reply->request_id == cmd->request_id) {
-            if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected &&
-                (cmd->body_case != SPBE__V1__COMMAND__BODY_REQUEST ||
-                 strncmp(f->reply->error, "no session", 10) == 0)) {
-                session_lost(c, f->reply->error);
+        int again = 0;
+        while (!again) {
+            int64_t left = deadline - now_ms();
+            if (left < 0)
+                return fail(c, SPBE_TIMEOUT, "no reply from the broker within %d ms", timeout_ms);
+            Spbe__V1__BrokerFrame *f;
+            uint8_t *b;
+            size_t blen;
+            rc = receive_frame(c, (int)left, &f, &b, &blen);
+            if (rc != SPBE_OK && rc != SPBE_TIMEOUT)
+                return rc;
+            if (rc == SPBE_OK)
+                f = batch_take_reply(c, f, cmd->request_id);
+            if (rc != SPBE_OK) {
+                /* nothing came yet */
+            } else if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
+                       f->reply->request_id == cmd->request_id) {
+                if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected &&
+                    (cmd->body_case != SPBE__V1__COMMAND__BODY_REQUEST ||
+                     says_no_session(f->reply))) {
+                    int not_run = says_no_session(f->reply);
+                    session_lost(c, f->reply->error);
+                    spbe__v1__broker_frame__free_unpacked(f, NULL);
+                    free(b);
+                    if (c->reconnect && (not_run || resendable(cmd)))
+                        break; /* again, in the new session */
+                    return fail(c, SPBE_UNAVAILABLE, "the broker lost the session%s",
+                                c->reconnect ? " (reconnecting)" : "");
+                }
+                *owner = f;
+                *reply = f->reply;
+                if (reply_body) {
+                    *reply_body = b;
+                    *reply_body_len = blen;
+                } else {
+                    free(b);
+                }
+                return SPBE_OK;
+            } else if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT &&
+                       f->event->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
+                int code =
+                    f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
+                if (code == SPBE_UNAVAILABLE && c->reconnect)
+                    session_lost(c, f->event->goodbye->reason);
+                else
+                    c->closed_code = code;
+                fail(c, code, "broker closed the session: %s", f->event->goodbye->reason);
                 spbe__v1__broker_frame__free_unpacked(f, NULL);
                 free(b);
-                return fail(c, SPBE_UNAVAILABLE, "the broker lost the session%s",
-                            c->reconnect ? " (reconnecting)" : "");
-            }
-            *owner = f;
-            *reply = f->reply;
-            if (reply_body) {
-                *reply_body = b;
-                *reply_body_len = blen;
+                if (code == SPBE_UNAVAILABLE && c->reconnect && resendable(cmd))
+                    break;
+                return code;
             } else {
-                free(b);
+                /* a heartbeat's answer that the session is gone: the reply will not come */
+                if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
+                    f->reply->request_id == 0 && (int)f->reply->code == SPBE_UNAVAILABLE &&
+                    c->reconnect)
+                    session_lost(c, f->reply->error);
+                enqueue(c, f, b, blen);
             }
-            return SPBE_OK;
+            /* the session was lost while waiting (the broker fell silent or has no
+             * session for this client): a resendable command goes again in the next */
+            again = !c->connected && !is_hello && c->reconnect && resendable(cmd);
         }
-        if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT &&
-            f->event->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
-            int code = f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
-            if (code == SPBE_UNAVAILABLE && c->reconnect)
-                session_lost(c, f->event->goodbye->reason);
-            else
-                c->closed_code = code;
-            fail(c, code, "broker closed the session: %s", f->event->goodbye->reason);
-            spbe__v1__broker_frame__free_unpacked(f, NULL);
-            free(b);
-            return code;
-        }
-        enqueue(c, f, b, blen);
     }
 }
 

@@ -249,7 +249,11 @@ int spbe_flush(spbe_client *client, int timeout_ms);
  * follow start again (with SPBE_START_NEW, what they got meanwhile is not replayed —
  * durable consumers give that guarantee). Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN,
  * SPBE_UNAVAILABLE when no session came back within the timeout (calls made while the
- * client reconnects wait for the session, up to their timeout).
+ * client reconnects wait for the session, up to their timeout). A session lost before
+ * the reply (the broker restarted) is waited out the same way and the subscription
+ * asked for again in the new session; so are spbe_serve, spbe_consume and questions
+ * that change nothing. Calls that may have taken effect (a request, an administrative
+ * change) are not repeated: SPBE_UNAVAILABLE or SPBE_TIMEOUT, and the caller decides.
  */
 int spbe_subscribe(spbe_client *client, const char *pattern, spbe_start start,
                    uint64_t start_sequence, uint64_t *id);
@@ -304,7 +308,8 @@ int spbe_confirm_delivery(spbe_client *client, const char *topic, uint64_t up_to
 /**
  * Serves a service: requests come to fn during spbe_dispatch(); answer each with
  * spbe_respond() (in the handler or later). Errors: SPBE_INVALID_TOPIC, SPBE_FORBIDDEN.
- * Served again after a reconnect.
+ * Served again after a reconnect, and asked again when the broker restarts before it
+ * answers (see spbe_subscribe).
  */
 int spbe_serve(spbe_client *client, const char *service, spbe_request_fn fn, void *arg);
 int spbe_unserve(spbe_client *client, const char *service);
