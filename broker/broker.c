@@ -33,7 +33,8 @@
 #include "store.h"
 #include "wire.h"
 
-#define DRAIN_MAX 1024   /* messages read per loop turn (one commit group at most) */
+#define DRAIN_MAX 1024        /* messages read per loop turn (one commit group at most) */
+#define PUBLISH_BATCH_MAX 256 /* messages in one PublishBatch; a group keeps room for one */
 #define GROUPS 3         /* commit groups: one with the writer, one filling, one sending receipts */
 #define PUMP_BUDGET 2048 /* catch-up deliveries per loop turn */
 #define ROUTING_MAX 256
@@ -1667,6 +1668,7 @@ handle_hello(broker *b, const uint8_t *routing, size_t routing_len, uint64_t req
     w.member = m->name;
     w.rights = m->rights;
     w.heartbeat_ms = (uint32_t)b->config.heartbeat_ms;
+    w.publish_batch = PUBLISH_BATCH_MAX;
     Spbe__V1__Reply reply = SPBE__V1__REPLY__INIT;
     reply.request_id = request_id;
     reply.body_case = SPBE__V1__REPLY__BODY_WELCOME;
@@ -2731,6 +2733,34 @@ handle_dlq(broker *b, session *s, uint64_t request_id, const char *consumer, uin
 /* ------------------------------------------------------------ dispatch */
 
 /* Handles one message from a peer: frames[0] routing id, [1] control, [2] body. */
+/* A PublishBatch: each message admitted as a publish of its own, with request id
+ * rid + i, from a copy of its bytes (the group keeps them until the commit). The loop
+ * reads a frame only while the filling group has room for a whole batch. */
+static void
+publish_batch(broker *b, session *s, uint64_t rid, const Spbe__V1__PublishBatch *pb)
+{
+    if (pb->n_messages == 0 || pb->n_messages > PUBLISH_BATCH_MAX) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "a publish batch holds 1 to %d messages, not %zu",
+                 PUBLISH_BATCH_MAX, pb->n_messages);
+        metrics_rejected(&b->m, SPBE_BAD_REQUEST);
+        send_error(b, s->routing, s->routing_len, rid, SPBE_BAD_REQUEST, reason);
+        return;
+    }
+    admission adm = {.kind = KIND_PUBLISH};
+    for (size_t i = 0; i < pb->n_messages; i++) {
+        zmq_msg_t body;
+        if (zmq_msg_init_size(&body, pb->messages[i].len) != 0) {
+            reject_publish(b, s, rid + i, SPBE_INTERNAL, "out of memory", NULL, NULL);
+            continue;
+        }
+        if (pb->messages[i].len)
+            memcpy(zmq_msg_data(&body), pb->messages[i].data, pb->messages[i].len);
+        admit(b, s, rid + i, &body, &adm);
+        zmq_msg_close(&body);
+    }
+}
+
 static void
 handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
 {
@@ -2779,6 +2809,10 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     if (s->revoked) {
         if (cmd->body_case == SPBE__V1__COMMAND__BODY_PUBLISH)
             reject_publish(b, s, rid, SPBE_REVOKED, "member has been revoked", NULL, NULL);
+        else if (cmd->body_case == SPBE__V1__COMMAND__BODY_PUBLISH_BATCH &&
+                 cmd->publish_batch->n_messages <= PUBLISH_BATCH_MAX)
+            for (size_t i = 0; i < cmd->publish_batch->n_messages; i++)
+                reject_publish(b, s, rid + i, SPBE_REVOKED, "member has been revoked", NULL, NULL);
         else
             send_error(b, routing, routing_len, rid, SPBE_REVOKED, "member has been revoked");
         spbe__v1__command__free_unpacked(cmd, NULL);
@@ -2798,6 +2832,9 @@ handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
     switch (cmd->body_case) {
     case SPBE__V1__COMMAND__BODY_PUBLISH:
         admit(b, s, rid, body, &adm);
+        break;
+    case SPBE__V1__COMMAND__BODY_PUBLISH_BATCH:
+        publish_batch(b, s, rid, cmd->publish_batch);
         break;
     case SPBE__V1__COMMAND__BODY_REQUEST:
         adm.kind = KIND_REQUEST;
@@ -2981,7 +3018,8 @@ broker_step(broker *b, long max_wait_ms)
 {
     group_submit_ready(b); /* a group left waiting by a commit of the I/O thread's own */
     /* with every group busy or full, leave new messages queued in ZeroMQ (back-pressure) */
-    int can_receive = b->filling ? b->filling->n_batch < DRAIN_MAX : b->free_groups != NULL;
+    int can_receive =
+        b->filling ? b->filling->n_batch + PUBLISH_BATCH_MAX <= DRAIN_MAX : b->free_groups != NULL;
     zmq_pollitem_t items[] = {{b->socket, 0, can_receive ? ZMQ_POLLIN : 0, 0},
                               {b->zap, 0, ZMQ_POLLIN, 0},
                               {writer_socket(b->writer), 0, ZMQ_POLLIN, 0}};
@@ -3018,7 +3056,8 @@ broker_step(broker *b, long max_wait_ms)
     }
     if (b->filling) {
         uint64_t t_check = mono_ns();
-        for (int i = 0; i < DRAIN_MAX && b->filling->n_batch < DRAIN_MAX; i++) {
+        for (int i = 0; i < DRAIN_MAX && b->filling->n_batch + PUBLISH_BATCH_MAX <= DRAIN_MAX;
+             i++) {
             zmq_msg_t frames[3];
             int too_many;
             int n = receive_message(b, frames, &too_many);

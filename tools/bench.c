@@ -34,12 +34,15 @@ static const char bench_usage[] =
     "  --no-subscriber   do not measure delivery latency\n"
     "  --batch N         sign N messages at a time with one batch signature (a Merkle\n"
     "                    root; each message carries its proof); default: one each\n"
+    "  --publish-batch N send up to N publishes in one frame (1 to 256, default 64;\n"
+    "                    1: a frame each); each keeps its signature and its receipt\n"
     "  --key FILE --broker EP --broker-key HEX --json\n";
 
 typedef struct bench_config {
     long messages, size, publishers, window;
-    long rate;  /* msgs/s over all publishers, 0: unpaced */
-    long batch; /* messages per batch signature, 0: a signature each */
+    long rate;          /* msgs/s over all publishers, 0: unpaced */
+    long batch;         /* messages per batch signature, 0: a signature each */
+    long publish_batch; /* publishes in one frame (spbe_options.publish_batch) */
     const char *topic;
     int no_subscriber;
     const cli_common *common;
@@ -72,12 +75,13 @@ on_bench_receipt(const spbe_receipt *r, void *arg)
 }
 
 spbe_client *
-bench_client(const cli_common *common)
+bench_client(const cli_common *common, int publish_batch)
 {
     spbe_options o = {.endpoint = common->broker,
                       .broker_key_hex = common->broker_key,
                       .timeout_ms = common->timeout_ms ? common->timeout_ms : 10000,
-                      .client_name = "spbe-bench"};
+                      .client_name = "spbe-bench",
+                      .publish_batch = publish_batch};
     spbe_client *c;
     if (spbe_connect(common->key, &o, &c) != SPBE_OK) {
         fprintf(stderr, "spbe bench: %s\n", spbe_last_error(c));
@@ -93,7 +97,7 @@ static void *
 publisher_run(void *arg)
 {
     publisher *p = arg;
-    spbe_client *c = bench_client(p->cfg->common);
+    spbe_client *c = bench_client(p->cfg->common, (int)p->cfg->publish_batch);
     pthread_barrier_wait(&start_barrier);
     if (!c) {
         p->rc = SPBE_UNAVAILABLE;
@@ -286,6 +290,9 @@ bench_option(int opt, const char *arg, void *ctx)
     case 8:
         b->batch = v;
         return 0;
+    case 9:
+        b->publish_batch = v;
+        return 0;
     }
     return 1;
 }
@@ -323,15 +330,12 @@ bench_sign(spbe_client *signer, const bench_config *cfg, publisher *pb, uint8_t 
 int
 cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {{"messages", required_argument, 0, 1},
-                                         {"size", required_argument, 0, 2},
-                                         {"publishers", required_argument, 0, 3},
-                                         {"window", required_argument, 0, 4},
-                                         {"topic", required_argument, 0, 5},
-                                         {"no-subscriber", no_argument, 0, 6},
-                                         {"rate", required_argument, 0, 7},
-                                         {"batch", required_argument, 0, 8},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"messages", required_argument, 0, 1},      {"size", required_argument, 0, 2},
+        {"publishers", required_argument, 0, 3},    {"window", required_argument, 0, 4},
+        {"topic", required_argument, 0, 5},         {"no-subscriber", no_argument, 0, 6},
+        {"rate", required_argument, 0, 7},          {"batch", required_argument, 0, 8},
+        {"publish-batch", required_argument, 0, 9}, {0, 0, 0, 0}};
     if (argc >= 2 && (strcmp(argv[1], "consume") == 0 || strcmp(argv[1], "req") == 0))
         return bench_delivery(argv[1], argc - 1, argv + 1);
     int early = cli_subcommand(argc, argv, bench_usage);
@@ -342,18 +346,19 @@ cmd_bench(int argc, char **argv)
         return EXIT_USAGE;
     }
     cli_common common;
-    bench_config cfg = {100000, 256, 1, 1000, 0, 0, "bench.pub", 0, &common};
+    bench_config cfg = {100000, 256, 1, 1000, 0, 0, 64, "bench.pub", 0, &common};
     int i = cli_parse(argc - 1, argv + 1, &common, opts, "", bench_option, &cfg, bench_usage);
     if (i < 0)
         return i == -2 ? EXIT_OK : EXIT_USAGE;
-    if (argc - 1 != i || cfg.size < 8 || cfg.publishers > 4096 || cfg.batch > 1048576) {
+    if (argc - 1 != i || cfg.size < 8 || cfg.publishers > 4096 || cfg.batch > 1048576 ||
+        cfg.publish_batch > 256) {
         fputs(bench_usage, stderr);
         return EXIT_USAGE;
     }
     cfg.common = &common;
 
     /* sign everything before the timed phase */
-    spbe_client *signer = bench_client(&common);
+    spbe_client *signer = bench_client(&common, 0);
     if (!signer)
         return EXIT_ERROR;
     publisher *pubs = calloc((size_t)cfg.publishers, sizeof *pubs);
@@ -426,15 +431,15 @@ cmd_bench(int argc, char **argv)
         qsort(sub.lat, (size_t)delivered, sizeof *sub.lat, bench_cmp_i64);
     if (common.json) {
         printf("{\"messages\":%ld,\"size\":%ld,\"publishers\":%ld,\"window\":%ld,\"rate\":%ld,"
-               "\"batch\":%ld,"
+               "\"batch\":%ld,\"publish_batch\":%ld,"
                "\"seconds\":%.3f,"
                "\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"errors\":%ld,"
                "\"receipt_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"p999\":%.0f,\"max\":%.0f},"
                "\"delivered\":%ld,\"delivery_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%"
                ".0f},"
                "\"client_sign_per_s\":%.0f}\n",
-               total, cfg.size, cfg.publishers, cfg.window, cfg.rate, cfg.batch, secs, rate,
-               rate * (double)cfg.size / 1e6, errors, bench_pct(lat, total, .5),
+               total, cfg.size, cfg.publishers, cfg.window, cfg.rate, cfg.batch, cfg.publish_batch,
+               secs, rate, rate * (double)cfg.size / 1e6, errors, bench_pct(lat, total, .5),
                bench_pct(lat, total, .9), bench_pct(lat, total, .99), bench_pct(lat, total, .999),
                bench_pct(lat, total, 1), delivered, bench_pct(sub.lat, delivered, .5),
                bench_pct(sub.lat, delivered, .9), bench_pct(sub.lat, delivered, .99),
@@ -446,7 +451,7 @@ cmd_bench(int argc, char **argv)
             printf(", paced at %ld msgs/s", cfg.rate);
         if (cfg.batch)
             printf(", signed in batches of %ld", cfg.batch);
-        printf("\n");
+        printf(", up to %ld publishes a frame\n", cfg.publish_batch);
         printf("  throughput        %.0f msgs/s  (%.2f MB/s payload) in %.2f s, %ld errors\n", rate,
                rate * (double)cfg.size / 1e6, secs, errors);
         printf("  publish->receipt  p50 %.0f us  p90 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f "

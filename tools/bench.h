@@ -9,8 +9,9 @@
 #include "cli.h"
 
 /* Monotonic clock, nanoseconds. */
-/* A session with the common options, or NULL after printing why. */
-spbe_client *bench_client(const cli_common *common);
+/* A session with the common options (publish_batch: spbe_options.publish_batch), or
+ * NULL after printing why. */
+spbe_client *bench_client(const cli_common *common, int publish_batch);
 /* qsort comparison of int64_t. */
 int bench_cmp_i64(const void *a, const void *b);
 /* The q quantile (0..1) of sorted nanoseconds, in microseconds. */

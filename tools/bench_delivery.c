@@ -177,7 +177,7 @@ sleep_ms(long ms)
 static int
 bench_consume(const delivery_config *cfg)
 {
-    spbe_client *ctl = bench_client(cfg->common);
+    spbe_client *ctl = bench_client(cfg->common, 0);
     if (!ctl)
         return EXIT_ERROR;
     /* fill the topic; the consumer starts at this run's first message */
@@ -200,7 +200,7 @@ bench_consume(const delivery_config *cfg)
     }
     /* the control session created it and holds nothing: detach by closing it */
     spbe_close(&ctl);
-    ctl = bench_client(cfg->common);
+    ctl = bench_client(cfg->common, 0);
 
     member *members = calloc((size_t)cfg->members, sizeof *members);
     pthread_t *threads = calloc((size_t)cfg->members, sizeof *threads);
@@ -208,7 +208,7 @@ bench_consume(const delivery_config *cfg)
     volatile int stop = 0;
     for (long i = 0; i < cfg->members; i++) {
         members[i] = (member){.cfg = cfg, .consumer = name, .received = &received, .stop = &stop};
-        members[i].c = bench_client(cfg->common);
+        members[i].c = bench_client(cfg->common, 0);
         if (!members[i].c)
             return EXIT_ERROR;
     }
@@ -357,7 +357,7 @@ bench_req(const delivery_config *cfg)
     for (long i = 0; i < cfg->servers; i++) {
         echo_server *s = &servers[i];
         *s = (echo_server){.cfg = cfg, .service = service, .stop = &stop};
-        s->c = bench_client(cfg->common);
+        s->c = bench_client(cfg->common, 0);
         if (!s->c)
             return EXIT_ERROR;
         if (spbe_serve(s->c, service, on_echo, s) != SPBE_OK)
@@ -374,7 +374,7 @@ bench_req(const delivery_config *cfg)
         k->count = cfg->messages / cfg->callers + (i < cfg->messages % cfg->callers);
         k->lat = lat + offset;
         offset += k->count;
-        k->c = bench_client(cfg->common);
+        k->c = bench_client(cfg->common, 0);
         if (!k->c)
             return EXIT_ERROR;
         pthread_create(&caller_threads[i], NULL, caller_run, k);

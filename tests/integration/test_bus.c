@@ -234,6 +234,70 @@ test_batch_signed_messages_are_stored_and_verified_each(void **state)
     spbe_close(&sub);
 }
 
+typedef struct gathered {
+    int n;
+    uint64_t tokens[512], sequences[512];
+    int codes[512];
+} gathered;
+
+static void
+gather_receipt(const spbe_receipt *r, void *arg)
+{
+    gathered *g = arg;
+    if (g->n < 512) {
+        g->tokens[g->n] = r->token;
+        g->sequences[g->n] = r->sequence;
+        g->codes[g->n] = r->code;
+    }
+    g->n++;
+}
+
+/* Publishes gathered into frames of many (spbe_options.publish_batch): each still gets
+ * a receipt of its own, one refused in the middle is refused alone, the others are
+ * stored in the order they were made; a publish waits for the next dispatch to leave. */
+static void
+test_publishes_gathered_in_one_frame(void **state)
+{
+    fixture *f = *state;
+    spbe_options o = {.endpoint = f->broker.endpoint, .publish_batch = 64};
+    spbe_client *pub;
+    assert_int_equal(spbe_connect(f->publisher, &o, &pub), SPBE_OK);
+    gathered g = {0};
+    spbe_set_receipt_handler(pub, gather_receipt, &g);
+    enum { N = 300, REFUSED = 100 };
+    uint64_t tokens[N];
+    for (int i = 0; i < N; i++) {
+        char payload[16];
+        int len = snprintf(payload, sizeof payload, "g%d", i);
+        const char *topic = i == REFUSED ? "lain.topik" : "ikn.gather.asn"; /* no right */
+        assert_int_equal(spbe_publish_async(pub, topic, payload, (size_t)len, NULL, &tokens[i]),
+                         SPBE_OK);
+        if (i == 0)
+            assert_int_equal(spbe_next_timeout_ms(pub), 0); /* it waits to leave */
+    }
+    assert_int_equal(spbe_flush(pub, 10000), SPBE_OK);
+    assert_int_equal(g.n, N);
+    uint64_t next = 1;
+    for (int i = 0; i < N; i++) {
+        int k = 0;
+        while (k < N && g.tokens[k] != tokens[i])
+            k++;
+        assert_true(k < N);
+        if (i == REFUSED) {
+            assert_int_equal(g.codes[k], SPBE_FORBIDDEN);
+            continue;
+        }
+        assert_int_equal(g.codes[k], SPBE_OK);
+        assert_int_equal(g.sequences[k], next++); /* stored in the order made */
+    }
+    assert_int_equal(harness_stored(&f->broker, "ikn.gather.asn"), N - 1);
+    /* a synchronous publish in between still answers at once */
+    spbe_receipt r;
+    assert_int_equal(spbe_publish(pub, "ikn.gather.asn", "last", 4, NULL, &r), SPBE_OK);
+    assert_int_equal(r.sequence, (uint64_t)N);
+    spbe_close(&pub);
+}
+
 static void
 publish_n(fixture *f, const char *topic, int n)
 {
@@ -498,6 +562,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_delivers_the_senders_exact_signed_bytes),
         cmocka_unit_test(test_batch_signed_messages_are_stored_and_verified_each),
+        cmocka_unit_test(test_publishes_gathered_in_one_frame),
         cmocka_unit_test(test_replay_from_first_and_from_a_sequence),
         cmocka_unit_test(test_wildcards_match_one_token_and_the_rest),
         cmocka_unit_test(test_two_subscribers_on_overlapping_patterns_each_get_theirs_in_order),

@@ -50,6 +50,7 @@ typedef struct publisher {
     volatile int *stop;
     long sent;
     int flushed;
+    int batch; /* spbe_options.publish_batch */
 } publisher;
 
 static void
@@ -67,9 +68,14 @@ static void *
 publisher_run(void *arg)
 {
     publisher *p = arg;
-    spbe_client *c = harness_connect(p->broker, p->key, 2000);
-    if (!c)
+    /* half of them gather their publishes into frames of many */
+    spbe_options o = {
+        .endpoint = p->broker->endpoint, .timeout_ms = 2000, .publish_batch = p->batch};
+    spbe_client *c;
+    if (spbe_connect(p->key, &o, &c) != SPBE_OK) {
+        spbe_close(&c);
         return NULL;
+    }
     spbe_set_receipt_handler(c, on_receipt, p);
     char payload[64];
     while (!*p->stop) {
@@ -322,6 +328,7 @@ test_acknowledged_messages_survive_sigkill(void **state)
         pubs[i].broker = &b;
         pubs[i].key = key;
         snprintf(pubs[i].topic, sizeof pubs[i].topic, "crash.topic%d", i);
+        pubs[i].batch = i % 2 ? 64 : 0;
         pubs[i].acks = calloc(MAX_ACKED, sizeof(acked));
         assert_non_null(pubs[i].acks);
     }

@@ -10,6 +10,7 @@ import sys
 import time
 
 import nacl.bindings as nb
+import nacl.exceptions
 import nacl.signing
 import zmq
 
@@ -103,6 +104,43 @@ def sign_batch(context, blobs, signing_key):
     proofs = [pb.BatchProof(index=i, size=len(leaves), path=audit_path(i, leaves))
               for i in range(len(leaves))]
     return signature, proofs
+
+
+def root_from_path(index, size, leaf_hash, path):
+    """RFC 9162 2.1.3.2: the root an inclusion path leads to from a leaf hash (None if
+    the path does not fit the tree size)."""
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\1" + p + r).digest()
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hashlib.sha256(b"\1" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def verify_signed(context, blob, signature, batch, public_key):
+    """True when blob is signed under context by public_key: on its own, or (batch set)
+    through its proof to a batch root the signature covers (docs/protocol.md)."""
+    try:
+        if batch is None or batch.size == 0:
+            nacl.signing.VerifyKey(public_key).verify(context + b"\0" + blob, signature)
+            return True
+        leaf = hashlib.sha256(b"\0" + context + b"\0" + blob).digest()
+        root = root_from_path(batch.index, batch.size, leaf, list(batch.path))
+        if root is None:
+            return False
+        nacl.signing.VerifyKey(public_key).verify(
+            b"spbe.v1.batch\0" + struct.pack(">Q", batch.size) + root, signature)
+        return True
+    except nacl.exceptions.BadSignatureError:
+        return False
 
 
 def start_broker(broker_bin, work, extra=()):

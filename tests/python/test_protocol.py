@@ -4,7 +4,7 @@
 It speaks protocol 1 to a real spbe-broker with pyzmq (CurveZMQ), PyNaCl (Ed25519) and
 Python protobuf classes generated from proto/spbe/v1/spbe.proto: handshake, signed
 publish, the broker's signed receipt, subscribe with replay, end-to-end verification of
-the delivered bytes, and refusals. Usage: test_protocol.py BROKER_BIN CLI_BIN GEN_DIR
+the delivered bytes, refusals, and publishes gathered in one frame. Usage: test_protocol.py BROKER_BIN CLI_BIN GEN_DIR
 """
 import hashlib
 import os
@@ -46,6 +46,8 @@ def main():
         reply, _ = c.reply(rid)
         check("hello is welcomed", reply.code == pb.OK and reply.WhichOneof("body") == "welcome")
         check("welcome carries the broker key", reply.welcome.broker_key == broker_key)
+        check("welcome says how many publishes one frame may carry",
+              reply.welcome.publish_batch == 256)
 
         raw = c.signed_message("ikn.formasi.dibuka", b'{"formasi":250000}')
         reply = c.publish(raw)
@@ -88,6 +90,7 @@ def main():
         c.sock.send_multipart([b"\x01\x02", b"", b"", b""])
         frame, _ = c.recv()
         check("wrong frame count gets BAD_REQUEST", frame.reply.code == pb.BAD_REQUEST)
+
         rid = c.send("ping", pb.Ping())
         reply, _ = c.reply(rid)
         check("the session still serves", reply.code == pb.OK)
@@ -143,6 +146,43 @@ def main():
         check("the subscriber gets the new message in a batch too",
               [d.sequence for d in batch.deliveries] == [3]
               or [d.sequence for d in next_batch()[0].deliveries] == [3])
+        c.close()
+
+        c = Client(endpoint, identity, broker_key)
+        c.hello()
+        # several publishes in one frame: each answered on its own, at request id + i
+        entries = [c.signed_message("ikn.formasi.kuota", b"satu"), b"\x0a\x03abc",
+                   c.signed_message("ikn.lain", b"x"), c.signed_message("ikn.formasi.kuota", b"dua")]
+        rid = c.send("publish_batch", pb.PublishBatch(messages=entries))
+        c.next_id += len(entries) - 1  # the batch took as many request ids as messages
+        got = {}  # refusals come at once, the others after their commit: any order
+        while len(got) < len(entries):
+            frame, _ = c.recv()
+            if frame.WhichOneof("body") == "reply":
+                got[frame.reply.request_id] = frame.reply
+        check("a publish batch's replies carry its request ids",
+              sorted(got) == [rid + i for i in range(len(entries))])
+        replies = [got.get(rid + i, pb.Reply()) for i in range(len(entries))]
+        check("a publish batch gets a reply per message, in order",
+              [r.code for r in replies] == [pb.OK, pb.BAD_REQUEST, pb.FORBIDDEN, pb.OK])
+        sequences, signed = [], 0
+        for r in (replies[0], replies[3]):
+            sr = r.receipt
+            signed += spbeclient.verify_signed(b"spbe.v1.receipt", sr.receipt, sr.signature,
+                                               sr.batch if sr.HasField("batch") else None,
+                                               broker_key)
+            rc = pb.Receipt()
+            rc.ParseFromString(sr.receipt)
+            sequences.append(rc.sequence)
+        check("a batch's messages are stored in order with signed receipts",
+              sequences == [1, 2] and signed == 2)
+        reply = c.call("publish_batch", pb.PublishBatch())
+        check("an empty publish batch gets BAD_REQUEST", reply.code == pb.BAD_REQUEST)
+        reply = c.call("publish_batch", pb.PublishBatch(messages=[b"x"] * 257))
+        check("a publish batch over the limit gets BAD_REQUEST, with the limit",
+              reply.code == pb.BAD_REQUEST and "1 to 256" in reply.error)
+        reply = c.call("publish_batch", pb.PublishBatch(messages=[entries[0]]), b"body")
+        check("a publish batch with a body frame gets BAD_REQUEST", reply.code == pb.BAD_REQUEST)
         c.close()
     finally:
         broker.terminate()

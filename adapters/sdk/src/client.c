@@ -14,7 +14,8 @@
 
 #define DEFAULT_ENDPOINT "tcp://127.0.0.1:7400"
 #define DEFAULT_TIMEOUT_MS 5000
-#define FRAME_BATCH 256 /* receipts and deliveries the broker may send in one frame */
+#define FRAME_BATCH 256       /* receipts and deliveries the broker may send in one frame */
+#define PUBLISH_BATCH_MAX 256 /* publishes sent in one PublishBatch at most */
 
 /* A frame pair received while a synchronous call waited for its own reply. */
 typedef struct queued {
@@ -89,6 +90,8 @@ struct spbe_client {
     sender_key *senders;
     in_flight *flights; /* [head, sent) sent in request order, [sent, count) not yet */
     size_t f_head, f_sent, f_count, f_cap;
+    int publish_batch_asked; /* spbe_options.publish_batch */
+    int publish_batch;       /* publishes sent in one frame: the asked, within the broker's */
     uint64_t in_flight, next_token;
     client_sub *subs;
     uint64_t next_local_sub;
@@ -109,6 +112,8 @@ typedef struct served {
 } served;
 
 static void session_lost(spbe_client *c, const char *why);
+static int flights_send(spbe_client *c);
+static void welcome_take(spbe_client *c, const Spbe__V1__Welcome *w);
 
 const char *
 spbe_version(void)
@@ -255,6 +260,11 @@ receive_frame(spbe_client *c, int timeout_ms, Spbe__V1__BrokerFrame **frame, uin
     *body_len = 0;
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
     int polled = 0;
+    if (c->connected && c->f_sent < c->f_count) {
+        int rc = flights_send(c); /* publishes gathering for a batch go before any wait */
+        if (rc != SPBE_OK && !c->reconnect)
+            return rc;
+    }
     for (;;) {
         int64_t now = now_ms();
         if (c->heartbeat_ms > 0 && c->connected) {
@@ -448,8 +458,11 @@ request_within(spbe_client *c, int timeout_ms, Spbe__V1__Command *cmd, const uin
             return fail(c, c->closed_code, "session closed by the broker");
         if (!c->connected && !is_hello)
             return fail(c, SPBE_UNAVAILABLE, "not connected to the broker (reconnecting)");
+        int rc = is_hello ? SPBE_OK : flights_send(c); /* publishes made before it go first */
+        if (rc != SPBE_OK && !c->reconnect)
+            return rc;
         cmd->request_id = ++c->next_request;
-        int rc = send_command(c, cmd, body, body_len);
+        rc = send_command(c, cmd, body, body_len);
         if (rc != SPBE_OK)
             return rc;
         int again = 0;
@@ -629,6 +642,7 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
     if (!c->sigcache)
         return fail(c, SPBE_INTERNAL, "out of memory");
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    c->publish_batch_asked = o->publish_batch;
     int rc = resolve(c, identity_path, o);
     if (rc != SPBE_OK)
         return rc;
@@ -708,7 +722,7 @@ spbe_connect(const char *identity_path, const spbe_options *options, spbe_client
                memcmp(reply->welcome->broker_key.data, c->broker_key, WIRE_KEY_BYTES) != 0) {
         rc = fail(c, SPBE_BAD_REQUEST, "broker's welcome does not carry the expected key");
     } else {
-        c->heartbeat_ms = (int)reply->welcome->heartbeat_ms;
+        welcome_take(c, reply->welcome);
         c->connected = 1;
     }
     spbe__v1__broker_frame__free_unpacked(owner, NULL);
@@ -724,6 +738,7 @@ spbe_close(spbe_client **cp)
         return;
     spbe_client *c = *cp;
     if (c->socket && c->connected && !c->closed_code) {
+        flights_send(c); /* publishes still gathering for a batch */
         Spbe__V1__Bye bye = SPBE__V1__BYE__INIT;
         Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
         cmd.body_case = SPBE__V1__COMMAND__BODY_BYE;
@@ -904,7 +919,9 @@ flight_done(spbe_client *c, in_flight *e)
         c->f_head++;
 }
 
-/* Sends every entry not yet sent, in order; stops at the first failure. */
+/* Sends every entry not yet sent, in order; stops at the first failure. Consecutive
+ * publishes go as one PublishBatch of up to publish_batch, with consecutive request
+ * ids, when the client asked for it and the broker takes it. */
 static int
 flights_send(spbe_client *c)
 {
@@ -915,6 +932,32 @@ flights_send(spbe_client *c)
              * that flight_find's binary search relies on */
             e->request_id = c->next_request;
             c->f_sent++;
+            continue;
+        }
+        size_t run = 0; /* publishes from here that can go in one batch */
+        while (c->publish_batch > 1 && run < (size_t)c->publish_batch &&
+               c->f_sent + run < c->f_count && !c->flights[c->f_sent + run].done &&
+               !c->flights[c->f_sent + run].respond_ref)
+            run++;
+        if (run > 1) {
+            ProtobufCBinaryData messages[PUBLISH_BATCH_MAX];
+            for (size_t i = 0; i < run; i++) {
+                messages[i].data = c->flights[c->f_sent + i].bytes;
+                messages[i].len = c->flights[c->f_sent + i].len;
+            }
+            Spbe__V1__PublishBatch pb = SPBE__V1__PUBLISH_BATCH__INIT;
+            pb.messages = messages;
+            pb.n_messages = run;
+            Spbe__V1__Command cmd = SPBE__V1__COMMAND__INIT;
+            cmd.body_case = SPBE__V1__COMMAND__BODY_PUBLISH_BATCH;
+            cmd.publish_batch = &pb;
+            cmd.request_id = c->next_request + 1;
+            int rc = send_command(c, &cmd, NULL, 0);
+            if (rc != SPBE_OK)
+                return rc;
+            for (size_t i = 0; i < run; i++)
+                c->flights[c->f_sent + i].request_id = ++c->next_request;
+            c->f_sent += run;
             continue;
         }
         Spbe__V1__Publish pub = SPBE__V1__PUBLISH__INIT;
@@ -936,6 +979,15 @@ flights_send(spbe_client *c)
         c->f_sent++;
     }
     return SPBE_OK;
+}
+
+/* What a Welcome says that the client keeps. */
+static void
+welcome_take(spbe_client *c, const Spbe__V1__Welcome *w)
+{
+    c->heartbeat_ms = (int)w->heartbeat_ms;
+    int most = w->publish_batch < PUBLISH_BATCH_MAX ? (int)w->publish_batch : PUBLISH_BATCH_MAX;
+    c->publish_batch = c->publish_batch_asked < most ? c->publish_batch_asked : most;
 }
 
 /* The session is gone but the client will reconnect: everything in flight is sent
@@ -1032,6 +1084,9 @@ spbe_publish_signed(spbe_client *c, const uint8_t *signed_message, size_t len, u
         return fail(c, SPBE_INTERNAL, "out of memory");
     if (token)
         *token = e->token;
+    /* batching: it waits for more, up to a full batch or the next dispatch or call */
+    if (c->publish_batch > 1 && c->f_count - c->f_sent < (size_t)c->publish_batch)
+        return SPBE_OK;
     int rc = flights_send(c);
     return rc == SPBE_OK || c->reconnect ? SPBE_OK : rc;
 }
@@ -1172,7 +1227,7 @@ handle_reply(spbe_client *c, Spbe__V1__Reply *reply)
         if (code == SPBE_OK && reply->body_case == SPBE__V1__REPLY__BODY_WELCOME &&
             reply->welcome->broker_key.len == WIRE_KEY_BYTES &&
             memcmp(reply->welcome->broker_key.data, c->broker_key, WIRE_KEY_BYTES) == 0) {
-            c->heartbeat_ms = (int)reply->welcome->heartbeat_ms;
+            welcome_take(c, reply->welcome);
             session_resume(c);
         } else if (code == SPBE_REVOKED || code == SPBE_UNKNOWN_SENDER || code == SPBE_FORBIDDEN ||
                    code == SPBE_OK) {
@@ -1346,6 +1401,11 @@ spbe_dispatch(spbe_client *c, int timeout_ms, int *events)
     int rc = dispatch_frames(c, timeout_ms, events);
     if (--c->dispatching == 0)
         acks_flush(c); /* the plain acks of this dispatch, in one command */
+    if (c->f_sent < c->f_count) {
+        int sent = flights_send(c); /* publishes made by the handlers */
+        if (rc == SPBE_OK && sent != SPBE_OK && !c->reconnect)
+            rc = sent;
+    }
     return rc;
 }
 
@@ -1952,8 +2012,8 @@ spbe_fd(spbe_client *c)
 int
 spbe_next_timeout_ms(spbe_client *c)
 {
-    if (c->head)
-        return 0;
+    if (c->head || (c->connected && c->f_sent < c->f_count))
+        return 0; /* frames to handle, or publishes to send */
     if (!c->connected)
         return 250; /* reconnecting: say hello again soon */
     int64_t idle = now_ms() - c->last_sent_ms;
