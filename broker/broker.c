@@ -2732,7 +2732,6 @@ handle_dlq(broker *b, session *s, uint64_t request_id, const char *consumer, uin
 
 /* ------------------------------------------------------------ dispatch */
 
-/* Handles one message from a peer: frames[0] routing id, [1] control, [2] body. */
 /* A PublishBatch: each message admitted as a publish of its own, with request id
  * rid + i, from a copy of its bytes (the group keeps them until the commit). The loop
  * reads a frame only while the filling group has room for a whole batch. */
@@ -2761,6 +2760,7 @@ publish_batch(broker *b, session *s, uint64_t rid, const Spbe__V1__PublishBatch 
     }
 }
 
+/* Handles one message from a peer: frames[0] routing id, [1] control, [2] body. */
 static void
 handle_message(broker *b, zmq_msg_t *frames, int n, int too_many)
 {
