@@ -1506,6 +1506,13 @@ group_submit(broker *b)
     b->in_writer++;
 }
 
+/* Whether a group can take one more frame from a client: room for a whole PublishBatch. */
+static int
+group_has_room(const group *g)
+{
+    return g->n_batch + PUBLISH_BATCH_MAX <= DRAIN_MAX;
+}
+
 /* The filling group goes to the writer if the writer is free and there is something to
  * commit. */
 static void
@@ -3018,8 +3025,7 @@ broker_step(broker *b, long max_wait_ms)
 {
     group_submit_ready(b); /* a group left waiting by a commit of the I/O thread's own */
     /* with every group busy or full, leave new messages queued in ZeroMQ (back-pressure) */
-    int can_receive =
-        b->filling ? b->filling->n_batch + PUBLISH_BATCH_MAX <= DRAIN_MAX : b->free_groups != NULL;
+    int can_receive = b->filling ? group_has_room(b->filling) : b->free_groups != NULL;
     zmq_pollitem_t items[] = {{b->socket, 0, can_receive ? ZMQ_POLLIN : 0, 0},
                               {b->zap, 0, ZMQ_POLLIN, 0},
                               {writer_socket(b->writer), 0, ZMQ_POLLIN, 0}};
@@ -3056,8 +3062,7 @@ broker_step(broker *b, long max_wait_ms)
     }
     if (b->filling) {
         uint64_t t_check = mono_ns();
-        for (int i = 0; i < DRAIN_MAX && b->filling->n_batch + PUBLISH_BATCH_MAX <= DRAIN_MAX;
-             i++) {
+        for (int i = 0; i < DRAIN_MAX && group_has_room(b->filling); i++) {
             zmq_msg_t frames[3];
             int too_many;
             int n = receive_message(b, frames, &too_many);

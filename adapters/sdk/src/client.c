@@ -396,6 +396,19 @@ batch_take_reply(spbe_client *c, Spbe__V1__BrokerFrame *f, uint64_t request_id)
     return f;
 }
 
+/* The broker ends the session: UNAVAILABLE with reconnect on means a new one is sought,
+ * anything else ends this client for good. Returns the goodbye's code. */
+static int
+goodbye_take(spbe_client *c, const Spbe__V1__Goodbye *gb)
+{
+    int code = gb->code ? (int)gb->code : SPBE_UNAVAILABLE;
+    if (code == SPBE_UNAVAILABLE && c->reconnect)
+        session_lost(c, gb->reason);
+    else
+        c->closed_code = code;
+    return code;
+}
+
 /* Whether cmd may be sent again in a new session when the one it was sent in is lost
  * before its reply: what the session serves, subscribes to or is attached to (state
  * of the session, which ended with it), and questions that change nothing. Anything
@@ -476,48 +489,42 @@ request_within(spbe_client *c, int timeout_ms, Spbe__V1__Command *cmd, const uin
             rc = receive_frame(c, (int)left, &f, &b, &blen);
             if (rc != SPBE_OK && rc != SPBE_TIMEOUT)
                 return rc;
-            if (rc == SPBE_OK)
+            if (rc == SPBE_OK) {
                 f = batch_take_reply(c, f, cmd->request_id);
-            if (rc != SPBE_OK) {
-                /* nothing came yet */
-            } else if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
-                       f->reply->request_id == cmd->request_id) {
-                if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected &&
-                    (cmd->body_case != SPBE__V1__COMMAND__BODY_REQUEST ||
-                     says_no_session(f->reply))) {
-                    int not_run = says_no_session(f->reply);
-                    session_lost(c, f->reply->error);
+                if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
+                    f->reply->request_id == cmd->request_id) {
+                    if ((int)f->reply->code == SPBE_UNAVAILABLE && c->connected &&
+                        (cmd->body_case != SPBE__V1__COMMAND__BODY_REQUEST ||
+                         says_no_session(f->reply))) {
+                        int not_run = says_no_session(f->reply);
+                        session_lost(c, f->reply->error);
+                        spbe__v1__broker_frame__free_unpacked(f, NULL);
+                        free(b);
+                        if (c->reconnect && (not_run || resendable(cmd)))
+                            break; /* again, in the new session */
+                        return fail(c, SPBE_UNAVAILABLE, "the broker lost the session%s",
+                                    c->reconnect ? " (reconnecting)" : "");
+                    }
+                    *owner = f;
+                    *reply = f->reply;
+                    if (reply_body) {
+                        *reply_body = b;
+                        *reply_body_len = blen;
+                    } else {
+                        free(b);
+                    }
+                    return SPBE_OK;
+                }
+                if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT &&
+                    f->event->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
+                    int code = goodbye_take(c, f->event->goodbye);
+                    fail(c, code, "broker closed the session: %s", f->event->goodbye->reason);
                     spbe__v1__broker_frame__free_unpacked(f, NULL);
                     free(b);
-                    if (c->reconnect && (not_run || resendable(cmd)))
-                        break; /* again, in the new session */
-                    return fail(c, SPBE_UNAVAILABLE, "the broker lost the session%s",
-                                c->reconnect ? " (reconnecting)" : "");
+                    if (code == SPBE_UNAVAILABLE && c->reconnect && resendable(cmd))
+                        break;
+                    return code;
                 }
-                *owner = f;
-                *reply = f->reply;
-                if (reply_body) {
-                    *reply_body = b;
-                    *reply_body_len = blen;
-                } else {
-                    free(b);
-                }
-                return SPBE_OK;
-            } else if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_EVENT &&
-                       f->event->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
-                int code =
-                    f->event->goodbye->code ? (int)f->event->goodbye->code : SPBE_UNAVAILABLE;
-                if (code == SPBE_UNAVAILABLE && c->reconnect)
-                    session_lost(c, f->event->goodbye->reason);
-                else
-                    c->closed_code = code;
-                fail(c, code, "broker closed the session: %s", f->event->goodbye->reason);
-                spbe__v1__broker_frame__free_unpacked(f, NULL);
-                free(b);
-                if (code == SPBE_UNAVAILABLE && c->reconnect && resendable(cmd))
-                    break;
-                return code;
-            } else {
                 /* a heartbeat's answer that the session is gone: the reply will not come */
                 if (f->body_case == SPBE__V1__BROKER_FRAME__BODY_REPLY &&
                     f->reply->request_id == 0 && (int)f->reply->code == SPBE_UNAVAILABLE &&
@@ -1376,13 +1383,8 @@ handle_frame(spbe_client *c, Spbe__V1__BrokerFrame *f, const uint8_t *body, size
         return 0;
     Spbe__V1__Event *ev = f->event;
     if (ev->body_case == SPBE__V1__EVENT__BODY_GOODBYE) {
-        int code = ev->goodbye->code ? (int)ev->goodbye->code : SPBE_UNAVAILABLE;
-        if (code == SPBE_UNAVAILABLE && c->reconnect) {
-            session_lost(c, ev->goodbye->reason);
-        } else {
-            c->closed_code = code;
-            fail(c, code, "broker closed the session: %s", ev->goodbye->reason);
-        }
+        if (goodbye_take(c, ev->goodbye) != SPBE_UNAVAILABLE || !c->reconnect)
+            fail(c, c->closed_code, "broker closed the session: %s", ev->goodbye->reason);
         return 0;
     }
     if (ev->body_case == SPBE__V1__EVENT__BODY_REQUEST && body)
